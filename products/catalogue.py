@@ -1,0 +1,248 @@
+"""The catalogue: registered data products, their versions and current data file.
+
+A product's data is replaced by loading a new version: the version number is
+allocated in the control plane first (status ``loading``), the DuckDB file is
+written under a name no reader knows, and only then does one transaction mark the
+version ``active`` and move ``current_version`` to it. Readers resolve the current
+version through the control plane, so they never see half a load.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from products.errors import Conflict, NotFound
+from products.manifest import DataProduct, parse_manifest
+from products.tables import product_versions, products
+
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ProductVersion:
+    version: int
+    row_count: int
+    content_hash: str
+    data_file: str
+    loaded_by: str
+    finished_at: datetime
+
+
+@dataclass(frozen=True)
+class ProductRecord:
+    """A registered product with its current data version (None before the first load)."""
+
+    manifest: DataProduct
+    owner: str
+    status: str
+    created_at: datetime
+    current: ProductVersion | None
+
+    @property
+    def id(self) -> str:
+        return self.manifest.id
+
+    def to_dict(self, *, include_counts: bool) -> dict[str, Any]:
+        """Return catalogue metadata: the manifest plus version facts.
+
+        The exact row count is an exact aggregate of the data, so it is only
+        included for operators and regulators (``include_counts``).
+        """
+        out = self.manifest.to_dict()
+        out["owner"] = self.owner
+        out["status"] = self.status
+        out["created_at"] = _iso(self.created_at)
+        if self.current is None:
+            out["version"] = None
+            out["content_hash"] = None
+            out["loaded_at"] = None
+        else:
+            out["version"] = self.current.version
+            out["content_hash"] = self.current.content_hash
+            out["loaded_at"] = _iso(self.current.finished_at)
+            if include_counts:
+                out["row_count"] = self.current.row_count
+        return out
+
+
+def _iso(t: datetime) -> str:
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def manifest_json(manifest: DataProduct) -> str:
+    return json.dumps(manifest.to_dict(), sort_keys=True, separators=(",", ":"))
+
+
+class Catalogue:
+    """Registered products in the control-plane store."""
+
+    def __init__(self, engine: Engine, products_dir: Path, clock: Clock = _utcnow) -> None:
+        self._engine = engine
+        self.products_dir = products_dir
+        self._clock = clock
+
+    def register(self, manifest: DataProduct, owner: str) -> ProductRecord:
+        """Register a new product. Raises ``Conflict`` if the id is taken."""
+        now = self._clock()
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    products.insert().values(
+                        id=manifest.id,
+                        owner=owner,
+                        manifest=manifest_json(manifest),
+                        status="active",
+                        current_version=None,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+        except IntegrityError:
+            raise Conflict(
+                f"product {manifest.id!r} is already registered",
+                {"product": manifest.id},
+            ) from None
+        return ProductRecord(manifest, owner, "active", now, None)
+
+    def get(self, product_id: str) -> ProductRecord:
+        """Return the product. Raises ``NotFound``."""
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(products).where(products.c.id == product_id)
+            ).first()
+            if row is None:
+                raise NotFound(f"no product {product_id!r}", {"product": product_id})
+            return self._record(conn, row)
+
+    def list(self) -> list[ProductRecord]:
+        """Return every product, ordered by id."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(products).order_by(products.c.id)).all()
+            return [self._record(conn, r) for r in rows]
+
+    def _record(self, conn: sa.Connection, row: Any) -> ProductRecord:
+        current = None
+        if row.current_version is not None:
+            v = conn.execute(
+                sa.select(product_versions).where(
+                    product_versions.c.product_id == row.id,
+                    product_versions.c.version == row.current_version,
+                )
+            ).one()
+            current = ProductVersion(
+                version=v.version,
+                row_count=int(v.row_count),
+                content_hash=v.content_hash,
+                data_file=v.data_file,
+                loaded_by=v.loaded_by,
+                finished_at=v.finished_at,
+            )
+        return ProductRecord(
+            manifest=parse_manifest(json.loads(row.manifest)),
+            owner=row.owner,
+            status=row.status,
+            created_at=row.created_at,
+            current=current,
+        )
+
+    def begin_version(self, product_id: str, loaded_by: str) -> tuple[int, Path]:
+        """Allocate the next version number and the path its data file must be written to.
+
+        Raises ``NotFound`` for an unknown product.
+        """
+        self.get(product_id)
+        for _ in range(20):
+            with self._engine.begin() as conn:
+                latest = conn.execute(
+                    sa.select(sa.func.max(product_versions.c.version)).where(
+                        product_versions.c.product_id == product_id
+                    )
+                ).scalar()
+                version = int(latest or 0) + 1
+                data_file = f"{product_id}/v{version}.duckdb"
+                try:
+                    with conn.begin_nested():
+                        conn.execute(
+                            product_versions.insert().values(
+                                product_id=product_id,
+                                version=version,
+                                status="loading",
+                                data_file=data_file,
+                                loaded_by=loaded_by,
+                                started_at=self._clock(),
+                            )
+                        )
+                except IntegrityError:
+                    continue  # another loader took this number; try the next
+            path = self.products_dir / data_file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return version, path
+        raise Conflict(f"could not allocate a version for {product_id!r}")
+
+    def activate_version(
+        self, product_id: str, version: int, row_count: int, content_hash: str
+    ) -> ProductRecord:
+        """Mark a loaded version active and make it current, in one transaction."""
+        now = self._clock()
+        with self._engine.begin() as conn:
+            conn.execute(
+                product_versions.update()
+                .where(
+                    product_versions.c.product_id == product_id,
+                    product_versions.c.version == version,
+                )
+                .values(
+                    status="active",
+                    row_count=row_count,
+                    content_hash=content_hash,
+                    finished_at=now,
+                )
+            )
+            # A slower, older load finishing late must not replace a newer one.
+            conn.execute(
+                products.update()
+                .where(
+                    products.c.id == product_id,
+                    sa.or_(
+                        products.c.current_version.is_(None),
+                        products.c.current_version < version,
+                    ),
+                )
+                .values(current_version=version, updated_at=now)
+            )
+        return self.get(product_id)
+
+    def fail_version(self, product_id: str, version: int) -> None:
+        """Record that a load did not complete; its number is never reused."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                product_versions.update()
+                .where(
+                    product_versions.c.product_id == product_id,
+                    product_versions.c.version == version,
+                )
+                .values(status="failed", finished_at=self._clock())
+            )
+
+    def data_path(self, record: ProductRecord) -> Path:
+        """Return the current data file. Raises ``NotFound`` if no data is loaded yet."""
+        if record.current is None:
+            raise NotFound(
+                f"product {record.id!r} has no data loaded yet", {"product": record.id}
+            )
+        return self.products_dir / record.current.data_file

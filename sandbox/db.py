@@ -1,0 +1,166 @@
+"""The control-plane store: engines for SQLite (WAL) and PostgreSQL, and migrations.
+
+Why a small migration table rather than Alembic: the schema is owned by three
+packages, each with its own ``MetaData``; a numbered list of migration functions,
+applied in one transaction and recorded in ``schema_migrations``, keeps the whole
+history in one short, tested module, without a second configuration tree
+(``alembic.ini``, ``env.py``) that operators would have to keep in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+from products.errors import InvalidRequest
+from sandbox.settings import Settings
+
+migrations_table_meta = sa.MetaData()
+schema_migrations = sa.Table(
+    "schema_migrations",
+    migrations_table_meta,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def create_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
+    """Return an engine for the control plane.
+
+    SQLite gets WAL, foreign keys and a busy timeout, and every transaction begins
+    with ``BEGIN IMMEDIATE`` so that read-then-write transactions (budget charges,
+    audit appends) serialise instead of failing with "database is locked" on upgrade.
+    Raises ``InvalidRequest`` for a URL SQLAlchemy cannot use.
+    """
+    try:
+        parsed = sa.engine.make_url(url)
+    except ArgumentError:
+        raise InvalidRequest(f"database URL {url!r} is not a valid SQLAlchemy URL") from None
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            engine = sa.create_engine(
+                parsed,
+                connect_args={"timeout": 60, "check_same_thread": False},
+                pool_size=8,
+                max_overflow=32,
+            )
+            _configure_sqlite(engine, sqlite_synchronous)
+            return engine
+        return sa.create_engine(parsed, pool_size=8, max_overflow=32, pool_pre_ping=True)
+    except NoSuchModuleError:
+        raise InvalidRequest(f"database URL {url!r} names an unsupported driver") from None
+
+
+def _configure_sqlite(engine: Engine, synchronous: str) -> None:
+    if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+        raise InvalidRequest(f"sqlite synchronous must be NORMAL or FULL, not {synchronous!r}")
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below decide how transactions start.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    apply: Callable[[Connection], None]
+
+
+def _initial(conn: Connection) -> None:
+    for meta in _all_metadata():
+        meta.create_all(conn)
+
+
+def _all_metadata() -> Sequence[sa.MetaData]:
+    # Imported here: the tables of each package are only needed when migrating.
+    from products.tables import metadata as products_meta
+
+    metas: list[sa.MetaData] = [products_meta]
+    try:
+        from policies.tables import metadata as policies_meta
+
+        metas.append(policies_meta)
+    except ImportError:  # pragma: no cover - during bootstrap of the tree
+        pass
+    try:
+        from audit.tables import metadata as audit_meta
+
+        metas.append(audit_meta)
+    except ImportError:  # pragma: no cover
+        pass
+    return metas
+
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _initial),)
+
+
+def migrate(engine: Engine, migrations: Sequence[Migration] = MIGRATIONS) -> list[int]:
+    """Apply pending migrations in order, each in its own transaction.
+
+    Returns the versions applied (empty when the store is current). Safe to run
+    from several processes at once: a version already recorded is skipped.
+    """
+    try:
+        migrations_table_meta.create_all(engine)
+    except OperationalError as exc:
+        raise InvalidRequest(f"cannot open the control-plane store: {exc.orig}") from None
+    applied: list[int] = []
+    for m in sorted(migrations, key=lambda m: m.version):
+        with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7262001)")
+            done = conn.execute(
+                sa.select(schema_migrations.c.version).where(
+                    schema_migrations.c.version == m.version
+                )
+            ).first()
+            if done:
+                continue
+            m.apply(conn)
+            conn.execute(
+                schema_migrations.insert().values(
+                    version=m.version, name=m.name, applied_at=datetime.now(UTC)
+                )
+            )
+            applied.append(m.version)
+    return applied
+
+
+def current_version(engine: Engine) -> int:
+    """Return the highest applied migration version (0 for an empty store)."""
+    with engine.connect() as conn:
+        v = conn.execute(sa.select(sa.func.max(schema_migrations.c.version))).scalar()
+    return int(v or 0)
+
+
+def engine_for(settings: Settings) -> Engine:
+    """Return the control-plane engine for ``settings`` (creating the data dir for SQLite)."""
+    if not settings.database_url:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return create_engine(
+        settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous
+    )

@@ -1,0 +1,100 @@
+"""Settings: every knob of the service, read once into one frozen object.
+
+This module is the only reader of ``os.environ`` (``SANDBOX_*`` variables); CLI flags
+override the environment; everything else receives a ``Settings``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from products.errors import InvalidRequest
+
+DEFAULT_AUDIENCE = "public-data-sandbox"
+DEFAULT_ORIGIN = "public-data-sandbox/audit"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The configuration of one deployment (one data dir, one control-plane store)."""
+
+    data_dir: Path = Path("var")
+    database_url: str | None = None  # None: SQLite file inside data_dir
+    audience: str = DEFAULT_AUDIENCE
+    audit_origin: str = DEFAULT_ORIGIN
+    # Request limits (DESIGN invariant 7: oversized bodies get 413, not a crash).
+    max_json_bytes: int = 1 << 20
+    max_upload_bytes: int = 8 << 30
+    # Signed calls (DESIGN §6).
+    max_token_lifetime_s: int = 300
+    clock_skew_s: int = 60
+    # Query engine isolation.
+    query_timeout_s: float = 30.0
+    query_memory_limit: str = "2GB"
+    query_threads: int = 2
+    # Audit log.
+    checkpoint_interval_s: float = 60.0
+    checkpoint_every_entries: int = 10_000
+    sqlite_synchronous: str = "NORMAL"  # FULL also survives power loss (docs/audit.md)
+    # Verification.
+    max_batch_items: int = 1000
+    enumeration_window_s: int = 600
+    enumeration_min_keys: int = 200
+    enumeration_miss_ratio: float = 0.8
+    enumeration_suspend_keys: int = 500
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "control.sqlite3"
+
+    @property
+    def effective_database_url(self) -> str:
+        """Return the SQLAlchemy URL of the control-plane store."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.sqlite_path.resolve()}"
+
+    @property
+    def products_dir(self) -> Path:
+        return self.data_dir / "products"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """Return a copy with the non-None ``overrides`` applied."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``SANDBOX_<FIELD>`` variables, then ``overrides``.
+
+        Raises ``InvalidRequest`` naming the variable when a value does not parse.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"SANDBOX_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _coerce(f.name, raw, f.type)
+        return cls(**values).with_overrides(**overrides)
+
+
+def _coerce(name: str, raw: str, annotation: Any) -> Any:
+    kind = str(annotation)
+    try:
+        if "Path" in kind:
+            return Path(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise InvalidRequest(f"SANDBOX_{name.upper()}={raw!r} is not a valid {kind}") from None
+    return raw
