@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from products.errors import Conflict, NotFound
 from products.manifest import DataProduct, parse_manifest
-from products.tables import product_versions, products
+from products.tables import product_versions, products, verification_products
 
 Clock = Callable[[], datetime]
 
@@ -246,3 +246,13 @@ class Catalogue:
                 f"product {record.id!r} has no data loaded yet", {"product": record.id}
             )
         return self.products_dir / record.current.data_file
+
+    def verification_product_owner(self, vp_id: str) -> str | None:
+        """Return the data product a verification product is defined on, or None."""
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(verification_products.c.product_id).where(
+                    verification_products.c.id == vp_id
+                )
+            ).first()
+        return None if row is None else str(row.product_id)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
 import threading
 from collections.abc import Callable
@@ -321,10 +322,13 @@ def _write_table(con: duckdb.DuckDBPyConnection, manifest: DataProduct) -> tuple
     )
     unit = _quote(manifest.privacy_unit)
     table = _quote(manifest.id)
+    # A secret per-load salt makes hash(rowid, salt) a random permutation of each
+    # unit's rows (DuckDB refuses volatile window ordering such as random()).
+    salt = secrets.randbits(62)
     con.execute(
         f"CREATE TABLE {table} AS SELECT {select}, "
-        f"(row_number() OVER (PARTITION BY {unit} ORDER BY random()))::INTEGER AS _unit_rank "
-        "FROM staged"
+        f"(row_number() OVER (PARTITION BY {unit} ORDER BY hash(rowid, {salt})))::INTEGER "
+        "AS _unit_rank FROM staged"
     )
     con.execute("DROP TABLE staged")
     counts = con.execute(f"SELECT count(*), count(DISTINCT {unit}) FROM {table}").fetchone()

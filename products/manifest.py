@@ -150,7 +150,7 @@ class ColumnSchema(Schema):
     name = fields.String(
         required=True,
         validate=validate.Regexp(
-            COLUMN_NAME, error="must match [a-z_][a-z0-9_]{0,63} (lower-case SQL identifier)"
+            COLUMN_NAME, error="must match [a-z_][a-z0-9_]{{0,63}} (lower-case SQL identifier)"
         ),
     )
     type = fields.String(required=True, validate=validate.OneOf([t.value for t in ColumnType]))
@@ -175,7 +175,7 @@ class ManifestSchema(Schema):
 
     id = fields.String(
         required=True,
-        validate=validate.Regexp(PRODUCT_ID, error="must match [a-z0-9_]{1,64}"),
+        validate=validate.Regexp(PRODUCT_ID, error="must match [a-z0-9_]{{1,64}}"),
     )
     title = fields.String(required=True, validate=validate.Length(min=1, max=200))
     description = fields.String(load_default="", validate=validate.Length(max=5000))

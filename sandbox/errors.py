@@ -53,3 +53,9 @@ class ServiceUnavailable(DomainError):
     """A dependency (audit log, store) could not record the call; nothing was released."""
 
     code = "unavailable"
+
+
+class UnsupportedMediaType(DomainError):
+    """The body's Content-Type is not one the endpoint accepts (415)."""
+
+    code = "unsupported_media_type"

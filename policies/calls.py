@@ -1,0 +1,259 @@
+"""Signed calls (DESIGN §6), both ways: ``sign_call`` for clients, ``verify_call`` for
+the server. Every JWT goes through pyjwt; the checks pyjwt would otherwise skip
+(required claims, lifetime cap, ``typ``, per-key algorithm pinning, request binding
+and replay) are made explicitly here.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+
+from policies.errors import BadSignature, Replayed, TokenExpired, Unauthenticated
+from policies.nonces import NonceStore
+from policies.principals import KeyAlg, Principal, PublicKey, load_public_key
+
+CALL_TYP = "pds-call+jwt"
+REQUIRED_CLAIMS = ("iss", "aud", "iat", "exp", "jti", "htm", "htu", "bh")
+MAX_JTI_LENGTH = 256
+
+
+def body_hash(body: bytes) -> str:
+    """Return the ``bh`` claim for a body: base64url, no padding, of its SHA-256."""
+    return base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=").decode()
+
+
+def bh_of_digest(digest: bytes) -> str:
+    """Return the ``bh`` claim from an already computed SHA-256 digest."""
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def _alg_for_private(private_pem: bytes) -> str:
+    key = serialization.load_pem_private_key(private_pem, password=None)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return load_public_key(public)[1].value
+
+
+def sign_call(
+    private_pem: bytes,
+    *,
+    issuer: str,
+    kid: str,
+    audience: str,
+    method: str,
+    path_and_query: str,
+    body: bytes = b"",
+    now: datetime | None = None,
+    lifetime_s: int = 60,
+    jti: str | None = None,
+) -> str:
+    """Return the compact JWT that authorises one request (for ``Authorization: Bearer``)."""
+    issued = int((now or datetime.now(UTC)).timestamp())
+    claims = {
+        "iss": issuer,
+        "aud": audience,
+        "iat": issued,
+        "exp": issued + lifetime_s,
+        "jti": jti or secrets.token_urlsafe(18),
+        "htm": method.upper(),
+        "htu": path_and_query,
+        "bh": body_hash(body),
+    }
+    return jwt.encode(
+        claims,
+        private_pem,
+        algorithm=_alg_for_private(private_pem),
+        headers={"kid": kid, "typ": CALL_TYP},
+    )
+
+
+@dataclass(frozen=True)
+class VerifiedCall:
+    """A request whose signature and binding checked out."""
+
+    principal: Principal
+    kid: str
+    jti: str
+    issued_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    audience: str
+    max_lifetime_s: int = 300
+    clock_skew_s: int = 60
+
+
+PrincipalLookup = Callable[[str], Principal | None]
+
+
+def claimed_issuer(token: str) -> str | None:
+    """Return the unverified ``iss`` of a token, for audit only (never for decisions)."""
+    try:
+        iss = jwt.decode(token, options={"verify_signature": False}).get("iss")
+    except jwt.PyJWTError:
+        return None
+    return iss if isinstance(iss, str) and len(iss) <= 128 else None
+
+
+def verify_call(
+    authorization: str | None,
+    *,
+    method: str,
+    path_and_query: str,
+    body_sha256: bytes,
+    policy: CallPolicy,
+    principals: PrincipalLookup,
+    nonces: NonceStore,
+    now: datetime,
+) -> VerifiedCall:
+    """Check the ``Authorization`` header of one request (DESIGN §6).
+
+    Returns the verified call. Raises ``Unauthenticated``, ``BadSignature``,
+    ``TokenExpired`` or ``Replayed``, each with ``details.reason`` naming the check.
+    The nonce is claimed last, so a refused token never burns a nonce.
+    """
+    if not authorization:
+        raise Unauthenticated("this endpoint needs a signed call (Authorization: Bearer <JWT>)",
+                              "missing_token")
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("Authorization must be 'Bearer <JWT>'", "malformed_authorization")
+    issuer = claimed_issuer(token)
+
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise Unauthenticated("the token is not a compact JWS", "malformed_token",
+                              issuer=issuer) from None
+    alg = header.get("alg")
+    if header.get("typ") != CALL_TYP:
+        raise BadSignature(f"token typ must be {CALL_TYP!r}", "wrong_typ", issuer=issuer)
+    if alg not in {a.value for a in KeyAlg}:
+        raise BadSignature(
+            f"algorithm {alg!r} is not accepted (EdDSA or ES256 only)", "alg_not_allowed",
+            issuer=issuer,
+        )
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise Unauthenticated("token header needs kid", "missing_kid", issuer=issuer)
+    if issuer is None:
+        raise Unauthenticated("token needs an iss claim", "missing_claim", issuer=None,
+                              details={"claim": "iss"})
+
+    principal = principals(issuer)
+    key: PublicKey | None = principal.key(kid) if principal else None
+    if principal is None or key is None:
+        raise Unauthenticated(
+            f"no key {kid!r} registered for principal {issuer!r}", "unknown_kid", issuer=issuer
+        )
+    if not principal.active:
+        raise Unauthenticated(f"principal {issuer!r} is disabled", "principal_disabled",
+                              issuer=issuer)
+    if not key.active:
+        raise Unauthenticated(f"key {kid!r} is disabled", "key_disabled", issuer=issuer)
+    if alg != key.alg.value:
+        raise BadSignature(
+            f"key {kid!r} is registered for {key.alg.value}, not {alg}", "alg_mismatch",
+            issuer=issuer,
+        )
+
+    public_key, _ = load_public_key(key.pem)
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key=public_key,
+            algorithms=[key.alg.value],
+            audience=policy.audience,
+            leeway=policy.clock_skew_s,
+            options={
+                "require": list(REQUIRED_CLAIMS),
+                "verify_signature": True,
+                # Time is checked below against the injected clock, not pyjwt's.
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_aud": True,
+                "verify_iss": False,
+                "verify_nbf": False,
+            },
+        )
+    except jwt.MissingRequiredClaimError as exc:
+        raise Unauthenticated(
+            f"token lacks required claim {exc.claim!r}", "missing_claim", issuer=issuer,
+            details={"claim": exc.claim},
+        ) from None
+    except jwt.ExpiredSignatureError:
+        raise TokenExpired("token has expired", "expired", issuer=issuer) from None
+    except jwt.ImmatureSignatureError:
+        raise Unauthenticated("token iat is in the future beyond the allowed skew",
+                              "iat_in_future", issuer=issuer) from None
+    except jwt.InvalidAudienceError:
+        raise BadSignature("token is addressed to another audience", "wrong_audience",
+                           issuer=issuer) from None
+    except jwt.InvalidSignatureError:
+        raise BadSignature("signature does not verify", "bad_signature", issuer=issuer) from None
+    except jwt.PyJWTError as exc:
+        raise Unauthenticated(f"token rejected: {exc}", "invalid_token", issuer=issuer) from None
+
+    for name in ("iat", "exp"):
+        if not isinstance(claims[name], int) or isinstance(claims[name], bool):
+            raise Unauthenticated(f"{name} must be an integer NumericDate", "invalid_claim",
+                                  issuer=issuer, details={"claim": name})
+    for name in ("jti", "htm", "htu", "bh"):
+        if not isinstance(claims[name], str):
+            raise Unauthenticated(f"{name} must be a string", "invalid_claim", issuer=issuer,
+                                  details={"claim": name})
+    iat, exp = claims["iat"], claims["exp"]
+    now_s = int(now.timestamp())
+    if exp - iat > policy.max_lifetime_s or exp <= iat:
+        raise Unauthenticated(
+            f"token lifetime exp-iat must be at most {policy.max_lifetime_s} s",
+            "lifetime_too_long", issuer=issuer,
+        )
+    if iat > now_s + policy.clock_skew_s:
+        raise Unauthenticated("token iat is in the future beyond the allowed skew",
+                              "iat_in_future", issuer=issuer)
+    if exp + policy.clock_skew_s <= now_s:
+        raise TokenExpired("token has expired", "expired", issuer=issuer)
+    if not claims["jti"] or len(claims["jti"]) > MAX_JTI_LENGTH:
+        raise Unauthenticated("jti must be 1..256 characters", "invalid_claim", issuer=issuer,
+                              details={"claim": "jti"})
+    if claims["htm"] != method.upper():
+        raise BadSignature("token is bound to another HTTP method", "htm_mismatch",
+                           issuer=issuer)
+    if claims["htu"] != path_and_query:
+        raise BadSignature("token is bound to another path or query", "htu_mismatch",
+                           issuer=issuer)
+    expected_bh = bh_of_digest(body_sha256)
+    if not hmac.compare_digest(claims["bh"].encode(), expected_bh.encode()):
+        raise BadSignature("request body does not match the signed body hash", "bh_mismatch",
+                           issuer=issuer)
+
+    expires_at = datetime.fromtimestamp(exp + policy.clock_skew_s, UTC)
+    if not nonces.claim(issuer, claims["jti"], expires_at):
+        raise Replayed("this call (jti) was already used", "replayed", issuer=issuer)
+    return VerifiedCall(
+        principal=principal,
+        kid=kid,
+        jti=claims["jti"],
+        issued_at=datetime.fromtimestamp(iat, UTC),
+        expires_at=datetime.fromtimestamp(exp, UTC),
+    )
+
+
+def expiry_window(policy: CallPolicy) -> timedelta:
+    """How long a nonce must be remembered: the longest lifetime plus skew."""
+    return timedelta(seconds=policy.max_lifetime_s + policy.clock_skew_s)

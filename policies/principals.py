@@ -1,0 +1,310 @@
+"""Principals (operators, enterprises, regulators) and their public keys.
+
+Keys are accepted as PEM (SPKI public, PKCS#8 private) and published as JWKs. The
+default ``kid`` is the RFC 7638 thumbprint of the public JWK. Each key is pinned to
+one algorithm: Ed25519 keys sign ``EdDSA``, P-256 keys sign ``ES256``; a token that
+names any other algorithm for the key is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from policies.tables import principal_keys, principals
+from products.errors import Conflict, InvalidRequest, NotFound
+
+PRINCIPAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+KID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
+Clock = Callable[[], datetime]
+
+
+class Role(StrEnum):
+    OPERATOR = "operator"
+    ENTERPRISE = "enterprise"
+    REGULATOR = "regulator"
+
+
+class KeyAlg(StrEnum):
+    EDDSA = "EdDSA"
+    ES256 = "ES256"
+
+
+def _b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+PublicKeyObject = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+
+
+def load_public_key(pem: str | bytes) -> tuple[PublicKeyObject, KeyAlg]:
+    """Parse an SPKI PEM public key. Returns the key and its pinned algorithm.
+
+    Raises ``InvalidRequest`` for anything but Ed25519 or P-256.
+    """
+    data = pem.encode() if isinstance(pem, str) else pem
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError):
+        raise InvalidRequest("public_key is not a PEM (SPKI) public key") from None
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return key, KeyAlg.EDDSA
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return key, KeyAlg.ES256
+    raise InvalidRequest("only Ed25519 (EdDSA) and P-256 (ES256) public keys are accepted")
+
+
+def public_jwk(pem: str | bytes) -> dict[str, str]:
+    """Return the public JWK (RFC 7517) of an SPKI PEM key, without ``kid``."""
+    key, alg = load_public_key(pem)
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return {"kty": "OKP", "crv": "Ed25519", "x": _b64u(raw)}
+    numbers = key.public_numbers()
+    return {
+        "kty": "EC",
+        "crv": "P-256",
+        "x": _b64u(numbers.x.to_bytes(32, "big")),
+        "y": _b64u(numbers.y.to_bytes(32, "big")),
+    }
+
+
+def jwk_thumbprint(pem: str | bytes) -> str:
+    """Return the RFC 7638 SHA-256 thumbprint (base64url) of a public key."""
+    jwk = public_jwk(pem)
+    required = ("crv", "kty", "x") if jwk["kty"] == "OKP" else ("crv", "kty", "x", "y")
+    canonical = json.dumps({k: jwk[k] for k in required}, separators=(",", ":"), sort_keys=True)
+    return _b64u(hashlib.sha256(canonical.encode()).digest())
+
+
+def generate_keypair(alg: str = "ed25519") -> tuple[bytes, bytes]:
+    """Return ``(private PKCS#8 PEM, public SPKI PEM)`` for ``ed25519`` or ``es256``."""
+    private: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+    if alg.lower() == "ed25519":
+        private = ed25519.Ed25519PrivateKey.generate()
+    elif alg.lower() == "es256":
+        private = ec.generate_private_key(ec.SECP256R1())
+    else:
+        raise InvalidRequest(f"unknown key algorithm {alg!r}: use ed25519 or es256")
+    priv_pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    pub_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return priv_pem, pub_pem
+
+
+def public_pem_of(private_pem: bytes) -> bytes:
+    """Return the SPKI PEM of a PKCS#8 PEM private key. Raises ``InvalidRequest``."""
+    try:
+        private = serialization.load_pem_private_key(private_pem, password=None)
+    except (ValueError, TypeError):
+        raise InvalidRequest("not an unencrypted PKCS#8 PEM private key") from None
+    return private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    kid: str
+    alg: KeyAlg
+    pem: str
+    status: str = "active"
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kid": self.kid,
+            "alg": self.alg.value,
+            "status": self.status,
+            "public_key": self.pem,
+            "jwk": {**public_jwk(self.pem), "kid": self.kid, "alg": self.alg.value},
+        }
+
+
+@dataclass(frozen=True)
+class Principal:
+    id: str
+    role: Role
+    name: str
+    keys: tuple[PublicKey, ...]
+    created_at: datetime
+    disabled_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.disabled_at is None
+
+    def key(self, kid: str) -> PublicKey | None:
+        return next((k for k in self.keys if k.kid == kid), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "role": self.role.value,
+            "name": self.name,
+            "keys": [k.to_dict() for k in self.keys],
+            "created_at": _iso(self.created_at),
+            "disabled_at": _iso(self.disabled_at) if self.disabled_at else None,
+        }
+
+
+def _iso(t: datetime) -> str:
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_key(spec: dict[str, Any]) -> PublicKey:
+    """Validate one ``{"kid"?, "alg"?, "public_key"}`` entry. Raises ``InvalidRequest``."""
+    pem = spec.get("public_key")
+    if not isinstance(pem, str):
+        raise InvalidRequest("each key needs public_key (SPKI PEM)", {"field": "public_key"})
+    _, alg = load_public_key(pem)
+    claimed = spec.get("alg")
+    if claimed is not None and claimed != alg.value:
+        raise InvalidRequest(
+            f"alg {claimed!r} does not fit this key; it is a {alg.value} key",
+            {"field": "alg"},
+        )
+    kid = spec.get("kid") or jwk_thumbprint(pem)
+    if not isinstance(kid, str) or not KID.match(kid):
+        raise InvalidRequest("kid must match [A-Za-z0-9._~-]{1,128}", {"field": "kid"})
+    return PublicKey(kid=kid, alg=alg, pem=pem.strip() + "\n")
+
+
+class PrincipalStore:
+    """Principals and their keys in the control-plane store."""
+
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    def add(
+        self,
+        principal_id: str,
+        role: Role,
+        name: str,
+        keys: Sequence[PublicKey],
+        created_by: str | None,
+    ) -> Principal:
+        """Register a principal with its keys. Raises ``Conflict`` if the id exists."""
+        if not PRINCIPAL_ID.match(principal_id):
+            raise InvalidRequest(
+                "principal id must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}", {"field": "id"}
+            )
+        kids = [k.kid for k in keys]
+        if len(set(kids)) != len(kids):
+            raise InvalidRequest("two keys share a kid", {"field": "keys"})
+        now = self._clock()
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    principals.insert().values(
+                        id=principal_id,
+                        role=role.value,
+                        name=name,
+                        created_by=created_by,
+                        created_at=now,
+                    )
+                )
+                for k in keys:
+                    conn.execute(
+                        principal_keys.insert().values(
+                            principal_id=principal_id,
+                            kid=k.kid,
+                            alg=k.alg.value,
+                            public_key=k.pem,
+                            status="active",
+                            created_at=now,
+                        )
+                    )
+        except IntegrityError:
+            raise Conflict(
+                f"principal {principal_id!r} already exists", {"principal": principal_id}
+            ) from None
+        return self.get(principal_id)
+
+    def find(self, principal_id: str) -> Principal | None:
+        """Return the principal, or None."""
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(principals).where(principals.c.id == principal_id)
+            ).first()
+            if row is None:
+                return None
+            keys = conn.execute(
+                sa.select(principal_keys)
+                .where(principal_keys.c.principal_id == principal_id)
+                .order_by(principal_keys.c.created_at, principal_keys.c.kid)
+            ).all()
+        return Principal(
+            id=row.id,
+            role=Role(row.role),
+            name=row.name,
+            keys=tuple(PublicKey(k.kid, KeyAlg(k.alg), k.public_key, k.status) for k in keys),
+            created_at=row.created_at,
+            disabled_at=row.disabled_at,
+        )
+
+    def get(self, principal_id: str) -> Principal:
+        """Return the principal. Raises ``NotFound``."""
+        found = self.find(principal_id)
+        if found is None:
+            raise NotFound(f"no principal {principal_id!r}", {"principal": principal_id})
+        return found
+
+    def add_key(self, principal_id: str, key: PublicKey) -> Principal:
+        """Add a key to a principal. Raises ``NotFound`` or ``Conflict`` (kid taken)."""
+        self.get(principal_id)
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    principal_keys.insert().values(
+                        principal_id=principal_id,
+                        kid=key.kid,
+                        alg=key.alg.value,
+                        public_key=key.pem,
+                        status="active",
+                        created_at=self._clock(),
+                    )
+                )
+        except IntegrityError:
+            raise Conflict(f"principal {principal_id!r} already has kid {key.kid!r}") from None
+        return self.get(principal_id)
+
+    def disable_key(self, principal_id: str, kid: str) -> Principal:
+        """Disable a key; tokens signed with it are refused from now on."""
+        with self._engine.begin() as conn:
+            n = conn.execute(
+                principal_keys.update()
+                .where(principal_keys.c.principal_id == principal_id, principal_keys.c.kid == kid)
+                .values(status="disabled", disabled_at=self._clock())
+            ).rowcount
+        if not n:
+            raise NotFound(f"principal {principal_id!r} has no key {kid!r}")
+        return self.get(principal_id)
+
+    def count(self) -> int:
+        with self._engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(principals)).scalar_one())

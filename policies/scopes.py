@@ -1,0 +1,528 @@
+"""Authorisation scopes (DESIGN §4, §5): what one enterprise may do with one product.
+
+A scope names its purpose, the operations it allows (aggregate over listed columns;
+verify with listed verification products), its privacy budget and per-query cap, its
+rate limit and daily quota, and its validity window. Suspension is reversible,
+revocation is final; both, and expiry, refuse every call with their own code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from policies.errors import ScopeExpired, ScopeRevoked, ScopeSuspended
+from policies.tables import scopes
+from products.errors import Conflict, InvalidRequest, NotFound
+from products.manifest import Classification, DataProduct
+
+SCOPE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+NANO = Decimal("1e9")
+MAX_EPSILON = Decimal("100")
+MAX_DELTA = Decimal("1e-4")
+AGGREGATE_FUNCTIONS = ("count", "sum", "avg", "quantile", "histogram")
+Clock = Callable[[], datetime]
+
+
+class ScopeStatus(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    REVOKED = "revoked"
+
+
+def to_nano(value: Decimal) -> int:
+    """Return ``value`` in units of 1e-9 (exact; callers validated the precision)."""
+    return int((value * NANO).to_integral_value())
+
+
+def from_nano(value: int) -> Decimal:
+    """Return a nano-epsilon integer as a normalised Decimal (e.g. ``Decimal("0.5")``)."""
+    d = (Decimal(value) / NANO).normalize()
+    return d.quantize(Decimal(1)) if d == d.to_integral_value() else d
+
+
+def decimal_str(value: Decimal) -> str:
+    """Return the plain decimal string used in JSON answers and audit entries."""
+    text = format(value.normalize(), "f")
+    return text
+
+
+def parse_epsilon(value: Any, field: str, *, allow_zero: bool = False) -> Decimal:
+    """Parse a positive epsilon (number or decimal string, ≤ 9 decimals).
+
+    Raises ``InvalidRequest`` naming ``field``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise InvalidRequest(f"{field} must be a number", {"fields": {field: ["not a number"]}})
+    try:
+        d = Decimal(str(value))
+    except InvalidOperation:
+        raise InvalidRequest(
+            f"{field} must be a number", {"fields": {field: ["not a number"]}}
+        ) from None
+    if not d.is_finite() or d < 0 or (d == 0 and not allow_zero):
+        raise InvalidRequest(
+            f"{field} must be positive", {"fields": {field: ["must be > 0"]}}
+        )
+    if d > MAX_EPSILON:
+        raise InvalidRequest(
+            f"{field} {d} is absurd: at most {MAX_EPSILON}",
+            {"fields": {field: [f"must be ≤ {MAX_EPSILON}"]}},
+        )
+    if d != d.quantize(Decimal("1e-9")):
+        raise InvalidRequest(
+            f"{field} has more than 9 decimal places",
+            {"fields": {field: ["at most 9 decimal places"]}},
+        )
+    return d
+
+
+@dataclass(frozen=True)
+class Budget:
+    epsilon: Decimal
+    spent: Decimal
+
+    @property
+    def remaining(self) -> Decimal:
+        return max(self.epsilon - self.spent, Decimal(0))
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "epsilon": float(self.epsilon),
+            "spent": float(self.spent),
+            "remaining": float(self.remaining),
+        }
+
+
+@dataclass(frozen=True)
+class Scope:
+    id: str
+    enterprise: str
+    product: str
+    purpose: str
+    aggregate_columns: frozenset[str] | None  # None: no aggregate operation granted
+    aggregate_functions: frozenset[str]
+    verify: frozenset[str]
+    epsilon_nano: int
+    delta: Decimal
+    max_epsilon_per_query_nano: int
+    spent_nano: int
+    rate_per_minute: int
+    daily_quota: int
+    valid_from: datetime
+    valid_until: datetime
+    status: ScopeStatus
+    status_reason: str | None
+    granted_by: str
+    created_at: datetime
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(from_nano(self.epsilon_nano), from_nano(self.spent_nano))
+
+    @property
+    def max_epsilon_per_query(self) -> Decimal:
+        return from_nano(self.max_epsilon_per_query_nano)
+
+    def operations_dict(self) -> dict[str, Any]:
+        ops: dict[str, Any] = {}
+        if self.aggregate_columns is not None:
+            ops["aggregate"] = {
+                "columns": sorted(self.aggregate_columns),
+                "functions": sorted(self.aggregate_functions),
+            }
+        if self.verify:
+            ops["verify"] = sorted(self.verify)
+        return ops
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "enterprise": self.enterprise,
+            "product": self.product,
+            "purpose": self.purpose,
+            "operations": self.operations_dict(),
+            "epsilon": float(from_nano(self.epsilon_nano)),
+            "delta": float(self.delta),
+            "max_epsilon_per_query": float(self.max_epsilon_per_query),
+            "rate_per_minute": self.rate_per_minute,
+            "daily_quota": self.daily_quota,
+            "valid_from": _iso(self.valid_from),
+            "valid_until": _iso(self.valid_until),
+            "status": self.status.value,
+            "status_reason": self.status_reason,
+            "granted_by": self.granted_by,
+            "created_at": _iso(self.created_at),
+            "budget": self.budget.to_dict(),
+        }
+
+    def check_usable(self, now: datetime) -> None:
+        """Raise ``ScopeRevoked``, ``ScopeSuspended`` or ``ScopeExpired`` unless usable now."""
+        details = {"scope": self.id}
+        if self.status is ScopeStatus.REVOKED:
+            raise ScopeRevoked(f"scope {self.id!r} has been revoked", details)
+        if self.status is ScopeStatus.SUSPENDED:
+            raise ScopeSuspended(
+                f"scope {self.id!r} is suspended"
+                + (f": {self.status_reason}" if self.status_reason else ""),
+                details,
+            )
+        if now < _aware(self.valid_from):
+            raise ScopeExpired(f"scope {self.id!r} is not valid before {_iso(self.valid_from)}",
+                               details)
+        if now >= _aware(self.valid_until):
+            raise ScopeExpired(f"scope {self.id!r} expired at {_iso(self.valid_until)}", details)
+
+
+def _aware(t: datetime) -> datetime:
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t
+
+
+def _iso(t: datetime) -> str:
+    return _aware(t).astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _parse_time(value: Any, field: str, errors: dict[str, list[str]]) -> datetime | None:
+    if not isinstance(value, str):
+        errors[field] = ["required: an RFC 3339 time such as 2027-01-01T00:00:00Z"]
+        return None
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        errors[field] = ["not an RFC 3339 time"]
+        return None
+    if t.tzinfo is None:
+        errors[field] = ["needs a time zone (e.g. Z)"]
+        return None
+    return t.astimezone(UTC)
+
+
+def _int_field(
+    data: Mapping[str, Any], field: str, lo: int, hi: int, errors: dict[str, list[str]]
+) -> int:
+    v = data.get(field)
+    if isinstance(v, bool) or not isinstance(v, int):
+        errors[field] = [f"required: an integer in [{lo}, {hi}]"]
+        return 0
+    if not lo <= v <= hi:
+        errors[field] = [f"must be in [{lo}, {hi}]"]
+    return v
+
+
+@dataclass(frozen=True)
+class ScopeGrant:
+    """A validated grant request, not yet stored."""
+
+    id: str
+    enterprise: str
+    product: str
+    purpose: str
+    aggregate_columns: frozenset[str] | None
+    aggregate_functions: frozenset[str]
+    verify: frozenset[str]
+    epsilon: Decimal
+    delta: Decimal
+    max_epsilon_per_query: Decimal
+    rate_per_minute: int
+    daily_quota: int
+    valid_from: datetime
+    valid_until: datetime
+
+
+ALLOWED_FIELDS = {
+    "id", "enterprise", "product", "purpose", "operations", "epsilon", "delta",
+    "max_epsilon_per_query", "rate_per_minute", "daily_quota", "valid_from", "valid_until",
+}
+
+
+def parse_grant(
+    data: Any,
+    *,
+    product_of: Callable[[str], DataProduct | None],
+    enterprise_exists: Callable[[str], bool],
+    verification_product_of: Callable[[str], str | None],
+) -> ScopeGrant:
+    """Validate a scope grant request against the product and the catalogue.
+
+    ``verification_product_of`` maps a verification-product id to its data product
+    id (None if unknown). Returns the grant. Raises ``InvalidRequest`` whose
+    ``details.fields`` maps each bad field to messages.
+    """
+    if not isinstance(data, Mapping):
+        raise InvalidRequest("a scope must be a JSON object")
+    errors: dict[str, list[str]] = {}
+    unknown = sorted(set(data) - ALLOWED_FIELDS)
+    if unknown:
+        errors["_schema"] = [f"unknown field(s): {', '.join(unknown)}"]
+    scope_id = data.get("id") or "sc_" + secrets.token_hex(8)
+    if not isinstance(scope_id, str) or not SCOPE_ID.match(scope_id):
+        errors["id"] = ["must match [A-Za-z0-9_-]{1,64}"]
+    enterprise = data.get("enterprise")
+    if not isinstance(enterprise, str) or not enterprise:
+        errors["enterprise"] = ["required: the enterprise principal id"]
+    elif not enterprise_exists(enterprise):
+        errors["enterprise"] = [f"no enterprise principal {enterprise!r}"]
+    product_id = data.get("product")
+    product = product_of(product_id) if isinstance(product_id, str) else None
+    if product is None:
+        errors["product"] = [f"no product {product_id!r}" if product_id else "required"]
+    purpose = data.get("purpose")
+    if not isinstance(purpose, str) or not purpose.strip():
+        errors["purpose"] = ["required: the purpose of use, in words"]
+    elif len(purpose) > 2000:
+        errors["purpose"] = ["at most 2000 characters"]
+
+    ops = data.get("operations")
+    agg_cols: frozenset[str] | None = None
+    agg_funcs: frozenset[str] = frozenset(AGGREGATE_FUNCTIONS)
+    verify: frozenset[str] = frozenset()
+    if not isinstance(ops, Mapping) or not ops:
+        errors["operations"] = ["required: {'aggregate': {...}} and/or {'verify': [...]}"]
+    else:
+        extra = sorted(set(ops) - {"aggregate", "verify"})
+        if extra:
+            errors["operations"] = [f"unknown operation(s): {', '.join(extra)}"]
+        if "aggregate" in ops:
+            agg_cols, agg_funcs = _parse_aggregate(ops["aggregate"], product, errors)
+        if "verify" in ops:
+            verify = _parse_verify(ops["verify"], product_id, verification_product_of, errors)
+
+    epsilon = delta = max_q = Decimal(0)
+    try:
+        epsilon = parse_epsilon(data.get("epsilon"), "epsilon")
+    except InvalidRequest as exc:
+        errors.update(exc.details.get("fields", {}))
+    try:
+        max_q = parse_epsilon(data.get("max_epsilon_per_query", data.get("epsilon")),
+                              "max_epsilon_per_query")
+        if epsilon and max_q > epsilon:
+            errors["max_epsilon_per_query"] = ["cannot exceed the scope's epsilon"]
+    except InvalidRequest as exc:
+        errors.update(exc.details.get("fields", {}))
+    raw_delta = data.get("delta", 0)
+    try:
+        if isinstance(raw_delta, bool):
+            raise InvalidOperation
+        delta = Decimal(str(raw_delta))
+        if not delta.is_finite() or delta < 0 or delta > MAX_DELTA:
+            errors["delta"] = [f"must be in [0, {MAX_DELTA}]"]
+    except InvalidOperation:
+        errors["delta"] = ["must be a number"]
+    rate = _int_field(data, "rate_per_minute", 1, 1_000_000, errors)
+    quota = _int_field(data, "daily_quota", 1, 1_000_000_000, errors)
+    valid_from = _parse_time(data.get("valid_from"), "valid_from", errors)
+    valid_until = _parse_time(data.get("valid_until"), "valid_until", errors)
+    if valid_from and valid_until and valid_until <= valid_from:
+        errors["valid_until"] = ["must be after valid_from"]
+    if errors:
+        raise InvalidRequest("invalid scope", {"fields": errors})
+    assert isinstance(enterprise, str) and product is not None and isinstance(purpose, str)
+    assert valid_from is not None and valid_until is not None
+    return ScopeGrant(
+        id=scope_id,
+        enterprise=enterprise,
+        product=product.id,
+        purpose=purpose.strip(),
+        aggregate_columns=agg_cols,
+        aggregate_functions=agg_funcs,
+        verify=verify,
+        epsilon=epsilon,
+        delta=delta,
+        max_epsilon_per_query=max_q,
+        rate_per_minute=rate,
+        daily_quota=quota,
+        valid_from=valid_from,
+        valid_until=valid_until,
+    )
+
+
+def _parse_aggregate(
+    spec: Any, product: DataProduct | None, errors: dict[str, list[str]]
+) -> tuple[frozenset[str] | None, frozenset[str]]:
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("columns"), list):
+        errors["operations.aggregate"] = ["needs {'columns': [column names]}"]
+        return None, frozenset()
+    columns = spec["columns"]
+    problems = []
+    for c in columns:
+        if not isinstance(c, str):
+            problems.append(f"{c!r} is not a column name")
+            continue
+        col = product.column(c) if product else None
+        if product is not None and col is None:
+            problems.append(f"unknown column {c!r} of product {product.id!r}")
+        elif col is not None and col.classification is Classification.IDENTIFIER:
+            problems.append(f"{c!r} is an identifier column: never allowed for aggregation")
+    funcs = spec.get("functions", list(AGGREGATE_FUNCTIONS))
+    if not isinstance(funcs, list) or not all(f in AGGREGATE_FUNCTIONS for f in funcs):
+        errors["operations.aggregate.functions"] = [
+            f"a list drawn from {', '.join(AGGREGATE_FUNCTIONS)}"
+        ]
+        funcs = []
+    if problems:
+        errors["operations.aggregate.columns"] = problems
+    return frozenset(c for c in columns if isinstance(c, str)), frozenset(funcs)
+
+
+def _parse_verify(
+    spec: Any,
+    product_id: Any,
+    verification_product_of: Callable[[str], str | None],
+    errors: dict[str, list[str]],
+) -> frozenset[str]:
+    if not isinstance(spec, list) or not all(isinstance(v, str) for v in spec):
+        errors["operations.verify"] = ["a list of verification product ids"]
+        return frozenset()
+    problems = []
+    for vp in spec:
+        owner = verification_product_of(vp)
+        if owner is None:
+            problems.append(f"no verification product {vp!r}")
+        elif owner != product_id:
+            problems.append(f"verification product {vp!r} is defined on {owner!r}, "
+                            f"not on {product_id!r}")
+    if problems:
+        errors["operations.verify"] = problems
+    return frozenset(spec)
+
+
+class ScopeStore:
+    """Scopes in the control-plane store."""
+
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    def grant(self, grant: ScopeGrant, granted_by: str) -> Scope:
+        """Store a validated grant. Raises ``Conflict`` if the id is taken."""
+        now = self._clock()
+        ops: dict[str, Any] = {}
+        if grant.aggregate_columns is not None:
+            ops["aggregate"] = {
+                "columns": sorted(grant.aggregate_columns),
+                "functions": sorted(grant.aggregate_functions),
+            }
+        if grant.verify:
+            ops["verify"] = sorted(grant.verify)
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    scopes.insert().values(
+                        id=grant.id,
+                        enterprise=grant.enterprise,
+                        product=grant.product,
+                        purpose=grant.purpose,
+                        operations=json.dumps(ops, sort_keys=True),
+                        epsilon_nano=to_nano(grant.epsilon),
+                        delta=decimal_str(grant.delta),
+                        max_epsilon_per_query_nano=to_nano(grant.max_epsilon_per_query),
+                        spent_nano=0,
+                        rate_per_minute=grant.rate_per_minute,
+                        daily_quota=grant.daily_quota,
+                        valid_from=grant.valid_from,
+                        valid_until=grant.valid_until,
+                        status=ScopeStatus.ACTIVE.value,
+                        granted_by=granted_by,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+        except IntegrityError:
+            raise Conflict(f"scope {grant.id!r} already exists", {"scope": grant.id}) from None
+        return self.get(grant.id)
+
+    def get(self, scope_id: str) -> Scope:
+        """Return the scope. Raises ``NotFound``."""
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(scopes).where(scopes.c.id == scope_id)).first()
+        if row is None:
+            raise NotFound(f"no scope {scope_id!r}", {"scope": scope_id})
+        return _scope(row)
+
+    def list(self, *, enterprise: str | None = None) -> list[Scope]:
+        """Return scopes (all, or one enterprise's), ordered by id."""
+        q = sa.select(scopes).order_by(scopes.c.id)
+        if enterprise is not None:
+            q = q.where(scopes.c.enterprise == enterprise)
+        with self._engine.connect() as conn:
+            return [_scope(r) for r in conn.execute(q)]
+
+    def set_status(
+        self,
+        scope_id: str,
+        status: ScopeStatus,
+        reason: str | None,
+        *,
+        allowed_from: Iterable[ScopeStatus],
+    ) -> Scope:
+        """Move a scope to ``status`` if it is in one of ``allowed_from``.
+
+        Raises ``NotFound`` or ``Conflict`` (e.g. resuming a revoked scope).
+        """
+        current = self.get(scope_id)
+        allowed = [s.value for s in allowed_from]
+        with self._engine.begin() as conn:
+            n = conn.execute(
+                scopes.update()
+                .where(scopes.c.id == scope_id, scopes.c.status.in_(allowed))
+                .values(status=status.value, status_reason=reason, updated_at=self._clock())
+            ).rowcount
+        if not n:
+            raise Conflict(
+                f"scope {scope_id!r} is {current.status.value}; cannot become {status.value}",
+                {"scope": scope_id, "status": current.status.value},
+            )
+        return self.get(scope_id)
+
+    def revoke(self, scope_id: str, reason: str | None = None) -> Scope:
+        return self.set_status(
+            scope_id, ScopeStatus.REVOKED, reason,
+            allowed_from=(ScopeStatus.ACTIVE, ScopeStatus.SUSPENDED),
+        )
+
+    def suspend(self, scope_id: str, reason: str | None = None) -> Scope:
+        return self.set_status(
+            scope_id, ScopeStatus.SUSPENDED, reason, allowed_from=(ScopeStatus.ACTIVE,)
+        )
+
+    def resume(self, scope_id: str, reason: str | None = None) -> Scope:
+        return self.set_status(
+            scope_id, ScopeStatus.ACTIVE, reason, allowed_from=(ScopeStatus.SUSPENDED,)
+        )
+
+
+def _scope(row: Any) -> Scope:
+    ops = json.loads(row.operations)
+    agg = ops.get("aggregate")
+    return Scope(
+        id=row.id,
+        enterprise=row.enterprise,
+        product=row.product,
+        purpose=row.purpose,
+        aggregate_columns=frozenset(agg["columns"]) if agg is not None else None,
+        aggregate_functions=frozenset(agg.get("functions", [])) if agg else frozenset(),
+        verify=frozenset(ops.get("verify", [])),
+        epsilon_nano=int(row.epsilon_nano),
+        delta=Decimal(row.delta),
+        max_epsilon_per_query_nano=int(row.max_epsilon_per_query_nano),
+        spent_nano=int(row.spent_nano),
+        rate_per_minute=int(row.rate_per_minute),
+        daily_quota=int(row.daily_quota),
+        valid_from=_aware(row.valid_from),
+        valid_until=_aware(row.valid_until),
+        status=ScopeStatus(row.status),
+        status_reason=row.status_reason,
+        granted_by=row.granted_by,
+        created_at=_aware(row.created_at),
+    )

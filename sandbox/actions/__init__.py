@@ -1,0 +1,1 @@
+"""Framework-free actions: one function per audited operation, shared by API and CLI."""

@@ -1,0 +1,15 @@
+"""The HTTP API v1 (DESIGN §5): thin blueprints over the actions and stores."""
+
+from __future__ import annotations
+
+from flask_smorest import Api
+
+from sandbox.api import meta, principals, products, scopes
+from sandbox.api.schemas import register_schemas
+
+
+def register_blueprints(api: Api) -> None:
+    """Register the schemas and every blueprint on ``api``."""
+    register_schemas(api)
+    for module in (meta, principals, products, scopes):
+        api.register_blueprint(module.blp)

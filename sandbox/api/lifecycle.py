@@ -1,0 +1,273 @@
+"""The life of every request: read the body, authenticate, authorise, run, audit, sign.
+
+1. ``before_request``: bound and read the body (streamed to a file for uploads),
+   hash it, verify the signed call (DESIGN §6) and the role's permission.
+2. The handler runs and leaves an ``AuditNote`` (action, target, epsilon, …).
+3. ``after_request``: compute ``result_hash`` over the response object, append the
+   audit entry and wait until it is durable (DESIGN §2.5), set ``X-Audit-Index``,
+   and sign a receipt into query and verification answers.
+
+Refusals at any step are audited the same way, so every call, allowed or denied,
+leaves exactly one entry before its response does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from flask import Flask, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException
+
+from audit.entry import request_hash as audit_request_hash
+from audit.entry import result_hash as audit_result_hash
+from policies.calls import claimed_issuer, verify_call
+from policies.errors import AuthError
+from products.errors import DomainError, Forbidden, InvalidRequest
+from sandbox.api.context import AuditNote, CallState, state
+from sandbox.api.errors import CODE_BY_HTTP_STATUS, error_body, status_of
+from sandbox.api.permissions import allowed
+from sandbox.runtime import Runtime
+
+UNAUDITED_ENDPOINTS = frozenset(
+    {"meta.health", "meta.keys", "meta.docs", "api-docs.openapi_json", "static"}
+)
+UPLOAD_ENDPOINTS = frozenset({"products.upload"})
+CHUNK = 1 << 20
+
+
+def runtime() -> Runtime:
+    rt: Runtime = current_app.extensions["sandbox.runtime"]
+    return rt
+
+
+def request_target(environ: dict[str, Any]) -> str:
+    """Return the path and query exactly as the client sent them (the signed ``htu``)."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if isinstance(raw, str) and raw.startswith("/"):
+        return raw
+    path = quote(environ.get("PATH_INFO", "/"), safe="/:@!$&'()*+,;=-._~%")
+    query = environ.get("QUERY_STRING", "")
+    return f"{path}?{query}" if query else path
+
+
+def _read_body(st: CallState, rt: Runtime) -> None:
+    """Read (or stream to disk) the request body, computing its hashes on the way."""
+    prefix = f"{st.method}\n{st.target}\n".encode()
+    rh = hashlib.sha256(prefix)
+    bh = hashlib.sha256()
+    if request.endpoint in UPLOAD_ENDPOINTS:
+        request.max_content_length = rt.settings.max_upload_bytes
+        uploads = rt.settings.products_dir / ".uploads"
+        uploads.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=uploads, suffix=".upload")
+        st.upload = Path(name)
+        with os.fdopen(fd, "wb") as f:
+            while chunk := request.stream.read(CHUNK):
+                f.write(chunk)
+                rh.update(chunk)
+                bh.update(chunk)
+    else:
+        request.max_content_length = rt.settings.max_json_bytes
+        st.body = request.get_data(cache=True)
+        rh.update(st.body)
+        bh.update(st.body)
+    st.body_sha256 = bh.digest()
+    st.request_hash = rh.hexdigest()
+
+
+def before_request() -> None:
+    rt = runtime()
+    st = CallState(
+        method=request.method,
+        target=request_target(request.environ),
+        client=request.remote_addr or "",
+    )
+    g.call_state = st
+    if request.endpoint in UNAUDITED_ENDPOINTS:
+        st.audited = False
+        return
+    _read_body(st, rt)
+    auth = request.headers.get("Authorization")
+    st.claimed_issuer = claimed_issuer(auth.partition(" ")[2].strip()) if auth else None
+    try:
+        call = verify_call(
+            auth,
+            method=st.method,
+            path_and_query=st.target,
+            body_sha256=st.body_sha256,
+            policy=rt.call_policy,
+            principals=rt.principals.find,
+            nonces=rt.nonces,
+            now=rt.clock(),
+        )
+    except AuthError:
+        st.note = AuditNote(action="auth.refused")
+        raise
+    st.principal = call.principal
+    st.jti = call.jti
+    if request.endpoint is None:
+        return  # unknown path: Flask raises 404 next, audited as the caller's call
+    if not allowed(request.endpoint, call.principal.role):
+        st.note = AuditNote(action=_default_action())
+        raise Forbidden(
+            f"role {call.principal.role.value!r} may not call {st.method} "
+            f"{request.url_rule.rule if request.url_rule else st.target}",
+            {"role": call.principal.role.value},
+        )
+
+
+def _default_action() -> str:
+    return request.endpoint or "http.unknown"
+
+
+def _json_of(response: Response) -> Any:
+    obj = g.get("response_obj")
+    if obj is not None:
+        return obj
+    if response.is_json and not response.is_streamed:
+        return response.get_json(silent=True)
+    return None
+
+
+def after_request(response: Response) -> Response:
+    st: CallState | None = g.get("call_state")
+    if st is None or not st.audited:
+        return response
+    rt = runtime()
+    if st.upload is not None:
+        st.upload.unlink(missing_ok=True)
+    note = st.note or AuditNote(action=_default_action())
+    obj = _json_of(response)
+    denied = response.status_code >= 400
+    reason = None
+    if denied and isinstance(obj, dict) and isinstance(obj.get("error"), dict):
+        reason = f"{obj['error'].get('code')}: {obj['error'].get('message')}"[:500]
+    principal = st.principal
+    fields: dict[str, Any] = {
+        "actor": principal.id if principal else (st.claimed_issuer or "anonymous"),
+        "role": principal.role.value if principal else "unauthenticated",
+        "action": note.action,
+        "target": note.target,
+        "request_hash": st.request_hash or _fallback_request_hash(st),
+        "decision": "deny" if denied else "allow",
+        "reason": reason,
+        "status": response.status_code,
+        "epsilon": note.epsilon if not denied else "0",
+        "result_hash": audit_result_hash(obj) if obj is not None else None,
+        "jti": st.jti,
+        "client": st.client,
+        **note.extra,
+    }
+    if note.request_id is not None:
+        fields["request_id"] = note.request_id
+    try:
+        appended = rt.audit.append(fields)
+    except Exception:  # noqa: BLE001 - no answer may leave unaudited (DESIGN §2.5)
+        current_app.logger.exception("audit append failed; answer withheld")
+        return _error_response(
+            "unavailable", "the call could not be recorded in the audit log; nothing was "
+            "released, retry later", {}, 503
+        )
+    for callback in note.after_append:
+        callback(appended.index)
+    response.headers["X-Audit-Index"] = str(appended.index)
+    if note.receipt and not denied and isinstance(obj, dict):
+        claims: dict[str, Any] = {
+            "iss": rt.settings.audience,
+            "iat": int(rt.clock().timestamp()),
+            "audit_index": appended.index,
+            "leaf_hash": appended.leaf_hash.hex(),
+            "request_hash": fields["request_hash"],
+            "result_hash": fields["result_hash"],
+        }
+        if note.request_id is not None:
+            claims["request_id"] = note.request_id
+        body = dict(obj)
+        body["receipt"] = rt.keys.sign_receipt(claims)
+        response.set_data(json.dumps(body, ensure_ascii=False, separators=(",", ":")))
+    return response
+
+
+def _fallback_request_hash(st: CallState) -> str:
+    # The body could not be read (e.g. it was too large): hash what is known.
+    return audit_request_hash(st.method, st.target, b"")
+
+
+def _error_response(code: str, message: str, details: dict[str, Any], status: int) -> Response:
+    body = error_body(code, message, details)
+    g.response_obj = body
+    resp = current_app.response_class(
+        json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+        status=status,
+        mimetype="application/json",
+    )
+    return resp
+
+
+def handle_domain_error(exc: DomainError) -> Response:
+    resp = _error_response(exc.code, exc.message, exc.details, status_of(exc))
+    retry = exc.details.get("retry_after")
+    if isinstance(retry, int):
+        resp.headers["Retry-After"] = str(retry)
+    return resp
+
+
+def handle_http_exception(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    code = CODE_BY_HTTP_STATUS.get(status, "invalid_request" if status < 500 else "internal")
+    details: dict[str, Any] = {}
+    data = getattr(exc, "data", None)  # flask-smorest/webargs validation messages
+    if isinstance(data, dict) and "messages" in data:
+        details["fields"] = data["messages"]
+        message = "the request does not match the schema"
+    else:
+        message = exc.description or exc.name
+    resp = _error_response(code, message, details, status if status < 500 else 500)
+    if status == 405 and isinstance(exc, HTTPException):
+        allow = exc.get_headers()
+        for k, v in allow:
+            if k.lower() == "allow":
+                resp.headers["Allow"] = v
+    return resp
+
+
+def handle_unexpected(exc: Exception) -> Response:
+    current_app.logger.exception("unhandled error")
+    return _error_response("internal", "internal error; the call was recorded", {}, 500)
+
+
+def install(app: Flask) -> None:
+    """Register the hooks and error handlers on ``app``."""
+    app.before_request(before_request)
+    app.after_request(after_request)
+    app.register_error_handler(DomainError, handle_domain_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)
+
+
+def json_body() -> dict[str, Any]:
+    """Return the request's JSON object body.
+
+    Raises ``InvalidRequest`` for a wrong content type, malformed JSON or a non-object.
+    """
+    st = state()
+    mimetype = request.mimetype
+    if mimetype != "application/json":
+        from sandbox.errors import UnsupportedMediaType
+
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, not {mimetype or 'missing'!r}"
+        )
+    try:
+        data = json.loads(st.body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidRequest(f"malformed JSON body: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("the JSON body must be an object")
+    return data

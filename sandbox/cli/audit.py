@@ -1,0 +1,3 @@
+"""Audit commands."""
+
+COMMANDS: list[object] = []

@@ -1,0 +1,3 @@
+"""Demo setup (filled in with the demo data generator)."""
+
+COMMANDS: list[object] = []

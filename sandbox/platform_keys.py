@@ -1,0 +1,104 @@
+"""The platform's own signing keys: receipts (JWS via pyjwt) and audit checkpoints.
+
+Keys live under ``<data dir>/keys`` as ``platform-<kid>.key`` (PKCS#8 PEM, mode
+0600) and ``.pub`` (SPKI PEM); ``current`` names the signing key. Rotation adds a
+key and moves ``current``; old public keys stay published in ``/v1/keys`` so that
+old receipts and checkpoints still verify.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from policies.principals import generate_keypair, jwk_thumbprint, public_jwk
+from products.errors import InvalidRequest
+
+RECEIPT_TYP = "pds-receipt+jwt"
+
+
+@dataclass(frozen=True)
+class PlatformKey:
+    kid: str
+    private_pem: bytes
+    public_pem: bytes
+
+
+class PlatformKeys:
+    """The current signing key and every public key ever used."""
+
+    def __init__(self, current: PlatformKey, public: dict[str, bytes], note_name: str) -> None:
+        self.current = current
+        self.public = public  # kid -> SPKI PEM, current included
+        self.note_name = note_name
+
+    @classmethod
+    def open(cls, keys_dir: Path, note_name: str, *, create: bool) -> PlatformKeys:
+        """Load the keys; with ``create``, make the first key if there is none.
+
+        Raises ``InvalidRequest`` when no key exists and ``create`` is False.
+        """
+        pointer = keys_dir / "current"
+        if not pointer.exists():
+            if not create:
+                raise InvalidRequest(
+                    f"no platform key in {keys_dir}; run 'sandbox init' first"
+                )
+            cls.rotate(keys_dir)
+        kid = pointer.read_text().strip()
+        current = PlatformKey(
+            kid=kid,
+            private_pem=(keys_dir / f"platform-{kid}.key").read_bytes(),
+            public_pem=(keys_dir / f"platform-{kid}.pub").read_bytes(),
+        )
+        public = {
+            p.name[len("platform-") : -len(".pub")]: p.read_bytes()
+            for p in sorted(keys_dir.glob("platform-*.pub"))
+        }
+        return cls(current, public, note_name)
+
+    @staticmethod
+    def rotate(keys_dir: Path) -> str:
+        """Create a new Ed25519 key and make it current. Returns its kid."""
+        keys_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(keys_dir, 0o700)
+        private_pem, public_pem = generate_keypair("ed25519")
+        kid = jwk_thumbprint(public_pem)
+        key_path = keys_dir / f"platform-{kid}.key"
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(private_pem)
+        (keys_dir / f"platform-{kid}.pub").write_bytes(public_pem)
+        tmp = keys_dir / "current.tmp"
+        tmp.write_text(kid + "\n")
+        os.replace(tmp, keys_dir / "current")
+        return kid
+
+    def jwks(self) -> dict[str, Any]:
+        """Return the JWKS of all platform keys (current first)."""
+        order = [self.current.kid] + sorted(k for k in self.public if k != self.current.kid)
+        return {
+            "keys": [
+                {
+                    **public_jwk(self.public[kid]),
+                    "kid": kid,
+                    "alg": "EdDSA",
+                    "use": "sig",
+                    "name": self.note_name,
+                }
+                for kid in order
+            ]
+        }
+
+    def sign_receipt(self, claims: dict[str, Any]) -> str:
+        """Return the compact JWS receipt over ``claims`` with the current key."""
+        return jwt.encode(
+            claims,
+            self.current.private_pem,
+            algorithm="EdDSA",
+            headers={"kid": self.current.kid, "typ": RECEIPT_TYP},
+        )

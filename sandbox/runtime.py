@@ -1,0 +1,91 @@
+"""The runtime: every long-lived object of one deployment, built once from Settings.
+
+The Flask app, the CLI and the tests all start from ``Runtime.open(settings)``; no
+module keeps state of its own at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy.engine import Engine
+
+from audit.log import AuditLog
+from audit.note import NoteSigner
+from policies.budget import BudgetLedger
+from policies.calls import CallPolicy
+from policies.limits import RateLimiter
+from policies.nonces import NonceStore
+from policies.principals import PrincipalStore
+from policies.scopes import ScopeStore
+from products.catalogue import Catalogue
+from products.loader import LoadLimits
+from sandbox.db import engine_for, migrate
+from sandbox.platform_keys import PlatformKeys
+from sandbox.settings import Settings
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    clock: Clock
+    keys: PlatformKeys
+    catalogue: Catalogue
+    principals: PrincipalStore
+    scopes: ScopeStore
+    nonces: NonceStore
+    ledger: BudgetLedger
+    limiter: RateLimiter
+    audit: AuditLog
+    call_policy: CallPolicy
+    load_limits: LoadLimits = field(default_factory=LoadLimits)
+
+    @classmethod
+    def open(
+        cls, settings: Settings, *, clock: Clock = utcnow, create: bool = True
+    ) -> Runtime:
+        """Open (and with ``create``, initialise) the stores of a deployment.
+
+        Raises ``InvalidRequest`` when the store cannot be opened or, without
+        ``create``, has not been initialised.
+        """
+        engine = engine_for(settings)
+        migrate(engine)
+        settings.products_dir.mkdir(parents=True, exist_ok=True)
+        keys = PlatformKeys.open(settings.keys_dir, settings.audit_origin, create=create)
+        signer = NoteSigner.from_pem(keys.current.private_pem, name=settings.audit_origin)
+        audit = AuditLog(engine, origin=settings.audit_origin, signer=signer, clock=clock)
+        return cls(
+            settings=settings,
+            engine=engine,
+            clock=clock,
+            keys=keys,
+            catalogue=Catalogue(engine, settings.products_dir, clock),
+            principals=PrincipalStore(engine, clock),
+            scopes=ScopeStore(engine, clock),
+            nonces=NonceStore(engine, clock),
+            ledger=BudgetLedger(engine, clock),
+            limiter=RateLimiter(engine, clock),
+            audit=audit,
+            call_policy=CallPolicy(
+                audience=settings.audience,
+                max_lifetime_s=settings.max_token_lifetime_s,
+                clock_skew_s=settings.clock_skew_s,
+            ),
+            load_limits=LoadLimits(
+                memory_limit=settings.query_memory_limit, threads=settings.query_threads
+            ),
+        )
+
+    def close(self) -> None:
+        self.audit.close()
+        self.engine.dispose()

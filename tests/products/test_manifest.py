@@ -1,0 +1,128 @@
+"""Manifests (DESIGN §5): what operators may publish, and the errors for what they may not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from products.errors import InvalidRequest
+from products.manifest import Classification, ColumnType, parse_manifest
+
+
+def manifest(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "id": "enterprise_registry",
+        "title": "Enterprise registrations",
+        "description": "Registered enterprises of one city",
+        "privacy_unit": "uscc",
+        "max_rows_per_unit": 1,
+        "columns": [
+            {"name": "uscc", "type": "string", "classification": "identifier"},
+            {"name": "district", "type": "string", "classification": "attribute",
+             "public_values": ["A", "B", "C"]},
+            {"name": "registered_capital", "type": "float", "classification": "sensitive",
+             "bounds": [0, 1.0e8]},
+            {"name": "employees", "type": "integer", "classification": "sensitive",
+             "bounds": [0, 5000]},
+            {"name": "founded", "type": "date", "classification": "public"},
+            {"name": "active", "type": "boolean", "classification": "attribute"},
+        ],
+    }
+    base.update(overrides)
+    return base
+
+
+def fields_of(exc: pytest.ExceptionInfo[InvalidRequest]) -> Any:
+    return exc.value.details["fields"]
+
+
+def test_design_example_parses_into_typed_columns() -> None:
+    m = parse_manifest(manifest())
+    assert m.id == "enterprise_registry"
+    uscc = m.column("uscc")
+    assert uscc is not None and uscc.classification is Classification.IDENTIFIER
+    assert (uscc.where, uscc.group_by, uscc.aggregate) == (False, False, False)
+    district = m.column("district")
+    assert district is not None and district.group_by and district.public_values == ("A", "B", "C")
+    capital = m.column("registered_capital")
+    assert capital is not None and capital.type is ColumnType.FLOAT
+    assert capital.bounds == (0.0, 1.0e8) and not capital.group_by
+    active = m.column("active")
+    assert active is not None and active.public_values == (False, True)
+
+
+def test_round_trip_through_to_dict() -> None:
+    m = parse_manifest(manifest())
+    assert parse_manifest(m.to_dict()) == m
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"id": "Bad-Id"}, "id"),
+        ({"id": "x" * 65}, "id"),
+        ({"privacy_unit": "nope"}, "privacy_unit"),
+        ({"max_rows_per_unit": 0}, "max_rows_per_unit"),
+        ({"max_rows_per_unit": "1"}, "max_rows_per_unit"),
+        ({"columns": []}, "columns"),
+        ({"title": ""}, "title"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+def test_bad_top_level_fields_are_named(override: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidRequest) as exc:
+        parse_manifest(manifest(**override))
+    assert field in fields_of(exc)
+
+
+@pytest.mark.parametrize(
+    ("column", "field"),
+    [
+        ({"name": "x", "type": "decimal", "classification": "public"}, "type"),
+        ({"name": "x", "type": "string", "classification": "secret"}, "classification"),
+        ({"name": "X", "type": "string", "classification": "public"}, "name"),
+        ({"name": "x", "type": "float", "classification": "sensitive"}, "bounds"),
+        ({"name": "x", "type": "float", "classification": "sensitive", "bounds": [5, 1]},
+         "bounds"),
+        ({"name": "x", "type": "integer", "classification": "sensitive", "bounds": [0, 1.5]},
+         "bounds"),
+        ({"name": "x", "type": "string", "classification": "public", "bounds": [0, 1]},
+         "bounds"),
+        ({"name": "x", "type": "string", "classification": "public",
+          "public_values": ["a", "a"]}, "public_values"),
+        ({"name": "x", "type": "integer", "classification": "public", "bounds": [0, 9],
+          "public_values": ["one"]}, "public_values"),
+        ({"name": "x", "type": "string", "classification": "identifier", "group_by": True},
+         "group_by"),
+        ({"name": "x", "type": "float", "classification": "public", "bounds": [0, 1],
+          "bins": [0, 0.5, 0.2]}, "bins"),
+    ],
+)
+def test_bad_columns_are_named_by_index_and_field(column: dict[str, Any], field: str) -> None:
+    m = manifest()
+    m["columns"] = [*m["columns"], column]
+    with pytest.raises(InvalidRequest) as exc:
+        parse_manifest(m)
+    errors = fields_of(exc)["columns"]
+    assert field in errors[len(m["columns"]) - 1]
+
+
+def test_duplicate_column_and_unknown_unique_key() -> None:
+    m = manifest(unique=[["nope"]])
+    m["columns"].append({"name": "district", "type": "string", "classification": "public"})
+    with pytest.raises(InvalidRequest) as exc:
+        parse_manifest(m)
+    assert "unique" in fields_of(exc) and "columns" in fields_of(exc)
+
+
+def test_not_an_object() -> None:
+    with pytest.raises(InvalidRequest):
+        parse_manifest(["id"])
+
+
+def test_unique_keys() -> None:
+    m = parse_manifest(manifest(unique=[["district", "founded"]]))
+    assert m.is_unique_key(["uscc"])  # privacy unit with one row per unit
+    assert m.is_unique_key(["district", "founded", "active"])
+    assert not m.is_unique_key(["district"])
