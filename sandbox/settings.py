@@ -46,6 +46,10 @@ class Settings:
     enumeration_min_keys: int = 200
     enumeration_miss_ratio: float = 0.8
     enumeration_suspend_keys: int = 500
+    # Client side (``sandbox call``, ``scopes apply``, ``audit witness``).
+    api_url: str = "http://127.0.0.1:8000"
+    principal: str | None = None
+    key_file: Path | None = None
 
     @property
     def sqlite_path(self) -> Path:
@@ -89,7 +93,7 @@ class Settings:
 def _coerce(name: str, raw: str, annotation: Any) -> Any:
     kind = str(annotation)
     try:
-        if "Path" in kind:
+        if kind.startswith("Path"):
             return Path(raw)
         if kind == "int":
             return int(raw)

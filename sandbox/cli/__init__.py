@@ -74,9 +74,9 @@ def main(ctx: click.Context, data_dir: str | None, database_url: str | None,
 
 
 def _register() -> None:
-    from sandbox.cli import admin, audit, demo, keys, serve
+    from sandbox.cli import admin, audit, demo, keys, remote, serve
 
-    for module in (admin, keys, serve, demo, audit):
+    for module in (admin, keys, serve, demo, audit, remote):
         for command in module.COMMANDS:
             main.add_command(command)
 

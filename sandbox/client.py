@@ -1,0 +1,246 @@
+"""The client SDK: signed calls, typed errors, receipt verification.
+
+>>> client = Client("http://127.0.0.1:8000", "ent-acme", Path("acme.key").read_bytes())
+>>> answer = client.query("sc_…", "SELECT district, COUNT(*) FROM enterprise_registry "
+...                       "GROUP BY district", epsilon=0.5)
+>>> client.verify_receipt(answer)["audit_index"]
+
+One ``Client`` may be shared by threads: each thread keeps its own connection.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import jwt
+
+from audit.entry import result_hash
+from policies.calls import sign_call
+from policies.principals import jwk_thumbprint, public_pem_of
+
+
+class ApiError(Exception):
+    """An error answer of the API, with its DESIGN §5 code."""
+
+    def __init__(self, status: int, code: str, message: str, details: dict[str, Any],
+                 audit_index: int | None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.audit_index = audit_index
+
+
+class BadRequest(ApiError):
+    """400: invalid_request, invalid_sql, unknown_column, column_not_allowed, …"""
+
+
+class Unauthorized(ApiError):
+    """401: unauthenticated, bad_signature, token_expired, replayed."""
+
+
+class Forbidden(ApiError):
+    """403: forbidden, scope_*, operation_not_allowed, budget_exhausted."""
+
+
+class NotFound(ApiError):
+    """404."""
+
+
+class Conflict(ApiError):
+    """409."""
+
+
+class TooLarge(ApiError):
+    """413."""
+
+
+class Throttled(ApiError):
+    """429: rate_limited, quota_exceeded; ``retry_after`` in seconds."""
+
+    @property
+    def retry_after(self) -> int | None:
+        value = self.details.get("retry_after")
+        return int(value) if isinstance(value, int) else None
+
+
+ERRORS_BY_STATUS: dict[int, type[ApiError]] = {
+    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
+    413: TooLarge, 429: Throttled,
+}
+
+
+class ReceiptError(Exception):
+    """A receipt does not verify against the platform's keys or the answer."""
+
+
+class Response(dict[str, Any]):
+    """A JSON answer, with the audit index the platform gave the call."""
+
+    audit_index: int | None = None
+    status: int = 200
+
+
+class Client:
+    def __init__(self, base_url: str, principal_id: str, private_key_pem: bytes,
+                 kid: str | None = None, *, audience: str = "public-data-sandbox",
+                 timeout: float = 60.0) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"base_url must be http(s)://host[:port], not {base_url!r}")
+        self._scheme = parts.scheme
+        self._host = parts.hostname
+        self._port = parts.port
+        self._prefix = parts.path.rstrip("/")
+        self.principal_id = principal_id
+        self._key = private_key_pem
+        self.kid = kid or jwk_thumbprint(public_pem_of(private_key_pem))
+        self.audience = audience
+        self.timeout = timeout
+        self._local = threading.local()
+        self._jwks: dict[str, Any] | None = None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            cls = (http.client.HTTPSConnection if self._scheme == "https"
+                   else http.client.HTTPConnection)
+            conn = cls(self._host, self._port, timeout=self.timeout)
+            self._local.conn = conn
+        return conn
+
+    def request(self, method: str, path: str, *, json_body: Any = None, body: bytes | None = None,
+                content_type: str | None = None, params: Mapping[str, Any] | None = None,
+                signed: bool = True) -> Response:
+        """Send one (signed) request. Returns the JSON answer; raises ``ApiError``."""
+        target = self._prefix + path
+        if params:
+            target += "?" + urlencode({k: v for k, v in params.items() if v is not None})
+        headers = {"Accept": "application/json"}
+        if json_body is not None:
+            body = json.dumps(json_body, ensure_ascii=False, separators=(",", ":")).encode()
+            content_type = "application/json"
+        data = body or b""
+        if content_type:
+            headers["Content-Type"] = content_type
+        if signed:
+            token = sign_call(self._key, issuer=self.principal_id, kid=self.kid,
+                              audience=self.audience, method=method, path_and_query=target,
+                              body=data)
+            headers["Authorization"] = f"Bearer {token}"
+        status, reply, audit_index = self._send(method, target, data, headers)
+        try:
+            parsed = json.loads(reply) if reply else {}
+        except json.JSONDecodeError:
+            parsed = {"error": {"code": "internal", "message": reply[:200].decode(errors="replace")}}
+        if status >= 400:
+            err = parsed.get("error", {}) if isinstance(parsed, dict) else {}
+            cls = ERRORS_BY_STATUS.get(status, ApiError)
+            raise cls(status, str(err.get("code", "unknown")), str(err.get("message", "")),
+                      dict(err.get("details") or {}), audit_index)
+        out = Response(parsed if isinstance(parsed, dict) else {"value": parsed})
+        out.audit_index = audit_index
+        out.status = status
+        return out
+
+    def _send(self, method: str, target: str, data: bytes,
+              headers: dict[str, str]) -> tuple[int, bytes, int | None]:
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                conn.request(method, target, body=data, headers=headers)
+                resp = conn.getresponse()
+                reply = resp.read()
+            except (http.client.HTTPException, ConnectionError):
+                conn.close()
+                self._local.conn = None
+                if attempt == 2:
+                    raise
+                continue
+            index = resp.getheader("X-Audit-Index")
+            return resp.status, reply, int(index) if index is not None else None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # Convenience wrappers over DESIGN §5.
+    def get(self, path: str, **params: Any) -> Response:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Any = None) -> Response:
+        return self.request("POST", path, json_body=body if body is not None else {})
+
+    def query(self, scope: str, sql: str, epsilon: float | str) -> Response:
+        return self.post("/v1/queries", {"scope": scope, "sql": sql, "epsilon": epsilon})
+
+    def preview(self, scope: str, sql: str, epsilon: float | str) -> Response:
+        return self.post("/v1/queries/preview", {"scope": scope, "sql": sql, "epsilon": epsilon})
+
+    def verify(self, vp_id: str, scope: str, subject: Mapping[str, Any],
+               params: Mapping[str, Any] | None = None, consent_ref: str | None = None,
+               request_id: str | None = None) -> Response:
+        body: dict[str, Any] = {"scope": scope, "subject": dict(subject)}
+        if params is not None:
+            body["params"] = dict(params)
+        if consent_ref is not None:
+            body["consent_ref"] = consent_ref
+        if request_id is not None:
+            body["request_id"] = request_id
+        return self.post(f"/v1/verifications/{vp_id}", body)
+
+    def verify_batch(self, vp_id: str, scope: str, items: list[dict[str, Any]],
+                     request_id: str | None = None) -> Response:
+        body: dict[str, Any] = {"scope": scope, "items": items}
+        if request_id is not None:
+            body["request_id"] = request_id
+        return self.post(f"/v1/verifications/{vp_id}/batch", body)
+
+    def upload(self, product_id: str, path: Path) -> Response:
+        ctype = "application/vnd.apache.parquet" if path.suffix == ".parquet" else "text/csv"
+        return self.request("PUT", f"/v1/products/{product_id}/data", body=path.read_bytes(),
+                            content_type=ctype)
+
+    def jwks(self, *, refresh: bool = False) -> dict[str, Any]:
+        """Return the platform's JWKS (cached)."""
+        if self._jwks is None or refresh:
+            self._jwks = dict(self.request("GET", "/v1/keys", signed=False))
+        return self._jwks
+
+    def verify_receipt(self, answer: Mapping[str, Any]) -> dict[str, Any]:
+        """Check an answer's receipt: platform signature and ``result_hash``.
+
+        Returns the receipt claims. Raises ``ReceiptError``.
+        """
+        token = answer.get("receipt")
+        if not isinstance(token, str):
+            raise ReceiptError("the answer carries no receipt")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise ReceiptError(f"receipt is not a JWS: {exc}") from None
+        if header.get("typ") != "pds-receipt+jwt" or header.get("alg") != "EdDSA":
+            raise ReceiptError("receipt header must be typ pds-receipt+jwt, alg EdDSA")
+        jwk = next((k for k in self.jwks()["keys"] if k.get("kid") == header.get("kid")), None)
+        if jwk is None:
+            jwk = next((k for k in self.jwks(refresh=True)["keys"]
+                        if k.get("kid") == header.get("kid")), None)
+        if jwk is None:
+            raise ReceiptError(f"no platform key {header.get('kid')!r}")
+        try:
+            key = jwt.PyJWK(jwk, algorithm="EdDSA")
+            claims: dict[str, Any] = jwt.decode(
+                token, key=key, algorithms=["EdDSA"],
+                options={"require": ["iss", "iat", "audit_index", "leaf_hash",
+                                     "request_hash", "result_hash"], "verify_aud": False},
+            )
+        except jwt.PyJWTError as exc:
+            raise ReceiptError(f"receipt does not verify: {exc}") from None
+        expected = result_hash({k: v for k, v in answer.items() if k != "receipt"})
+        if claims["result_hash"] != expected:
+            raise ReceiptError("receipt result_hash does not match this answer")
+        return claims

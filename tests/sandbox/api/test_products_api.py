@@ -1,0 +1,87 @@
+"""The catalogue over HTTP: register, upload, read metadata — never rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sandbox.runtime import Runtime
+from tests.sandbox.conftest import REGISTRY_MANIFEST, REGISTRY_ROWS, Caller, error_code
+
+
+def register(operator: Caller, manifest: dict[str, Any] | None = None) -> Any:
+    return operator.post("/v1/products", manifest or REGISTRY_MANIFEST)
+
+
+def upload(operator: Caller, rows: str, product: str = "enterprise_registry") -> Any:
+    return operator.call("PUT", f"/v1/products/{product}/data", body=rows.encode(),
+                         content_type="text/csv")
+
+
+def test_register_upload_and_read(operator: Caller, enterprise: Caller, rt: Runtime) -> None:
+    created = register(operator)
+    assert created.status_code == 201 and created.get_json()["version"] is None
+    loaded = upload(operator, REGISTRY_ROWS)
+    assert loaded.status_code == 200, loaded.get_json()
+    body = loaded.get_json()
+    assert body["version"] == 1 and body["row_count"] == 300 and len(body["content_hash"]) == 64
+    again = upload(operator, REGISTRY_ROWS)
+    assert again.get_json()["version"] == 2
+
+    seen = enterprise.get("/v1/products/enterprise_registry").get_json()
+    assert seen["version"] == 2 and "row_count" not in seen  # exact counts: operators only
+    listing = enterprise.get("/v1/products").get_json()["products"]
+    assert [p["id"] for p in listing] == ["enterprise_registry"]
+    text = str(listing)
+    assert "U0001" not in text and "Firm 1" not in text
+
+
+def test_bad_manifest_names_fields_and_writes_nothing(operator: Caller, rt: Runtime) -> None:
+    resp = register(operator, dict(REGISTRY_MANIFEST, privacy_unit="ghost", id="BAD"))
+    assert resp.status_code == 400 and error_code(resp) == "invalid_request"
+    assert set(resp.get_json()["error"]["details"]["fields"]) == {"id", "privacy_unit"}
+    assert rt.catalogue.list() == []
+
+
+def test_duplicate_product_is_conflict(operator: Caller) -> None:
+    register(operator)
+    resp = register(operator)
+    assert resp.status_code == 409 and error_code(resp) == "conflict"
+
+
+def test_bad_rows_report_lines_and_keep_the_current_version(operator: Caller) -> None:
+    register(operator)
+    upload(operator, REGISTRY_ROWS)
+    bad = REGISTRY_ROWS + "U9999,Secret Firm,Z,active,5\n"
+    resp = upload(operator, bad)
+    assert resp.status_code == 400
+    details = resp.get_json()["error"]["details"]
+    assert details["rejected"] == 1
+    assert details["first_rejections"] == [
+        {"line": 302, "column": "district", "rule": "not one of public_values"}]
+    assert "Secret" not in resp.get_data(as_text=True)
+    assert operator.get("/v1/products/enterprise_registry").get_json()["version"] == 1
+
+
+def test_upload_errors(operator: Caller, enterprise: Caller) -> None:
+    missing = upload(operator, REGISTRY_ROWS, product="nope")
+    assert missing.status_code == 404 and error_code(missing) == "not_found"
+    register(operator)
+    wrong_type = operator.call("PUT", "/v1/products/enterprise_registry/data", body=b"x",
+                               content_type="application/json")
+    assert wrong_type.status_code == 415
+    empty = operator.call("PUT", "/v1/products/enterprise_registry/data", body=b"",
+                          content_type="text/csv")
+    assert empty.status_code == 400
+    not_operator = upload(enterprise, REGISTRY_ROWS)
+    assert not_operator.status_code == 403 and error_code(not_operator) == "forbidden"
+
+
+def test_only_operators_register(enterprise: Caller, regulator: Caller) -> None:
+    for caller in (enterprise, regulator):
+        resp = register(caller)
+        assert resp.status_code == 403 and error_code(resp) == "forbidden"
+
+
+def test_unknown_product(enterprise: Caller) -> None:
+    resp = enterprise.get("/v1/products/nope")
+    assert resp.status_code == 404 and error_code(resp) == "not_found"

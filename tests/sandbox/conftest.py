@@ -1,0 +1,130 @@
+"""An app per test over real stores in a temp dir, and principals that sign their calls."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from policies.calls import sign_call
+from policies.principals import Role, generate_keypair, parse_key
+from sandbox.app import create_app
+from sandbox.runtime import Runtime
+from sandbox.settings import Settings
+
+AUDIENCE = "public-data-sandbox"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "var", query_threads=1, query_memory_limit="512MB")
+
+
+@pytest.fixture
+def rt(settings: Settings) -> Iterator[Runtime]:
+    runtime = Runtime.open(settings)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def app(rt: Runtime) -> Flask:
+    return create_app(runtime=rt)
+
+
+@dataclass
+class Caller:
+    """A principal with a private key, calling the app through Flask's test client."""
+
+    id: str
+    role: Role
+    private_pem: bytes
+    kid: str
+    client: FlaskClient
+
+    def call(self, method: str, path: str, *, json_body: Any = None, body: bytes | None = None,
+             content_type: str | None = None, token: str | None = None,
+             sign_path: str | None = None, sign_body: bytes | None = None,
+             headers: dict[str, str] | None = None) -> TestResponse:
+        data = body if body is not None else (
+            json.dumps(json_body).encode() if json_body is not None else b"")
+        if json_body is not None and content_type is None:
+            content_type = "application/json"
+        if token is None:
+            token = sign_call(self.private_pem, issuer=self.id, kid=self.kid,
+                              audience=AUDIENCE, method=method,
+                              path_and_query=sign_path or path,
+                              body=data if sign_body is None else sign_body)
+        hdrs = {"Authorization": f"Bearer {token}", **(headers or {})}
+        if content_type:
+            hdrs["Content-Type"] = content_type
+        return self.client.open(path, method=method, data=data, headers=hdrs)
+
+    def get(self, path: str, **kw: Any) -> TestResponse:
+        return self.call("GET", path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> TestResponse:
+        return self.call("POST", path, json_body=body if body is not None else {}, **kw)
+
+
+def make_caller(app: Flask, rt: Runtime, pid: str, role: Role) -> Caller:
+    private, public = generate_keypair("ed25519")
+    key = parse_key({"public_key": public.decode()})
+    rt.principals.add(pid, role, pid, [key], created_by=None)
+    return Caller(pid, role, private, key.kid, app.test_client())
+
+
+@pytest.fixture
+def operator(app: Flask, rt: Runtime) -> Caller:
+    return make_caller(app, rt, "op-city", Role.OPERATOR)
+
+
+@pytest.fixture
+def enterprise(app: Flask, rt: Runtime) -> Caller:
+    return make_caller(app, rt, "ent-acme", Role.ENTERPRISE)
+
+
+@pytest.fixture
+def regulator(app: Flask, rt: Runtime) -> Caller:
+    return make_caller(app, rt, "reg-bureau", Role.REGULATOR)
+
+
+def error_code(resp: TestResponse) -> str:
+    body = resp.get_json()
+    assert isinstance(body, dict) and "error" in body, resp.data[:300]
+    code: str = body["error"]["code"]
+    return code
+
+
+REGISTRY_MANIFEST: dict[str, Any] = {
+    "id": "enterprise_registry",
+    "title": "Enterprise registrations",
+    "privacy_unit": "uscc",
+    "max_rows_per_unit": 1,
+    "unique": [["uscc"]],
+    "columns": [
+        {"name": "uscc", "type": "string", "classification": "identifier"},
+        {"name": "name", "type": "string", "classification": "identifier"},
+        {"name": "district", "type": "string", "classification": "attribute",
+         "public_values": ["A", "B", "C"]},
+        {"name": "status", "type": "string", "classification": "attribute",
+         "public_values": ["active", "revoked"]},
+        {"name": "registered_capital", "type": "float", "classification": "sensitive",
+         "bounds": [0, 1.0e8]},
+    ],
+}
+
+REGISTRY_ROWS = (
+    "uscc,name,district,status,registered_capital\n"
+    + "".join(
+        f"U{i:04d},Firm {i},{'ABC'[i % 3]},{'active' if i % 4 else 'revoked'},{(i * 7919) % 10**6}\n"
+        for i in range(300)
+    )
+)
