@@ -165,15 +165,11 @@ def test_compact_range_extends_to_the_root(start: int, more: int) -> None:
     hashes = _hashes(start + more)
     prefix = merkle.compact_range(hashes[:start])
     assert len(prefix) == start.bit_count()
-    assert (
-        [
-            merkle.subtree_hash(hashes, lv << 0 and i << lv, (i + 1) << lv)
-            for lv, i in merkle.perfect_subtrees(0, start)
-        ]
-        == prefix
-        if start
-        else prefix == []
-    )
+    want = [
+        merkle.subtree_hash(hashes, i << lv, (i + 1) << lv)
+        for lv, i in (merkle.perfect_subtrees(0, start) if start else [])
+    ]
+    assert prefix == want
     got = merkle.root_from_compact_range(start, prefix, hashes[start:])
     assert got == merkle.root(hashes)
 
