@@ -24,7 +24,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from Crypto.PublicKey import ECC
 from Crypto.Signature import eddsa
@@ -238,12 +238,12 @@ class NoteVerifier:
         self._eddsa = eddsa.new(eddsa.import_public_key(self.public_key), "rfc8032")
 
     @classmethod
-    def from_key(cls, name: str, key: bytes | str | Mapping[str, Any]) -> NoteVerifier:
+    def from_key(cls, name: str, key: bytes | str | Mapping[str, Any]) -> Self:
         """Build from raw bytes, SPKI PEM or JWK (see :func:`public_key_bytes`)."""
         return cls(name, public_key_bytes(key))
 
     @classmethod
-    def from_jwk(cls, jwk: Mapping[str, Any], name: str | None = None) -> NoteVerifier:
+    def from_jwk(cls, jwk: Mapping[str, Any], name: str | None = None) -> Self:
         """Build from an OKP Ed25519 JWK; ``name`` defaults to the JWK's ``name``."""
         chosen = name if name is not None else jwk.get("name")
         if not isinstance(chosen, str):
@@ -251,7 +251,7 @@ class NoteVerifier:
         return cls(chosen, public_key_bytes(jwk))
 
     @classmethod
-    def from_vkey(cls, vkey: str) -> NoteVerifier:
+    def from_vkey(cls, vkey: str) -> Self:
         """Build from a verifier key string ``name+hexid+base64(type||key)``."""
         return cls(*_parse_vkey(vkey, cls.sig_type))
 
@@ -303,7 +303,7 @@ class NoteSigner:
         self.key_id = key_id(name, self.sig_type, self.public_key)
 
     @classmethod
-    def from_pem(cls, pem: str | bytes, name: str) -> NoteSigner:
+    def from_pem(cls, pem: str | bytes, name: str) -> Self:
         """Load a PKCS#8 PEM Ed25519 private key; raises :class:`BadCheckpoint`."""
         try:
             key = ECC.import_key(pem)
@@ -312,7 +312,7 @@ class NoteSigner:
         return cls(key, name)
 
     @classmethod
-    def generate(cls, name: str) -> NoteSigner:
+    def generate(cls, name: str) -> Self:
         """Return a signer with a fresh random key."""
         return cls(ECC.generate(curve="Ed25519"), name)
 
