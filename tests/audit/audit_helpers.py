@@ -1,0 +1,22 @@
+"""Helpers shared by the audit tests (a unique module name: tests have no packages)."""
+
+from __future__ import annotations
+
+
+def make_fields(i: int, **over: object) -> dict[str, object]:
+    """Plausible caller fields for entry number ``i`` (DESIGN §7 minimum)."""
+    fields: dict[str, object] = {
+        "actor": f"ent-{i % 5}",
+        "role": "enterprise",
+        "action": "query.aggregate" if i % 2 else "verify",
+        "target": {"product": "enterprise_registry", "scope": f"sc-{i % 3}"},
+        "request_hash": f"{i:064x}",
+        "decision": "deny" if i % 7 == 3 else "allow",
+        "reason": "budget_exhausted" if i % 7 == 3 else None,
+        "epsilon": "0" if i % 7 == 3 else "0.25",
+        "result_hash": None if i % 7 == 3 else f"{i + 1:064x}",
+        "jti": f"jti-{i}",
+        "client": "127.0.0.1",
+    }
+    fields.update(over)
+    return fields
