@@ -100,12 +100,17 @@ class Report:
         return not self.errors
 
     def fail(self, exc: AuditError) -> None:
-        """Record a failure (the first one decides :meth:`raise_for_errors`)."""
-        self.errors.append(exc.message)
-        if self._exc is None:
+        """Record a failure; a :class:`TamperDetected` goes first, else the earliest."""
+        if isinstance(exc, TamperDetected):
+            # The most useful diagnosis goes first: the earliest bad index found.
+            if self.first_bad_index is None or exc.index < self.first_bad_index:
+                self.first_bad_index = exc.index
+                self._exc = exc
+                self.errors.insert(0, exc.message)
+                return
+        elif self._exc is None:
             self._exc = exc
-        if isinstance(exc, TamperDetected) and self.first_bad_index is None:
-            self.first_bad_index = exc.index
+        self.errors.append(exc.message)
 
     def raise_for_errors(self) -> None:
         """Raise the first recorded error (an :class:`AuditError`), if any."""
@@ -168,14 +173,16 @@ def _prev_of(obj: Any) -> bytes | None:
 
 
 def _ends_entries(line: bytes) -> bool:
-    """True for a blank line or a JSON object whose type is not "entry"."""
+    """True for a blank line or a checkpoint line: the entries are over."""
+    if line.startswith(b'{"type":"entry"'):
+        return False
     if not line.strip():
         return True
     try:
         obj = _loads(line)
     except ValueError:
         return False
-    return isinstance(obj, dict) and obj.get("type") not in (None, "entry")
+    return isinstance(obj, dict) and obj.get("type") == "checkpoint"
 
 
 def _scan(lines: list[bytes], pos0: int, expected: int) -> _Batch:
@@ -313,10 +320,14 @@ def _check_checkpoints(
             continue
         try:
             note_text = parse_checkpoint_line(line)
-        except MalformedBundle:
+        except MalformedBundle as exc:
+            err = exc
             if line.startswith(b'{"type":"entry"'):
-                exc = MalformedBundle("an entry line after the checkpoints or beyond 'end'")
-            report.fail(exc)
+                err = TamperDetected(
+                    header.start + report.entries,
+                    "an entry beyond the bundle's end or after its checkpoints",
+                )
+            report.fail(err)
             continue
         try:
             note = open_note(note_text, verifiers)
@@ -417,6 +428,8 @@ def _diagnose(
     p = 0
     for line in f:
         if p >= end - start or _ends_entries(line):
+            if p0 is not None and p == p0 + 1 and not _ends_entries(line):
+                after = _facts(line)  # one entry of lookahead, even past 'end'
             break
         cur = _facts(line)
         if p0 is None:

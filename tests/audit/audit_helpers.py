@@ -20,3 +20,18 @@ def make_fields(i: int, **over: object) -> dict[str, object]:
     }
     fields.update(over)
     return fields
+
+
+def sqlite_url(directory: object) -> str:
+    return f"sqlite:///{directory}/audit.db"
+
+
+def new_log(url: str, signer: object, **kwargs: object) -> object:
+    """An AuditLog over a fresh store at ``url`` (tables created)."""
+    import sqlalchemy as sa
+
+    from audit.log import AuditLog, create_tables
+
+    engine = sa.create_engine(url)
+    create_tables(engine)
+    return AuditLog(engine, signer=signer, **kwargs)  # type: ignore[arg-type]

@@ -41,7 +41,7 @@ def test_rfc8785_sorting_example() -> None:
 
 
 def test_string_escaping_is_jcs() -> None:
-    s = "\u0000\u0008\t\n\u000b\f\r\u001f \"\\/\u007f\u00e9\u2028\U0001f600"
+    s = '\u0000\u0008\t\n\u000b\f\r\u001f "\\/\u007f\u00e9\u2028\U0001f600'
     want = '"\\u0000\\b\\t\\n\\u000b\\f\\r\\u001f \\"\\\\/\u007f\u00e9\u2028\U0001f600"'
     assert canonical.dumps(s) == want
 

@@ -29,7 +29,9 @@ def test_time_format_is_rfc3339_utc_millis() -> None:
 def test_request_hash() -> None:
     want = hashlib.sha256(b'POST\n/v1/queries?x=1\n{"a":1}').hexdigest()
     assert entry.request_hash("POST", "/v1/queries?x=1", b'{"a":1}') == want
-    assert entry.request_hash("GET", "/v1/keys", b"") == hashlib.sha256(b"GET\n/v1/keys\n").hexdigest()
+    assert (
+        entry.request_hash("GET", "/v1/keys", b"") == hashlib.sha256(b"GET\n/v1/keys\n").hexdigest()
+    )
 
 
 def test_result_hash_drops_receipt_and_accepts_dp_floats() -> None:
