@@ -34,4 +34,10 @@ def new_log(url: str, signer: object, **kwargs: object) -> object:
 
     engine = sa.create_engine(url)
     create_tables(engine)
-    return AuditLog(engine, signer=signer, **kwargs)  # type: ignore[arg-type]
+    log = AuditLog(engine, signer=signer, **kwargs)  # type: ignore[arg-type]
+    CREATED.append(log)
+    return log
+
+
+#: Logs made by ``new_log``; the conftest disposes their engines after each test.
+CREATED: list[object] = []

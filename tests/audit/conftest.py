@@ -48,6 +48,23 @@ def pg_url() -> Iterator[str]:
     try:
         yield f"{url}{sep}options=-csearch_path%3D{schema}"
     finally:
+        _dispose_created()
         with admin.begin() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
         admin.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _dispose_engines() -> Iterator[None]:
+    """Close every connection the test's logs opened (warnings are errors)."""
+    yield
+    _dispose_created()
+
+
+def _dispose_created() -> None:
+    from audit_helpers import CREATED
+
+    while CREATED:
+        log = CREATED.pop()
+        log.close()  # type: ignore[attr-defined]
+        log.engine.dispose()  # type: ignore[attr-defined]
