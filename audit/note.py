@@ -145,7 +145,7 @@ def _vkey(name: str, sig_type: int, public_key: bytes) -> str:
 
 
 def _parse_vkey(vkey: str, sig_type: int) -> tuple[str, bytes]:
-    parts = vkey.strip().split("+")
+    parts = vkey.strip().split("+", 2)  # the base64 key may itself contain "+"
     if len(parts) != 3 or not _HEX8.fullmatch(parts[1]):
         raise BadCheckpoint("a vkey is name+hexkeyid+base64key")
     name = check_key_name(parts[0])

@@ -4,6 +4,7 @@ cosignatures, filters, export."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import threading
@@ -234,6 +235,6 @@ def test_two_processes_append_without_gaps(db_url: str, signer: NoteSigner) -> N
     assert len(hashes) == 3 * per
     assert lg.root() == merkle.root(hashes)
     entries = [e.entry for e in lg.entries(limit=1000).entries]
-    for prev, cur in zip(entries, entries[1:], strict=False):
+    for prev, cur in itertools.pairwise(entries):
         assert cur["prev"] == merkle.leaf_hash(lg.leaf(prev["index"])).hex()
     lg.close()
