@@ -321,7 +321,7 @@ def _check_checkpoints(
         try:
             note_text = parse_checkpoint_line(line)
         except MalformedBundle as exc:
-            err = exc
+            err: AuditError = exc
             if line.startswith(b'{"type":"entry"'):
                 err = TamperDetected(
                     header.start + report.entries,

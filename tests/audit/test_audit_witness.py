@@ -75,10 +75,10 @@ def test_witness_refuses_forks_rollbacks_and_bad_proofs(tmp_path: Path, signer: 
         proof=a.consistency_proof(5, 9).proof,
         now=3,
     )
+    old = a.checkpoint_at(5)
+    assert old is not None
     with pytest.raises(BadProof, match="shrank"):
-        witness_checkpoint(
-            a.checkpoint_at(5).note, log_keys=keys, cosigner=me, state=ok.state, proof=[], now=4
-        )
+        witness_checkpoint(old.note, log_keys=keys, cosigner=me, state=ok.state, proof=[], now=4)
     with pytest.raises(BadCheckpoint):
         witness_checkpoint(
             grown,
