@@ -1,0 +1,803 @@
+"""AuditLog: the durable, append-only Merkle log over SQLAlchemy Core (DESIGN §7).
+
+Appends use *group commit*: concurrent callers in a process share one transaction. The
+first caller to find no commit in progress becomes the leader, takes every queued entry
+(up to ``max_batch``), commits them together and wakes the others; callers that arrived
+meanwhile form the next batch. A caller returns only after the transaction holding its
+entry has committed, so an acknowledged entry survives a crash (DESIGN §2.5).
+
+Index assignment is serialised across processes and nodes by locking the single head
+row inside the transaction: ``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE``
+on SQLite (pysqlite is put in driver-autocommit mode on a dedicated engine and the BEGIN
+is emitted from a ``begin`` event, the SQLAlchemy recipe for pysqlite transactions).
+Leaves carry their ``index``, ``time`` and ``prev`` (the previous leaf hash), so they are
+built inside that lock: no gaps, no duplicates.
+
+Proofs and roots read perfect-subtree hashes from ``audit_nodes`` (O(log n) rows), never
+rebuilding the tree. Nothing here updates or deletes an entry.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import IO, Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+from audit import canonical, tables
+from audit.bundle import BundleWriter
+from audit.entry import check_fields, format_time, parse_leaf, parse_time
+from audit.errors import AuditError, BadCheckpoint, OutOfRange
+from audit.merkle import (
+    EMPTY_ROOT,
+    HASH_SIZE,
+    CompactRange,
+    consistency_ranges,
+    fold,
+    inclusion_ranges,
+    leaf_hash,
+    perfect_subtrees,
+)
+from audit.note import (
+    Checkpoint,
+    CosignatureVerifier,
+    NoteSigner,
+    checkpoint_text,
+    parse_note,
+)
+
+__all__ = [
+    "DEFAULT_ORIGIN",
+    "Appended",
+    "AuditLog",
+    "ConsistencyProof",
+    "InclusionProof",
+    "Page",
+    "StoreError",
+    "StoredCheckpoint",
+    "StoredEntry",
+    "create_tables",
+]
+
+DEFAULT_ORIGIN = "public-data-sandbox/audit"
+_PG_LOCK_KEY = 0x61756469  # "audi": advisory lock key for create_tables on PostgreSQL
+
+
+class StoreError(AuditError):
+    """The database failed while appending or reading; the entry was not acknowledged."""
+
+    code = "unavailable"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _b64(raw: bytes) -> str:
+    import base64
+
+    return base64.b64encode(raw).decode()
+
+
+@dataclass(frozen=True)
+class Appended:
+    """A committed entry: its index, leaf bytes, leaf hash and time string."""
+
+    index: int
+    leaf: bytes
+    leaf_hash: bytes
+    time: str
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """An entry as stored: index, leaf bytes and leaf hash."""
+
+    index: int
+    leaf: bytes
+    leaf_hash: bytes
+
+    @property
+    def entry(self) -> dict[str, Any]:
+        """The parsed entry (the leaf is trusted: it was written by this log)."""
+        return parse_leaf(self.leaf, strict=False)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of entries; ``next_cursor`` is the index to continue from, or None."""
+
+    entries: list[StoredEntry]
+    next_cursor: int | None
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    """A signed checkpoint: tree size, root hash, time and the exact signed-note text."""
+
+    size: int
+    root: bytes
+    time: str
+    note: str
+
+    def to_api(self) -> dict[str, Any]:
+        """DESIGN §7 answer: ``{"tree_size", "root_hash", "time", "note"}``."""
+        return {
+            "tree_size": self.size,
+            "root_hash": _b64(self.root),
+            "time": self.time,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class InclusionProof:
+    """An RFC 9162 inclusion proof of ``index`` in the tree of ``tree_size``."""
+
+    index: int
+    tree_size: int
+    leaf_hash: bytes
+    root_hash: bytes
+    proof: list[bytes]
+
+    def to_api(self) -> dict[str, Any]:
+        """DESIGN §5 answer, hashes in standard base64."""
+        return {
+            "index": self.index,
+            "tree_size": self.tree_size,
+            "leaf_hash": _b64(self.leaf_hash),
+            "root_hash": _b64(self.root_hash),
+            "proof": [_b64(p) for p in self.proof],
+        }
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    """An RFC 9162 consistency proof from tree ``first`` to tree ``second``."""
+
+    first: int
+    second: int
+    first_root: bytes
+    second_root: bytes
+    proof: list[bytes]
+
+    def to_api(self) -> dict[str, Any]:
+        """DESIGN §5 answer, hashes in standard base64."""
+        return {
+            "first": self.first,
+            "second": self.second,
+            "first_root": _b64(self.first_root),
+            "second_root": _b64(self.second_root),
+            "proof": [_b64(p) for p in self.proof],
+        }
+
+
+def create_tables(engine: Engine) -> None:
+    """Create the audit tables and the head row if missing (idempotent, race-safe)."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+        tables.metadata.create_all(conn)
+        exists = conn.execute(sa.select(tables.head.c.id).where(tables.head.c.id == 1)).first()
+        if exists is None:
+            conn.execute(tables.head.insert().values(id=1, size=0, frontier=b""))
+
+
+class _Pending:
+    __slots__ = ("done", "error", "fields", "result")
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+        self.result: Appended | None = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+def _split_hashes(blob: bytes) -> list[bytes]:
+    return [blob[i : i + HASH_SIZE] for i in range(0, len(blob), HASH_SIZE)]
+
+
+def _sqlite_writer(engine: Engine, synchronous: str) -> Engine:
+    """A dedicated engine on the same SQLite file whose transactions BEGIN IMMEDIATE."""
+    writer = sa.create_engine(engine.url, connect_args={"timeout": 60})
+
+    @event.listens_for(writer, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        # Driver autocommit: pysqlite issues no BEGIN of its own; we do, in "begin".
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(writer, "begin")
+    def _begin(conn: Connection) -> None:
+        # Takes the write lock up front: the head row read that follows is current, and
+        # no other process can append until we commit (sqlite.org/lang_transaction.html).
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return writer
+
+
+class AuditLog:
+    """The append-only audit log in a relational store (SQLite WAL or PostgreSQL).
+
+    ``signer`` signs checkpoints (``None``: read-only for checkpoints). ``clock`` is
+    injected (returns an aware datetime). Entry times never go backwards: a clock behind
+    the last entry's time is ignored.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        origin: str = DEFAULT_ORIGIN,
+        signer: NoteSigner | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+        max_batch: int = 512,
+        sqlite_synchronous: str = "NORMAL",
+        checkpoint_interval: float = 60.0,
+        checkpoint_entries: int = 10_000,
+        min_checkpoint_interval: float = 1.0,
+    ) -> None:
+        if sqlite_synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
+            raise ValueError("sqlite_synchronous must be NORMAL, FULL or EXTRA")
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.engine = engine
+        self.origin = origin
+        self.signer = signer
+        self.clock = clock
+        self.max_batch = max_batch
+        self.checkpoint_interval = checkpoint_interval
+        self.checkpoint_entries = checkpoint_entries
+        self.min_checkpoint_interval = min_checkpoint_interval
+        self._dialect = engine.dialect.name
+        database = engine.url.database or ""
+        if self._dialect == "sqlite" and database not in ("", ":memory:"):
+            self._writer = _sqlite_writer(engine, sqlite_synchronous.upper())
+        else:
+            self._writer = engine
+        self._pid = os.getpid()
+        self._cv = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._leading = False
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        """Release the log's own connections (the caller's engine is left alone)."""
+        if self._writer is not self.engine:
+            self._writer.dispose()
+
+    def _after_fork(self) -> None:
+        # A forked child (e.g. a gunicorn worker) must not inherit a held condition or
+        # another process's queue, nor share pooled connections with the parent.
+        if os.getpid() != self._pid:
+            self._pid = os.getpid()
+            self._cv = threading.Condition()
+            self._queue = []
+            self._leading = False
+            if self._writer is not self.engine:
+                self._writer.dispose(close=False)
+
+    # ----------------------------------------------------------------- appending
+
+    def append(self, fields: Mapping[str, Any]) -> Appended:
+        """Append one entry and return it once its transaction has committed.
+
+        ``fields`` are the DESIGN §7 fields without ``index``/``time``/``prev``. Blocks
+        until durable. Raises :class:`~audit.errors.BadEntry` /
+        :class:`~audit.errors.NotCanonical` for invalid fields (nothing is written) and
+        :class:`StoreError` if the database fails (the entry is not acknowledged).
+        """
+        check_fields(fields)
+        self._after_fork()
+        req = _Pending(dict(fields))
+        cv = self._cv
+        with cv:
+            self._queue.append(req)
+            while not req.done:
+                if self._leading:
+                    cv.wait()
+                    continue
+                self._leading = True
+                batch = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
+                cv.release()
+                try:
+                    self._commit(batch)
+                finally:
+                    cv.acquire()
+                    self._leading = False
+                    cv.notify_all()
+        if req.error is not None:
+            raise req.error
+        assert req.result is not None
+        return req.result
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        """Write ``batch`` in one transaction; record each result or the error."""
+        try:
+            results = self._write_batch([r.fields for r in batch])
+        except AuditError as exc:
+            for r in batch:
+                r.error = exc
+        except sa.exc.SQLAlchemyError as exc:
+            err = StoreError(f"audit store failed: {type(exc).__name__}: {exc}")
+            err.__cause__ = exc
+            for r in batch:
+                r.error = err
+        except BaseException as exc:  # e.g. KeyboardInterrupt in the leader: tell all
+            for r in batch:
+                r.error = exc
+                r.done = True
+            raise
+        else:
+            for r, res in zip(batch, results, strict=True):
+                r.result = res
+        for r in batch:
+            r.done = True
+
+    def _lock_head(self, conn: Connection) -> sa.Row[Any]:
+        query = sa.select(tables.head).where(tables.head.c.id == 1)
+        if self._dialect == "postgresql":
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        if row is None:
+            raise StoreError("audit tables are not initialised (call create_tables)")
+        return row
+
+    def _now(self, last: str | None) -> str:
+        now = format_time(self.clock())
+        return last if last is not None and last > now else now
+
+    def _write_batch(self, batch: Sequence[Mapping[str, Any]]) -> list[Appended]:
+        with self._writer.begin() as conn:
+            head = self._lock_head(conn)
+            cr = CompactRange(head.size, _split_hashes(head.frontier))
+            prev: bytes | None = head.last_leaf_hash
+            now = self._now(head.last_time)
+            entry_rows: list[dict[str, Any]] = []
+            node_rows: list[dict[str, Any]] = []
+
+            def on_node(level: int, idx: int, h: bytes) -> None:
+                node_rows.append({"level": level, "idx": idx, "hash": h})
+
+            out: list[Appended] = []
+            for fields in batch:
+                index = cr.size
+                entry = dict(fields)
+                entry["index"] = index
+                entry["time"] = now
+                entry["prev"] = prev.hex() if prev is not None else None
+                leaf = canonical.encode(entry)
+                h = leaf_hash(leaf)
+                cr.append(h, on_node)
+                target = fields.get("target") or {}
+                entry_rows.append(
+                    {
+                        "idx": index,
+                        "leaf": leaf,
+                        "leaf_hash": h,
+                        "time": now,
+                        "actor": fields.get("actor"),
+                        "role": fields.get("role"),
+                        "action": fields["action"],
+                        "decision": fields["decision"],
+                        "product": _str_or_none(target.get("product")),
+                        "scope": _str_or_none(target.get("scope")),
+                        "subject": _str_or_none(
+                            target.get("enterprise") or target.get("principal")
+                        ),
+                    }
+                )
+                out.append(Appended(index, leaf, h, now))
+                prev = h
+            conn.execute(tables.entries.insert(), entry_rows)
+            if node_rows:
+                conn.execute(tables.nodes.insert(), node_rows)
+            conn.execute(
+                tables.head.update()
+                .where(tables.head.c.id == 1)
+                .values(
+                    size=cr.size,
+                    frontier=b"".join(cr.hashes),
+                    last_leaf_hash=prev,
+                    last_time=now,
+                )
+            )
+        return out
+
+    # ----------------------------------------------------------------- reading
+
+    def size(self) -> int:
+        """Return the number of committed entries."""
+        with self.engine.connect() as conn:
+            return self._size(conn)
+
+    def _size(self, conn: Connection) -> int:
+        size = conn.execute(sa.select(tables.head.c.size).where(tables.head.c.id == 1)).scalar()
+        if size is None:
+            raise StoreError("audit tables are not initialised (call create_tables)")
+        return int(size)
+
+    def leaf(self, index: int) -> bytes:
+        """Return the leaf bytes of entry ``index``; raises :class:`OutOfRange`."""
+        with self.engine.connect() as conn:
+            leaf = conn.execute(
+                sa.select(tables.entries.c.leaf).where(tables.entries.c.idx == index)
+            ).scalar()
+        if leaf is None:
+            raise OutOfRange(f"no entry {index}")
+        return bytes(leaf)
+
+    def _perfect(
+        self, conn: Connection, keys: Iterable[tuple[int, int]]
+    ) -> dict[tuple[int, int], bytes]:
+        """Fetch perfect-subtree hashes by ``(level, idx)`` (level 0: leaf hashes)."""
+        want = set(keys)
+        leaves = [i for lv, i in want if lv == 0]
+        inner = [(lv, i) for lv, i in want if lv > 0]
+        got: dict[tuple[int, int], bytes] = {}
+        if leaves:
+            e = tables.entries
+            for idx, h in conn.execute(
+                sa.select(e.c.idx, e.c.leaf_hash).where(e.c.idx.in_(leaves))
+            ):
+                got[(0, int(idx))] = bytes(h)
+        if inner:
+            n = tables.nodes
+            cond = sa.tuple_(n.c.level, n.c.idx).in_(inner)
+            for lv, idx, h in conn.execute(sa.select(n.c.level, n.c.idx, n.c.hash).where(cond)):
+                got[(int(lv), int(idx))] = bytes(h)
+        if len(got) != len(want):
+            raise StoreError("audit node cache is missing subtree hashes")
+        return got
+
+    def _range_hashes(self, conn: Connection, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        parts = [perfect_subtrees(a, b) for a, b in ranges]
+        got = self._perfect(conn, (k for part in parts for k in part))
+        return [fold([got[k] for k in part]) for part in parts]
+
+    def _root(self, conn: Connection, size: int) -> bytes:
+        if size == 0:
+            return EMPTY_ROOT
+        return self._range_hashes(conn, [(0, size)])[0]
+
+    def _check_size(self, conn: Connection, tree_size: int) -> None:
+        current = self._size(conn)
+        if not 0 <= tree_size <= current:
+            raise OutOfRange(f"tree size {tree_size} is not in [0, {current}]")
+
+    def root(self, size: int | None = None) -> bytes:
+        """Return the root hash of the tree of ``size`` (default: current) entries.
+
+        Raises :class:`OutOfRange` if ``size`` exceeds the log.
+        """
+        with self.engine.connect() as conn:
+            if size is None:
+                size = self._size(conn)
+            self._check_size(conn, size)
+            return self._root(conn, size)
+
+    def inclusion_proof(self, index: int, tree_size: int | None = None) -> InclusionProof:
+        """Return the inclusion proof of ``index`` in the tree of ``tree_size``.
+
+        Raises :class:`OutOfRange` unless ``0 <= index < tree_size <= size()``.
+        """
+        with self.engine.connect() as conn:
+            if tree_size is None:
+                tree_size = self._size(conn)
+            self._check_size(conn, tree_size)
+            if not 0 <= index < tree_size:
+                raise OutOfRange(f"index {index} is not in a tree of size {tree_size}")
+            ranges = inclusion_ranges(index, tree_size)
+            hashes = self._range_hashes(conn, [*ranges, (index, index + 1), (0, tree_size)])
+        return InclusionProof(index, tree_size, hashes[-2], hashes[-1], hashes[:-2])
+
+    def consistency_proof(self, first: int, second: int | None = None) -> ConsistencyProof:
+        """Return the consistency proof from tree ``first`` to tree ``second``.
+
+        Raises :class:`OutOfRange` unless ``0 < first <= second <= size()``.
+        """
+        with self.engine.connect() as conn:
+            if second is None:
+                second = self._size(conn)
+            self._check_size(conn, second)
+            if not 0 < first <= second:
+                raise OutOfRange(f"no consistency proof from {first} to {second}")
+            ranges = consistency_ranges(first, second)
+            hashes = self._range_hashes(conn, [*ranges, (0, first), (0, second)])
+        return ConsistencyProof(first, second, hashes[-2], hashes[-1], hashes[:-2])
+
+    def entries(
+        self,
+        *,
+        start_time: datetime | str | None = None,
+        end_time: datetime | str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        decision: str | None = None,
+        product: str | None = None,
+        scope: str | None = None,
+        involves: str | None = None,
+        cursor: int = 0,
+        limit: int = 100,
+    ) -> Page:
+        """Return entries with index >= ``cursor`` matching every given filter.
+
+        ``start_time`` is inclusive, ``end_time`` exclusive; ``involves`` keeps entries
+        whose actor or subject (``target.enterprise``/``target.principal``) is that
+        principal — the "own entries" view. Raises :class:`OutOfRange` for a negative
+        cursor or a limit outside 1..10000.
+        """
+        if cursor < 0 or not 1 <= limit <= 10_000:
+            raise OutOfRange("cursor must be >= 0 and limit in 1..10000")
+        e = tables.entries
+        query = sa.select(e.c.idx, e.c.leaf, e.c.leaf_hash).where(e.c.idx >= cursor)
+        if start_time is not None:
+            query = query.where(e.c.time >= _time_str(start_time))
+        if end_time is not None:
+            query = query.where(e.c.time < _time_str(end_time))
+        for column, value in (
+            (e.c.actor, actor),
+            (e.c.action, action),
+            (e.c.decision, decision),
+            (e.c.product, product),
+            (e.c.scope, scope),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if involves is not None:
+            query = query.where(sa.or_(e.c.actor == involves, e.c.subject == involves))
+        query = query.order_by(e.c.idx).limit(limit + 1)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        found = [StoredEntry(int(r.idx), bytes(r.leaf), bytes(r.leaf_hash)) for r in rows]
+        more = len(found) > limit
+        found = found[:limit]
+        return Page(found, found[-1].index + 1 if more else None)
+
+    # ----------------------------------------------------------------- checkpoints
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        """Return the stored checkpoint of the largest tree size, if any."""
+        c = tables.checkpoints
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(c).order_by(c.c.size.desc()).limit(1)).first()
+        return _checkpoint(row) if row is not None else None
+
+    def _age(self, cp: StoredCheckpoint) -> float:
+        return (self.clock() - parse_time(cp.time)).total_seconds()
+
+    def checkpoint(self, force: bool = False) -> StoredCheckpoint:
+        """Return the latest signed checkpoint, signing a new one if the tree grew.
+
+        A new one is signed when the latest does not cover the current size and either
+        ``force`` is set or the latest is older than ``min_checkpoint_interval`` seconds
+        (so a burst of readers does not sign one per request). Raises
+        :class:`BadCheckpoint` if nothing is stored and there is no signer.
+        """
+        latest = self.latest_checkpoint()
+        size = self.size()
+        if latest is not None and (
+            latest.size >= size
+            or self.signer is None
+            or (not force and self._age(latest) < self.min_checkpoint_interval)
+        ):
+            return latest
+        return self._sign_checkpoint(None)
+
+    def maybe_checkpoint(self) -> StoredCheckpoint | None:
+        """Sign a checkpoint if the tree grew by ``checkpoint_entries`` or the latest is
+        older than ``checkpoint_interval`` seconds; return it, or ``None`` if not due.
+        """
+        if self.signer is None:
+            return None
+        latest = self.latest_checkpoint()
+        size = self.size()
+        if latest is not None and latest.size >= size:
+            return None
+        if (
+            latest is None
+            or size - latest.size >= self.checkpoint_entries
+            or self._age(latest) >= self.checkpoint_interval
+        ):
+            return self._sign_checkpoint(None)
+        return None
+
+    def _sign_checkpoint(self, size: int | None) -> StoredCheckpoint:
+        """Sign and store a checkpoint of ``size`` (default: current), under the lock."""
+        if self.signer is None:
+            raise BadCheckpoint("this audit log has no checkpoint signer")
+        c = tables.checkpoints
+        with self._writer.begin() as conn:
+            head = self._lock_head(conn)
+            if size is None:
+                size = int(head.size)
+            if size > head.size:
+                raise OutOfRange(f"tree size {size} exceeds the log ({head.size})")
+            row = conn.execute(sa.select(c).where(c.c.size == size)).first()
+            if row is not None:
+                return _checkpoint(row)
+            if size == head.size:
+                root = CompactRange(head.size, _split_hashes(head.frontier)).root()
+            else:
+                root = self._root(conn, size)
+            last = conn.execute(sa.select(sa.func.max(c.c.time))).scalar()
+            when = self._now(last)
+            note = self.signer.sign_note(checkpoint_text(self.origin, size, root, when))
+            conn.execute(c.insert().values(size=size, root=root, time=when, note=note))
+        return StoredCheckpoint(size, root, when, note)
+
+    def checkpoint_at(self, size: int) -> StoredCheckpoint | None:
+        """Return the stored checkpoint of exactly ``size``, if any."""
+        c = tables.checkpoints
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(c).where(c.c.size == size)).first()
+        return _checkpoint(row) if row is not None else None
+
+    def add_cosignature(self, note: str, witness: CosignatureVerifier) -> str:
+        """Store ``witness``'s cosignature found in ``note``; return the stored line.
+
+        ``note`` is one of this log's checkpoints with the witness's cosignature line
+        (C2SP tlog-cosignature) appended. Raises :class:`BadCheckpoint` if the text is not
+        a checkpoint this log signed or carries no line of that witness, and
+        :class:`~audit.errors.BadSignature` if the cosignature does not verify. Storing
+        the same witness twice for a checkpoint keeps the first line.
+        """
+        parsed = parse_note(note)
+        cp = Checkpoint.parse(parsed.text)
+        stored = self.checkpoint_at(cp.size)
+        if stored is None or parse_note(stored.note).text != parsed.text:
+            raise BadCheckpoint("not a checkpoint this log issued")
+        sigs = [s for s in parsed.signatures if witness.matches(s)]
+        if not sigs:
+            raise BadCheckpoint(f"no cosignature by {witness.name} in the note")
+        ts = witness.timestamp(parsed.text, sigs[0])
+        line = sigs[0].line().rstrip("\n")
+        cs = tables.cosignatures
+        with self._writer.begin() as conn:
+            existing = conn.execute(
+                sa.select(cs.c.line).where(
+                    cs.c.checkpoint_size == cp.size,
+                    cs.c.witness == witness.name,
+                    cs.c.key_id == witness.key_id,
+                )
+            ).scalar()
+            if existing is not None:
+                return str(existing)
+            conn.execute(
+                cs.insert().values(
+                    checkpoint_size=cp.size,
+                    witness=witness.name,
+                    key_id=witness.key_id,
+                    timestamp=ts,
+                    line=line,
+                )
+            )
+        return line
+
+    def cosigned_checkpoint(self, size: int | None = None) -> str | None:
+        """Return the checkpoint note of ``size`` (default: latest) with every stored
+        cosignature line appended, or ``None`` if there is no such checkpoint."""
+        cp = self.latest_checkpoint() if size is None else self.checkpoint_at(size)
+        if cp is None:
+            return None
+        return self._with_cosignatures(cp)
+
+    def _with_cosignatures(self, cp: StoredCheckpoint) -> str:
+        cs = tables.cosignatures
+        with self.engine.connect() as conn:
+            lines = conn.execute(
+                sa.select(cs.c.line).where(cs.c.checkpoint_size == cp.size).order_by(cs.c.id)
+            ).scalars()
+            extra = "".join(f"{line}\n" for line in lines)
+        return cp.note + extra
+
+    # ----------------------------------------------------------------- export
+
+    def export(
+        self,
+        out: Callable[[bytes], object] | IO[bytes] | IO[str],
+        *,
+        start: int = 0,
+        end: int | None = None,
+        keys: Sequence[Mapping[str, Any]] | None = None,
+        page: int = 2000,
+    ) -> int:
+        """Stream the bundle of entries ``[start, end)`` (DESIGN §7) to ``out``.
+
+        ``out`` is a callable taking bytes, or a binary or text stream. Memory is bounded
+        by ``page`` entries. ``keys`` are the JWKs for the header (each with ``kid`` and
+        ``name``; default: the signer's public key). The bundle ends with the checkpoint
+        of size ``end`` (signed now if none is stored) with its cosignatures, preceded by
+        the latest cosigned checkpoint inside the range, if any. Returns ``end``.
+        Raises :class:`OutOfRange` for a bad range, :class:`BadCheckpoint` when a
+        checkpoint is needed but there is no signer.
+        """
+        write = _writer_for(out)
+        with self.engine.connect() as conn:
+            size = self._size(conn)
+        if end is None:
+            end = size
+        if not 0 <= start <= end <= size:
+            raise OutOfRange(f"export range [{start}, {end}) is not within [0, {size}]")
+        final = self.checkpoint_at(end) or self._sign_checkpoint(end)
+        if keys is None:
+            if self.signer is None:
+                raise BadCheckpoint("no keys given and no signer to describe")
+            keys = [self.signer.public_jwk()]
+        w = BundleWriter(write)
+        w.header(self.origin, start, end, keys)
+        c, cs, e = tables.checkpoints, tables.cosignatures, tables.entries
+        with self.engine.connect() as conn:
+            if start > 0:
+                keys_ = perfect_subtrees(0, start)
+                got = self._perfect(conn, keys_)
+                w.prefix(start, [got[k] for k in keys_])
+            witnessed = conn.execute(
+                sa.select(c)
+                .where(
+                    c.c.size > start, c.c.size < end, c.c.size.in_(sa.select(cs.c.checkpoint_size))
+                )
+                .order_by(c.c.size.desc())
+                .limit(1)
+            ).first()
+        cursor = start
+        while cursor < end:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(e.c.idx, e.c.leaf)
+                    .where(e.c.idx >= cursor, e.c.idx < end)
+                    .order_by(e.c.idx)
+                    .limit(page)
+                ).all()
+            if not rows:
+                raise StoreError(f"entry {cursor} is missing from the store")
+            for idx, leaf in rows:
+                if idx != cursor:
+                    raise StoreError(f"entry {cursor} is missing from the store")
+                w.entry(idx, bytes(leaf))
+                cursor += 1
+        if witnessed is not None:
+            w.checkpoint(self._with_cosignatures(_checkpoint(witnessed)))
+        w.checkpoint(self._with_cosignatures(final))
+        return end
+
+
+def _checkpoint(row: sa.Row[Any]) -> StoredCheckpoint:
+    return StoredCheckpoint(int(row.size), bytes(row.root), str(row.time), str(row.note))
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _time_str(value: datetime | str) -> str:
+    return value if isinstance(value, str) else format_time(value)
+
+
+def _writer_for(out: Callable[[bytes], object] | IO[bytes] | IO[str]) -> Callable[[bytes], object]:
+    if isinstance(out, io.TextIOBase):
+        text = out
+
+        def write_text(data: bytes) -> None:
+            text.write(data.decode("utf-8"))
+
+        return write_text
+    write = getattr(out, "write", None)
+    if write is not None:
+        return write  # type: ignore[no-any-return]
+    if callable(out):
+        return out
+    raise TypeError("export needs a callable or a writable stream")
