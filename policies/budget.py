@@ -147,8 +147,9 @@ class BudgetLedger:
                     )
                 ).inserted_primary_key
                 budget = self._budget_in(conn, scope_id)
-            return Release(answer, cost_nano, int(charge_id[0]) if charge_id else None,
-                           budget, False)
+            return Release(
+                answer, cost_nano, int(charge_id[0]) if charge_id else None, budget, False
+            )
         except IntegrityError:
             # Another process released the identical query between our read and insert.
             stored = self.reused(scope_id, query_key)

@@ -126,8 +126,9 @@ def verify_call(
     The nonce is claimed last, so a refused token never burns a nonce.
     """
     if not authorization:
-        raise Unauthenticated("this endpoint needs a signed call (Authorization: Bearer <JWT>)",
-                              "missing_token")
+        raise Unauthenticated(
+            "this endpoint needs a signed call (Authorization: Bearer <JWT>)", "missing_token"
+        )
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
@@ -137,22 +138,25 @@ def verify_call(
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
-        raise Unauthenticated("the token is not a compact JWS", "malformed_token",
-                              issuer=issuer) from None
+        raise Unauthenticated(
+            "the token is not a compact JWS", "malformed_token", issuer=issuer
+        ) from None
     alg = header.get("alg")
     if header.get("typ") != CALL_TYP:
         raise BadSignature(f"token typ must be {CALL_TYP!r}", "wrong_typ", issuer=issuer)
     if alg not in {a.value for a in KeyAlg}:
         raise BadSignature(
-            f"algorithm {alg!r} is not accepted (EdDSA or ES256 only)", "alg_not_allowed",
+            f"algorithm {alg!r} is not accepted (EdDSA or ES256 only)",
+            "alg_not_allowed",
             issuer=issuer,
         )
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
         raise Unauthenticated("token header needs kid", "missing_kid", issuer=issuer)
     if issuer is None:
-        raise Unauthenticated("token needs an iss claim", "missing_claim", issuer=None,
-                              details={"claim": "iss"})
+        raise Unauthenticated(
+            "token needs an iss claim", "missing_claim", issuer=None, details={"claim": "iss"}
+        )
 
     principal = principals(issuer)
     key: PublicKey | None = principal.key(kid) if principal else None
@@ -161,13 +165,15 @@ def verify_call(
             f"no key {kid!r} registered for principal {issuer!r}", "unknown_kid", issuer=issuer
         )
     if not principal.active:
-        raise Unauthenticated(f"principal {issuer!r} is disabled", "principal_disabled",
-                              issuer=issuer)
+        raise Unauthenticated(
+            f"principal {issuer!r} is disabled", "principal_disabled", issuer=issuer
+        )
     if not key.active:
         raise Unauthenticated(f"key {kid!r} is disabled", "key_disabled", issuer=issuer)
     if alg != key.alg.value:
         raise BadSignature(
-            f"key {kid!r} is registered for {key.alg.value}, not {alg}", "alg_mismatch",
+            f"key {kid!r} is registered for {key.alg.value}, not {alg}",
+            "alg_mismatch",
             issuer=issuer,
         )
 
@@ -192,17 +198,21 @@ def verify_call(
         )
     except jwt.MissingRequiredClaimError as exc:
         raise Unauthenticated(
-            f"token lacks required claim {exc.claim!r}", "missing_claim", issuer=issuer,
+            f"token lacks required claim {exc.claim!r}",
+            "missing_claim",
+            issuer=issuer,
             details={"claim": exc.claim},
         ) from None
     except jwt.ExpiredSignatureError:
         raise TokenExpired("token has expired", "expired", issuer=issuer) from None
     except jwt.ImmatureSignatureError:
-        raise Unauthenticated("token iat is in the future beyond the allowed skew",
-                              "iat_in_future", issuer=issuer) from None
+        raise Unauthenticated(
+            "token iat is in the future beyond the allowed skew", "iat_in_future", issuer=issuer
+        ) from None
     except jwt.InvalidAudienceError:
-        raise BadSignature("token is addressed to another audience", "wrong_audience",
-                           issuer=issuer) from None
+        raise BadSignature(
+            "token is addressed to another audience", "wrong_audience", issuer=issuer
+        ) from None
     except jwt.InvalidSignatureError:
         raise BadSignature("signature does not verify", "bad_signature", issuer=issuer) from None
     except jwt.PyJWTError as exc:
@@ -210,37 +220,47 @@ def verify_call(
 
     for name in ("iat", "exp"):
         if not isinstance(claims[name], int) or isinstance(claims[name], bool):
-            raise Unauthenticated(f"{name} must be an integer NumericDate", "invalid_claim",
-                                  issuer=issuer, details={"claim": name})
+            raise Unauthenticated(
+                f"{name} must be an integer NumericDate",
+                "invalid_claim",
+                issuer=issuer,
+                details={"claim": name},
+            )
     for name in ("jti", "htm", "htu", "bh"):
         if not isinstance(claims[name], str):
-            raise Unauthenticated(f"{name} must be a string", "invalid_claim", issuer=issuer,
-                                  details={"claim": name})
+            raise Unauthenticated(
+                f"{name} must be a string", "invalid_claim", issuer=issuer, details={"claim": name}
+            )
     iat, exp = claims["iat"], claims["exp"]
     now_s = int(now.timestamp())
     if exp - iat > policy.max_lifetime_s or exp <= iat:
         raise Unauthenticated(
             f"token lifetime exp-iat must be at most {policy.max_lifetime_s} s",
-            "lifetime_too_long", issuer=issuer,
+            "lifetime_too_long",
+            issuer=issuer,
         )
     if iat > now_s + policy.clock_skew_s:
-        raise Unauthenticated("token iat is in the future beyond the allowed skew",
-                              "iat_in_future", issuer=issuer)
+        raise Unauthenticated(
+            "token iat is in the future beyond the allowed skew", "iat_in_future", issuer=issuer
+        )
     if exp + policy.clock_skew_s <= now_s:
         raise TokenExpired("token has expired", "expired", issuer=issuer)
     if not claims["jti"] or len(claims["jti"]) > MAX_JTI_LENGTH:
-        raise Unauthenticated("jti must be 1..256 characters", "invalid_claim", issuer=issuer,
-                              details={"claim": "jti"})
+        raise Unauthenticated(
+            "jti must be 1..256 characters",
+            "invalid_claim",
+            issuer=issuer,
+            details={"claim": "jti"},
+        )
     if claims["htm"] != method.upper():
-        raise BadSignature("token is bound to another HTTP method", "htm_mismatch",
-                           issuer=issuer)
+        raise BadSignature("token is bound to another HTTP method", "htm_mismatch", issuer=issuer)
     if claims["htu"] != path_and_query:
-        raise BadSignature("token is bound to another path or query", "htu_mismatch",
-                           issuer=issuer)
+        raise BadSignature("token is bound to another path or query", "htu_mismatch", issuer=issuer)
     expected_bh = bh_of_digest(body_sha256)
     if not hmac.compare_digest(claims["bh"].encode(), expected_bh.encode()):
-        raise BadSignature("request body does not match the signed body hash", "bh_mismatch",
-                           issuer=issuer)
+        raise BadSignature(
+            "request body does not match the signed body hash", "bh_mismatch", issuer=issuer
+        )
 
     expires_at = datetime.fromtimestamp(exp + policy.clock_skew_s, UTC)
     if not nonces.claim(issuer, claims["jti"], expires_at):

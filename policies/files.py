@@ -42,8 +42,17 @@ STATUS_STEPS = {
     ("suspended", "revoked"): "revoke",
 }
 COMPARED = (
-    "enterprise", "product", "purpose", "operations", "epsilon", "delta",
-    "max_epsilon_per_query", "rate_per_minute", "daily_quota", "valid_from", "valid_until",
+    "enterprise",
+    "product",
+    "purpose",
+    "operations",
+    "epsilon",
+    "delta",
+    "max_epsilon_per_query",
+    "rate_per_minute",
+    "daily_quota",
+    "valid_from",
+    "valid_until",
 )
 
 
@@ -57,12 +66,16 @@ class Step:
     def describe(self) -> str:
         """One line for the dry-run diff."""
         if self.action == "grant":
-            return f"+ grant   {self.scope} ({self.body.get('enterprise')} on "\
-                   f"{self.body.get('product')}, epsilon {self.body.get('epsilon')})"
+            return (
+                f"+ grant   {self.scope} ({self.body.get('enterprise')} on "
+                f"{self.body.get('product')}, epsilon {self.body.get('epsilon')})"
+            )
         if self.action == "conflict":
             diffs = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in self.differences.items())
-            return f"! conflict {self.scope}: granted terms differ ({diffs}); revoke it and " \
-                   "grant a new scope id"
+            return (
+                f"! conflict {self.scope}: granted terms differ ({diffs}); revoke it and "
+                "grant a new scope id"
+            )
         if self.action == "unchanged":
             return f"= unchanged {self.scope}"
         return f"~ {self.action:<8}{self.scope}"
@@ -113,16 +126,19 @@ def _norm(key: str, value: Any) -> Any:
         agg = value.get("aggregate")
         if isinstance(agg, Mapping):
             funcs = agg.get("functions", ["avg", "count", "histogram", "quantile", "sum"])
-            out["aggregate"] = {"columns": sorted(agg.get("columns", [])),
-                                "functions": sorted(funcs)}
+            out["aggregate"] = {
+                "columns": sorted(agg.get("columns", [])),
+                "functions": sorted(funcs),
+            }
         if value.get("verify"):
             out["verify"] = sorted(value["verify"])
         return out
     return value
 
 
-def plan(desired: Sequence[Mapping[str, Any]], current: Mapping[str, Mapping[str, Any]]
-         ) -> list[Step]:
+def plan(
+    desired: Sequence[Mapping[str, Any]], current: Mapping[str, Mapping[str, Any]]
+) -> list[Step]:
     """Return the steps that make ``current`` (id → scope as the API shows it) match
     ``desired`` (scopes from a policy file). Scopes absent from the file are left alone."""
     steps: list[Step] = []
@@ -146,7 +162,7 @@ def plan(desired: Sequence[Mapping[str, Any]], current: Mapping[str, Mapping[str
         if diffs:
             steps.append(Step("conflict", sid, differences=diffs))
             continue
-        now = have.get("status")
+        now = str(have.get("status"))
         if now == status:
             steps.append(Step("unchanged", sid))
         elif (now, status) in STATUS_STEPS:

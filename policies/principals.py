@@ -69,7 +69,7 @@ def load_public_key(pem: str | bytes) -> tuple[PublicKeyObject, KeyAlg]:
 
 def public_jwk(pem: str | bytes) -> dict[str, str]:
     """Return the public JWK (RFC 7517) of an SPKI PEM key, without ``kid``."""
-    key, alg = load_public_key(pem)
+    key, _alg = load_public_key(pem)
     if isinstance(key, ed25519.Ed25519PublicKey):
         raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return {"kty": "OKP", "crv": "Ed25519", "x": _b64u(raw)}
@@ -248,9 +248,7 @@ class PrincipalStore:
     def find(self, principal_id: str) -> Principal | None:
         """Return the principal, or None."""
         with self._engine.connect() as conn:
-            row = conn.execute(
-                sa.select(principals).where(principals.c.id == principal_id)
-            ).first()
+            row = conn.execute(sa.select(principals).where(principals.c.id == principal_id)).first()
             if row is None:
                 return None
             keys = conn.execute(
@@ -307,4 +305,6 @@ class PrincipalStore:
 
     def count(self) -> int:
         with self._engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(principals)).scalar_one())
+            return int(
+                conn.execute(sa.select(sa.func.count()).select_from(principals)).scalar_one()
+            )

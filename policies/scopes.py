@@ -72,9 +72,7 @@ def parse_epsilon(value: Any, field: str, *, allow_zero: bool = False) -> Decima
             f"{field} must be a number", {"fields": {field: ["not a number"]}}
         ) from None
     if not d.is_finite() or d < 0 or (d == 0 and not allow_zero):
-        raise InvalidRequest(
-            f"{field} must be positive", {"fields": {field: ["must be > 0"]}}
-        )
+        raise InvalidRequest(f"{field} must be positive", {"fields": {field: ["must be > 0"]}})
     if d > MAX_EPSILON:
         raise InvalidRequest(
             f"{field} {d} is absurd: at most {MAX_EPSILON}",
@@ -179,8 +177,9 @@ class Scope:
                 details,
             )
         if now < _aware(self.valid_from):
-            raise ScopeExpired(f"scope {self.id!r} is not valid before {_iso(self.valid_from)}",
-                               details)
+            raise ScopeExpired(
+                f"scope {self.id!r} is not valid before {_iso(self.valid_from)}", details
+            )
         if now >= _aware(self.valid_until):
             raise ScopeExpired(f"scope {self.id!r} expired at {_iso(self.valid_until)}", details)
 
@@ -241,8 +240,18 @@ class ScopeGrant:
 
 
 ALLOWED_FIELDS = {
-    "id", "enterprise", "product", "purpose", "operations", "epsilon", "delta",
-    "max_epsilon_per_query", "rate_per_minute", "daily_quota", "valid_from", "valid_until",
+    "id",
+    "enterprise",
+    "product",
+    "purpose",
+    "operations",
+    "epsilon",
+    "delta",
+    "max_epsilon_per_query",
+    "rate_per_minute",
+    "daily_quota",
+    "valid_from",
+    "valid_until",
 }
 
 
@@ -304,8 +313,9 @@ def parse_grant(
     except InvalidRequest as exc:
         errors.update(exc.details.get("fields", {}))
     try:
-        max_q = parse_epsilon(data.get("max_epsilon_per_query", data.get("epsilon")),
-                              "max_epsilon_per_query")
+        max_q = parse_epsilon(
+            data.get("max_epsilon_per_query", data.get("epsilon")), "max_epsilon_per_query"
+        )
         if epsilon and max_q > epsilon:
             errors["max_epsilon_per_query"] = ["cannot exceed the scope's epsilon"]
     except InvalidRequest as exc:
@@ -390,8 +400,9 @@ def _parse_verify(
         if owner is None:
             problems.append(f"no verification product {vp!r}")
         elif owner != product_id:
-            problems.append(f"verification product {vp!r} is defined on {owner!r}, "
-                            f"not on {product_id!r}")
+            problems.append(
+                f"verification product {vp!r} is defined on {owner!r}, not on {product_id!r}"
+            )
     if problems:
         errors["operations.verify"] = problems
     return frozenset(spec)
@@ -487,7 +498,9 @@ class ScopeStore:
 
     def revoke(self, scope_id: str, reason: str | None = None) -> Scope:
         return self.set_status(
-            scope_id, ScopeStatus.REVOKED, reason,
+            scope_id,
+            ScopeStatus.REVOKED,
+            reason,
             allowed_from=(ScopeStatus.ACTIVE, ScopeStatus.SUSPENDED),
         )
 

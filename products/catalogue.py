@@ -122,9 +122,7 @@ class Catalogue:
     def get(self, product_id: str) -> ProductRecord:
         """Return the product. Raises ``NotFound``."""
         with self._engine.connect() as conn:
-            row = conn.execute(
-                sa.select(products).where(products.c.id == product_id)
-            ).first()
+            row = conn.execute(sa.select(products).where(products.c.id == product_id)).first()
             if row is None:
                 raise NotFound(f"no product {product_id!r}", {"product": product_id})
             return self._record(conn, row)
@@ -242,9 +240,7 @@ class Catalogue:
     def data_path(self, record: ProductRecord) -> Path:
         """Return the current data file. Raises ``NotFound`` if no data is loaded yet."""
         if record.current is None:
-            raise NotFound(
-                f"product {record.id!r} has no data loaded yet", {"product": record.id}
-            )
+            raise NotFound(f"product {record.id!r} has no data loaded yet", {"product": record.id})
         return self.products_dir / record.current.data_file
 
     def verification_product_owner(self, vp_id: str) -> str | None:

@@ -8,6 +8,7 @@ rest of the code trusts those types. Field-level errors are reported as
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 import re
 from collections.abc import Mapping
@@ -189,10 +190,11 @@ class ManifestSchema(Schema):
     unique = fields.List(fields.List(fields.String(), validate=validate.Length(min=1)))
     min_group_size = fields.Integer(strict=True, validate=validate.Range(min=1, max=1_000_000))
 
-    @validates_schema
+    @validates_schema(skip_on_field_errors=False)
     def _cross_field(self, data: dict[str, Any], **_: Any) -> None:
         errors: dict[str, Any] = {}
-        names = [c["name"] for c in data.get("columns", [])]
+        columns = [c for c in data.get("columns", []) if isinstance(c, dict)]
+        names = [c["name"] for c in columns if isinstance(c.get("name"), str)]
         seen: set[str] = set()
         for i, name in enumerate(names):
             if name in seen:
@@ -203,10 +205,14 @@ class ManifestSchema(Schema):
                 f"must name one of the columns ({', '.join(names) or 'none declared'})"
             ]
         for i, key in enumerate(data.get("unique", [])):
+            if not isinstance(key, list):
+                continue
             missing = [k for k in key if k not in seen]
             if missing:
                 errors.setdefault("unique", {})[i] = [f"unknown column(s) {missing}"]
         for i, col in enumerate(data.get("columns", [])):
+            if not isinstance(col, dict):
+                continue
             problems = _column_problems(col)
             if problems:
                 errors.setdefault("columns", {}).setdefault(i, {}).update(problems)
@@ -285,7 +291,7 @@ def _column_problems(col: dict[str, Any]) -> dict[str, list[str]]:
         else:
             try:
                 edges = [float(_typed(b, ColumnType.FLOAT)) for b in bins]
-                if any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+                if any(b <= a for a, b in itertools.pairwise(edges)):
                     problems["bins"] = ["bin edges must be strictly increasing"]
             except ValueError as exc:
                 problems["bins"] = [str(exc)]
@@ -349,7 +355,8 @@ def parse_manifest(data: Any) -> DataProduct:
         loaded = ManifestSchema().load(dict(data))
     except ValidationError as exc:
         raise InvalidRequest(
-            "invalid product manifest", {"fields": exc.normalized_messages()}
+            "invalid product manifest",
+            {"fields": exc.normalized_messages()},  # type: ignore[no-untyped-call]
         ) from None
     return DataProduct(
         id=loaded["id"],

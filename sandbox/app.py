@@ -55,8 +55,8 @@ def _spec_options() -> dict[str, Any]:
             "description": (
                 "Statistics with differential privacy and yes/no verification over public "
                 "data; every call signed (DESIGN §6) and recorded in a tamper-evident "
-                "audit log (DESIGN §7). Errors: {\"error\": {\"code\", \"message\", "
-                "\"details\"}}."
+                'audit log (DESIGN §7). Errors: {"error": {"code", "message", '
+                '"details"}}.'
             )
         },
         "components": {

@@ -28,8 +28,9 @@ from policies.principals import jwk_thumbprint, public_pem_of
 class ApiError(Exception):
     """An error answer of the API, with its DESIGN §5 code."""
 
-    def __init__(self, status: int, code: str, message: str, details: dict[str, Any],
-                 audit_index: int | None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, Any], audit_index: int | None
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
@@ -72,8 +73,13 @@ class Throttled(ApiError):
 
 
 ERRORS_BY_STATUS: dict[int, type[ApiError]] = {
-    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
-    413: TooLarge, 429: Throttled,
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: TooLarge,
+    429: Throttled,
 }
 
 
@@ -89,9 +95,16 @@ class Response(dict[str, Any]):
 
 
 class Client:
-    def __init__(self, base_url: str, principal_id: str, private_key_pem: bytes,
-                 kid: str | None = None, *, audience: str = "public-data-sandbox",
-                 timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        principal_id: str,
+        private_key_pem: bytes,
+        kid: str | None = None,
+        *,
+        audience: str = "public-data-sandbox",
+        timeout: float = 60.0,
+    ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"base_url must be http(s)://host[:port], not {base_url!r}")
@@ -110,15 +123,26 @@ class Client:
     def _connection(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            cls = (http.client.HTTPSConnection if self._scheme == "https"
-                   else http.client.HTTPConnection)
+            cls = (
+                http.client.HTTPSConnection
+                if self._scheme == "https"
+                else http.client.HTTPConnection
+            )
             conn = cls(self._host, self._port, timeout=self.timeout)
             self._local.conn = conn
         return conn
 
-    def request(self, method: str, path: str, *, json_body: Any = None, body: bytes | None = None,
-                content_type: str | None = None, params: Mapping[str, Any] | None = None,
-                signed: bool = True) -> Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        signed: bool = True,
+    ) -> Response:
         """Send one (signed) request. Returns the JSON answer; raises ``ApiError``."""
         target = self._prefix + path
         if params:
@@ -131,27 +155,41 @@ class Client:
         if content_type:
             headers["Content-Type"] = content_type
         if signed:
-            token = sign_call(self._key, issuer=self.principal_id, kid=self.kid,
-                              audience=self.audience, method=method, path_and_query=target,
-                              body=data)
+            token = sign_call(
+                self._key,
+                issuer=self.principal_id,
+                kid=self.kid,
+                audience=self.audience,
+                method=method,
+                path_and_query=target,
+                body=data,
+            )
             headers["Authorization"] = f"Bearer {token}"
         status, reply, audit_index = self._send(method, target, data, headers)
         try:
             parsed = json.loads(reply) if reply else {}
         except json.JSONDecodeError:
-            parsed = {"error": {"code": "internal", "message": reply[:200].decode(errors="replace")}}
+            parsed = {
+                "error": {"code": "internal", "message": reply[:200].decode(errors="replace")}
+            }
         if status >= 400:
             err = parsed.get("error", {}) if isinstance(parsed, dict) else {}
             cls = ERRORS_BY_STATUS.get(status, ApiError)
-            raise cls(status, str(err.get("code", "unknown")), str(err.get("message", "")),
-                      dict(err.get("details") or {}), audit_index)
+            raise cls(
+                status,
+                str(err.get("code", "unknown")),
+                str(err.get("message", "")),
+                dict(err.get("details") or {}),
+                audit_index,
+            )
         out = Response(parsed if isinstance(parsed, dict) else {"value": parsed})
         out.audit_index = audit_index
         out.status = status
         return out
 
-    def _send(self, method: str, target: str, data: bytes,
-              headers: dict[str, str]) -> tuple[int, bytes, int | None]:
+    def _send(
+        self, method: str, target: str, data: bytes, headers: dict[str, str]
+    ) -> tuple[int, bytes, int | None]:
         for attempt in (1, 2):
             conn = self._connection()
             try:
@@ -181,9 +219,15 @@ class Client:
     def preview(self, scope: str, sql: str, epsilon: float | str) -> Response:
         return self.post("/v1/queries/preview", {"scope": scope, "sql": sql, "epsilon": epsilon})
 
-    def verify(self, vp_id: str, scope: str, subject: Mapping[str, Any],
-               params: Mapping[str, Any] | None = None, consent_ref: str | None = None,
-               request_id: str | None = None) -> Response:
+    def verify(
+        self,
+        vp_id: str,
+        scope: str,
+        subject: Mapping[str, Any],
+        params: Mapping[str, Any] | None = None,
+        consent_ref: str | None = None,
+        request_id: str | None = None,
+    ) -> Response:
         body: dict[str, Any] = {"scope": scope, "subject": dict(subject)}
         if params is not None:
             body["params"] = dict(params)
@@ -193,8 +237,9 @@ class Client:
             body["request_id"] = request_id
         return self.post(f"/v1/verifications/{vp_id}", body)
 
-    def verify_batch(self, vp_id: str, scope: str, items: list[dict[str, Any]],
-                     request_id: str | None = None) -> Response:
+    def verify_batch(
+        self, vp_id: str, scope: str, items: list[dict[str, Any]], request_id: str | None = None
+    ) -> Response:
         body: dict[str, Any] = {"scope": scope, "items": items}
         if request_id is not None:
             body["request_id"] = request_id
@@ -202,8 +247,9 @@ class Client:
 
     def upload(self, product_id: str, path: Path) -> Response:
         ctype = "application/vnd.apache.parquet" if path.suffix == ".parquet" else "text/csv"
-        return self.request("PUT", f"/v1/products/{product_id}/data", body=path.read_bytes(),
-                            content_type=ctype)
+        return self.request(
+            "PUT", f"/v1/products/{product_id}/data", body=path.read_bytes(), content_type=ctype
+        )
 
     def jwks(self, *, refresh: bool = False) -> dict[str, Any]:
         """Return the platform's JWKS (cached)."""
@@ -227,16 +273,29 @@ class Client:
             raise ReceiptError("receipt header must be typ pds-receipt+jwt, alg EdDSA")
         jwk = next((k for k in self.jwks()["keys"] if k.get("kid") == header.get("kid")), None)
         if jwk is None:
-            jwk = next((k for k in self.jwks(refresh=True)["keys"]
-                        if k.get("kid") == header.get("kid")), None)
+            jwk = next(
+                (k for k in self.jwks(refresh=True)["keys"] if k.get("kid") == header.get("kid")),
+                None,
+            )
         if jwk is None:
             raise ReceiptError(f"no platform key {header.get('kid')!r}")
         try:
             key = jwt.PyJWK(jwk, algorithm="EdDSA")
             claims: dict[str, Any] = jwt.decode(
-                token, key=key, algorithms=["EdDSA"],
-                options={"require": ["iss", "iat", "audit_index", "leaf_hash",
-                                     "request_hash", "result_hash"], "verify_aud": False},
+                token,
+                key=key,
+                algorithms=["EdDSA"],
+                options={
+                    "require": [
+                        "iss",
+                        "iat",
+                        "audit_index",
+                        "leaf_hash",
+                        "request_hash",
+                        "result_hash",
+                    ],
+                    "verify_aud": False,
+                },
             )
         except jwt.PyJWTError as exc:
             raise ReceiptError(f"receipt does not verify: {exc}") from None

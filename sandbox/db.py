@@ -19,6 +19,9 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
+from audit.log import create_tables as create_audit_tables
+from policies import tables as policies_tables
+from products import tables as products_tables
 from products.errors import InvalidRequest
 from sandbox.settings import Settings
 
@@ -91,28 +94,8 @@ class Migration:
 
 
 def _initial(conn: Connection) -> None:
-    for meta in _all_metadata():
+    for meta in (products_tables.metadata, policies_tables.metadata):
         meta.create_all(conn)
-
-
-def _all_metadata() -> Sequence[sa.MetaData]:
-    # Imported here: the tables of each package are only needed when migrating.
-    from products.tables import metadata as products_meta
-
-    metas: list[sa.MetaData] = [products_meta]
-    try:
-        from policies.tables import metadata as policies_meta
-
-        metas.append(policies_meta)
-    except ImportError:  # pragma: no cover - during bootstrap of the tree
-        pass
-    try:
-        from audit.tables import metadata as audit_meta
-
-        metas.append(audit_meta)
-    except ImportError:  # pragma: no cover
-        pass
-    return metas
 
 
 MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _initial),)
@@ -122,10 +105,13 @@ def migrate(engine: Engine, migrations: Sequence[Migration] = MIGRATIONS) -> lis
     """Apply pending migrations in order, each in its own transaction.
 
     Returns the versions applied (empty when the store is current). Safe to run
-    from several processes at once: a version already recorded is skipped.
+    from several processes at once: a version already recorded is skipped. The
+    audit log's tables are created by ``audit`` itself (it stands alone, so a
+    regulator's copy of the log needs no code of ours).
     """
     try:
         migrations_table_meta.create_all(engine)
+        create_audit_tables(engine)
     except OperationalError as exc:
         raise InvalidRequest(f"cannot open the control-plane store: {exc.orig}") from None
     applied: list[int] = []

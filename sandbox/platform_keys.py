@@ -45,9 +45,7 @@ class PlatformKeys:
         pointer = keys_dir / "current"
         if not pointer.exists():
             if not create:
-                raise InvalidRequest(
-                    f"no platform key in {keys_dir}; run 'sandbox init' first"
-                )
+                raise InvalidRequest(f"no platform key in {keys_dir}; run 'sandbox init' first")
             cls.rotate(keys_dir)
         kid = pointer.read_text().strip()
         current = PlatformKey(
@@ -80,7 +78,7 @@ class PlatformKeys:
 
     def jwks(self) -> dict[str, Any]:
         """Return the JWKS of all platform keys (current first)."""
-        order = [self.current.kid] + sorted(k for k in self.public if k != self.current.kid)
+        order = [self.current.kid, *sorted(k for k in self.public if k != self.current.kid)]
         return {
             "keys": [
                 {

@@ -50,9 +50,7 @@ class Runtime:
     load_limits: LoadLimits = field(default_factory=LoadLimits)
 
     @classmethod
-    def open(
-        cls, settings: Settings, *, clock: Clock = utcnow, create: bool = True
-    ) -> Runtime:
+    def open(cls, settings: Settings, *, clock: Clock = utcnow, create: bool = True) -> Runtime:
         """Open (and with ``create``, initialise) the stores of a deployment.
 
         Raises ``InvalidRequest`` when the store cannot be opened or, without
@@ -63,7 +61,15 @@ class Runtime:
         settings.products_dir.mkdir(parents=True, exist_ok=True)
         keys = PlatformKeys.open(settings.keys_dir, settings.audit_origin, create=create)
         signer = NoteSigner.from_pem(keys.current.private_pem, name=settings.audit_origin)
-        audit = AuditLog(engine, origin=settings.audit_origin, signer=signer, clock=clock)
+        audit = AuditLog(
+            engine,
+            origin=settings.audit_origin,
+            signer=signer,
+            clock=clock,
+            sqlite_synchronous=settings.sqlite_synchronous,
+            checkpoint_interval=settings.checkpoint_interval_s,
+            checkpoint_entries=settings.checkpoint_every_entries,
+        )
         return cls(
             settings=settings,
             engine=engine,

@@ -26,6 +26,7 @@ from werkzeug.exceptions import HTTPException
 
 from audit.entry import request_hash as audit_request_hash
 from audit.entry import result_hash as audit_result_hash
+from audit.receipts import receipt_claims
 from policies.calls import claimed_issuer, verify_call
 from policies.errors import AuthError
 from products.errors import DomainError, Forbidden, InvalidRequest
@@ -168,26 +169,27 @@ def after_request(response: Response) -> Response:
         fields["request_id"] = note.request_id
     try:
         appended = rt.audit.append(fields)
-    except Exception:  # noqa: BLE001 - no answer may leave unaudited (DESIGN §2.5)
+    except Exception:
         current_app.logger.exception("audit append failed; answer withheld")
         return _error_response(
-            "unavailable", "the call could not be recorded in the audit log; nothing was "
-            "released, retry later", {}, 503
+            "unavailable",
+            "the call could not be recorded in the audit log; nothing was released, retry later",
+            {},
+            503,
         )
     for callback in note.after_append:
         callback(appended.index)
     response.headers["X-Audit-Index"] = str(appended.index)
     if note.receipt and not denied and isinstance(obj, dict):
-        claims: dict[str, Any] = {
-            "iss": rt.settings.audience,
-            "iat": int(rt.clock().timestamp()),
-            "audit_index": appended.index,
-            "leaf_hash": appended.leaf_hash.hex(),
-            "request_hash": fields["request_hash"],
-            "result_hash": fields["result_hash"],
-        }
-        if note.request_id is not None:
-            claims["request_id"] = note.request_id
+        claims = receipt_claims(
+            iss=rt.settings.audience,
+            iat=int(rt.clock().timestamp()),
+            audit_index=appended.index,
+            leaf_hash=appended.leaf_hash,
+            request_hash=fields["request_hash"],
+            result_hash=fields["result_hash"],
+            request_id=note.request_id,
+        )
         body = dict(obj)
         body["receipt"] = rt.keys.sign_receipt(claims)
         response.set_data(json.dumps(body, ensure_ascii=False, separators=(",", ":")))

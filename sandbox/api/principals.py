@@ -18,16 +18,20 @@ blp = Blueprint("principals", __name__, url_prefix="/v1/principals", description
 def _keys(data: dict[str, Any]) -> list[Any]:
     keys = data.get("keys")
     if not isinstance(keys, list) or not keys:
-        raise InvalidRequest("keys: at least one {public_key, kid?, alg?}",
-                             {"fields": {"keys": ["required, non-empty"]}})
+        raise InvalidRequest(
+            "keys: at least one {public_key, kid?, alg?}",
+            {"fields": {"keys": ["required, non-empty"]}},
+        )
     if not all(isinstance(k, dict) for k in keys):
         raise InvalidRequest("keys must be objects", {"fields": {"keys": ["not objects"]}})
     return [parse_key(k) for k in keys]
 
 
 @blp.route("", methods=["POST"])
-@blp.doc(summary="Register an enterprise or regulator with its public key(s) (operator)",
-         requestBody=ref_body("PrincipalRequest"))
+@blp.doc(
+    summary="Register an enterprise or regulator with its public key(s) (operator)",
+    requestBody=ref_body("PrincipalRequest"),
+)
 def create() -> tuple[dict[str, Any], int]:
     data = json_body()
     pid = data.get("id")
@@ -50,7 +54,7 @@ def create() -> tuple[dict[str, Any], int]:
     if errors:
         raise InvalidRequest("invalid principal", {"fields": errors})
     keys = _keys(data)
-    assert isinstance(pid, str) and isinstance(name, str)
+    assert isinstance(pid, str) and isinstance(name, str) and isinstance(role, str)
     p = runtime().principals.add(pid, Role(role), name.strip(), keys, created_by=caller().id)
     return p.to_dict(), 201
 

@@ -34,7 +34,7 @@ def _include_counts() -> bool:
 @blp.route("", methods=["GET"])
 @blp.doc(summary="The catalogue: every product's metadata (never rows)")
 @blp.doc(responses={"200": ref_response("ProductList")})
-def list() -> dict[str, Any]:  # noqa: A001 - endpoint name
+def list() -> dict[str, Any]:
     note("product.list")
     counts = _include_counts()
     return {"products": [r.to_dict(include_counts=counts) for r in runtime().catalogue.list()]}

@@ -170,7 +170,7 @@ class ConsistencyProof(Schema):
 
 
 SCHEMAS: dict[str, type[Schema]] = {
-    "Error": Error,
+    "ErrorResponse": Error,
     "Manifest": ManifestSchema,
     "Product": Product,
     "ProductList": ProductList,

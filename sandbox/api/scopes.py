@@ -41,12 +41,16 @@ def visible_scope(scope_id: str) -> Scope:
 
 
 @blp.route("", methods=["POST"])
-@blp.doc(summary="Grant a scope (operator)", requestBody=ref_body("ScopeRequest"),
-         responses={"201": ref_response("Scope")})
+@blp.doc(
+    summary="Grant a scope (operator)",
+    requestBody=ref_body("ScopeRequest"),
+    responses={"201": ref_response("Scope")},
+)
 def create() -> tuple[dict[str, Any], int]:
     data = json_body()
-    n = note("scope.grant", product=data.get("product") if isinstance(data.get("product"), str)
-             else None)
+    n = note(
+        "scope.grant", product=data.get("product") if isinstance(data.get("product"), str) else None
+    )
     rt = runtime()
     grant = parse_grant(
         data,
@@ -61,7 +65,7 @@ def create() -> tuple[dict[str, Any], int]:
 
 @blp.route("", methods=["GET"])
 @blp.doc(summary="Scopes with their budgets (enterprises: their own)")
-def list() -> dict[str, Any]:  # noqa: A001 - endpoint name
+def list() -> dict[str, Any]:
     note("scope.list")
     me = caller()
     only = me.id if me.role is Role.ENTERPRISE else None
@@ -69,8 +73,10 @@ def list() -> dict[str, Any]:  # noqa: A001 - endpoint name
 
 
 @blp.route("/<scope_id>", methods=["GET"])
-@blp.doc(summary="One scope with its budget spent and remaining",
-         responses={"200": ref_response("Scope")})
+@blp.doc(
+    summary="One scope with its budget spent and remaining",
+    responses={"200": ref_response("Scope")},
+)
 def show(scope_id: str) -> dict[str, Any]:
     note("scope.read", scope=scope_id)
     return visible_scope(scope_id).to_dict()
@@ -82,8 +88,9 @@ def _reason() -> str | None:
     data = json_body()
     reason = data.get("reason")
     if reason is not None and (not isinstance(reason, str) or len(reason) > 1000):
-        raise InvalidRequest("reason must be text (≤ 1000 characters)",
-                             {"fields": {"reason": ["not text"]}})
+        raise InvalidRequest(
+            "reason must be text (≤ 1000 characters)", {"fields": {"reason": ["not text"]}}
+        )
     return reason
 
 
@@ -114,5 +121,8 @@ def charges(scope_id: str) -> dict[str, Any]:
     note("scope.charges", scope=scope_id)
     rt = runtime()
     scope = rt.scopes.get(scope_id)
-    return {"scope": scope.id, "budget": scope.budget.to_dict(),
-            "charges": rt.ledger.charges(scope_id)}
+    return {
+        "scope": scope.id,
+        "budget": scope.budget.to_dict(),
+        "charges": rt.ledger.charges(scope_id),
+    }

@@ -26,8 +26,7 @@ class SandboxGroup(click.Group):
             click.echo(f"error: {exc.code}: {exc.message}{_details(exc)}", err=True)
             sys.exit(1)
         except OSError as exc:
-            click.echo(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-                       err=True)
+            click.echo(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
             sys.exit(1)
 
 
@@ -43,18 +42,28 @@ def _details(exc: DomainError) -> str:
 
 
 @click.group(cls=SandboxGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Data directory (default $SANDBOX_DATA_DIR, else ./var).")
-@click.option("--database-url", default=None,
-              help="Control-plane store URL (default $SANDBOX_DATABASE_URL, else SQLite "
-                   "inside the data dir), e.g. postgresql+psycopg://user@host/db.")
-@click.option("--audience", default=None,
-              help="Audience signed calls must carry (default $SANDBOX_AUDIENCE, else "
-                   "public-data-sandbox).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Data directory (default $SANDBOX_DATA_DIR, else ./var).",
+)
+@click.option(
+    "--database-url",
+    default=None,
+    help="Control-plane store URL (default $SANDBOX_DATABASE_URL, else SQLite "
+    "inside the data dir), e.g. postgresql+psycopg://user@host/db.",
+)
+@click.option(
+    "--audience",
+    default=None,
+    help="Audience signed calls must carry (default $SANDBOX_AUDIENCE, else public-data-sandbox).",
+)
 @click.version_option(package_name="public-data-sandbox", prog_name="sandbox")
 @click.pass_context
-def main(ctx: click.Context, data_dir: str | None, database_url: str | None,
-         audience: str | None) -> None:
+def main(
+    ctx: click.Context, data_dir: str | None, database_url: str | None, audience: str | None
+) -> None:
     """Public-data authorised-operation sandbox: DP statistics and yes/no verification
     over public data, every call signed and audited.
 

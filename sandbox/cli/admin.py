@@ -48,24 +48,42 @@ def principals() -> None:
 @principals.command("add")
 @click.option("--id", "principal_id", required=True)
 @click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
-@click.option("--public-key", "public_key", required=True,
-              type=click.Path(exists=True, dir_okay=False), help="SPKI PEM file.")
+@click.option(
+    "--public-key",
+    "public_key",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="SPKI PEM file.",
+)
 @click.option("--kid", default=None, help="Default: the key's RFC 7638 thumbprint.")
 @click.option("--name", default=None, help="Display name (default: the id).")
 @click.pass_obj
-def principals_add(ctx: CliContext, principal_id: str, role: str, public_key: str,
-                   kid: str | None, name: str | None) -> None:
+def principals_add(
+    ctx: CliContext,
+    principal_id: str,
+    role: str,
+    public_key: str,
+    kid: str | None,
+    name: str | None,
+) -> None:
     """Register a principal locally (how the first operator is created); audited."""
     rt = ctx.runtime(create=True)
     pem = Path(public_key).read_text()
     key = parse_key({"public_key": pem, "kid": kid or jwk_thumbprint(pem)})
     target = {"principal": principal_id}
     try:
-        p = rt.principals.add(principal_id, Role(role), name or principal_id, [key],
-                              created_by=None)
+        p = rt.principals.add(
+            principal_id, Role(role), name or principal_id, [key], created_by=None
+        )
     except DomainError as exc:
-        ctx.audit_local("principal.register", target, _argv(), None, decision="deny",
-                        reason=f"{exc.code}: {exc.message}")
+        ctx.audit_local(
+            "principal.register",
+            target,
+            _argv(),
+            None,
+            decision="deny",
+            reason=f"{exc.code}: {exc.message}",
+        )
         raise
     index = ctx.audit_local("principal.register", target, _argv(), p.to_dict())
     click.echo(f"added {role} {principal_id!r} with kid {key.kid} (audit index {index})")
@@ -88,14 +106,23 @@ def read_manifest(path: Path) -> Any:
 
 @products.command("register")
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
-@click.option("--data", "data_file", type=click.Path(exists=True, dir_okay=False),
-              help="CSV or Parquet rows to load as the first version.")
-@click.option("--owner", default="operator", show_default=True,
-              help="Operator principal that owns the product.")
+@click.option(
+    "--data",
+    "data_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CSV or Parquet rows to load as the first version.",
+)
+@click.option(
+    "--owner",
+    default="operator",
+    show_default=True,
+    help="Operator principal that owns the product.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_obj
-def products_register(ctx: CliContext, manifest: str, data_file: str | None, owner: str,
-                      quiet: bool) -> None:
+def products_register(
+    ctx: CliContext, manifest: str, data_file: str | None, owner: str, quiet: bool
+) -> None:
     """Register a product from MANIFEST (YAML or JSON) and load its rows; audited."""
     rt = ctx.runtime(create=True)
     data = read_manifest(Path(manifest))
@@ -104,8 +131,14 @@ def products_register(ctx: CliContext, manifest: str, data_file: str | None, own
     try:
         record = register_product(rt, data, owner)
     except DomainError as exc:
-        ctx.audit_local("product.register", target, _argv(), None, decision="deny",
-                        reason=f"{exc.code}: {exc.message}")
+        ctx.audit_local(
+            "product.register",
+            target,
+            _argv(),
+            None,
+            decision="deny",
+            reason=f"{exc.code}: {exc.message}",
+        )
         raise
     ctx.audit_local("product.register", target, _argv(), record.to_dict(include_counts=True))
     click.echo(f"registered product {record.id!r}")
@@ -114,15 +147,20 @@ def products_register(ctx: CliContext, manifest: str, data_file: str | None, own
     ctx.close()
 
 
-def load_with_progress(ctx: CliContext, product_id: str, data_file: Path, owner: str,
-                       *, quiet: bool = False) -> None:
+def load_with_progress(
+    ctx: CliContext, product_id: str, data_file: Path, owner: str, *, quiet: bool = False
+) -> None:
     """Load rows with a progress bar per stage; audited as ``product.data``."""
     rt = ctx.runtime()
     fmt = DataFormat.from_name(data_file.name)
     target = {"product": product_id}
     with Progress(
-        TextColumn("{task.description:<10}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(), disable=quiet, transient=False,
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        disable=quiet,
+        transient=False,
     ) as bar:
         tasks: dict[str, Any] = {}
 
@@ -137,11 +175,18 @@ def load_with_progress(ctx: CliContext, product_id: str, data_file: Path, owner:
             bar.update(tasks[stage], completed=fraction)
 
         try:
-            record = load_product_data(rt, product_id, data_file, fmt, owner,
-                                       owner_only=False, progress=progress)
+            record = load_product_data(
+                rt, product_id, data_file, fmt, owner, owner_only=False, progress=progress
+            )
         except DomainError as exc:
-            ctx.audit_local("product.data", target, _argv(), None, decision="deny",
-                            reason=f"{exc.code}: {exc.message}")
+            ctx.audit_local(
+                "product.data",
+                target,
+                _argv(),
+                None,
+                decision="deny",
+                reason=f"{exc.code}: {exc.message}",
+            )
             raise
         for tid in tasks.values():
             bar.update(tid, completed=1.0)

@@ -16,10 +16,16 @@ def keys() -> None:
 
 
 @keys.command("generate")
-@click.option("--out", "prefix", required=True, type=click.Path(dir_okay=False),
-              help="Write PREFIX.key (PKCS#8 PEM, mode 0600) and PREFIX.pub (SPKI PEM).")
-@click.option("--alg", type=click.Choice(["ed25519", "es256"]), default="ed25519",
-              show_default=True)
+@click.option(
+    "--out",
+    "prefix",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Write PREFIX.key (PKCS#8 PEM, mode 0600) and PREFIX.pub (SPKI PEM).",
+)
+@click.option(
+    "--alg", type=click.Choice(["ed25519", "es256"]), default="ed25519", show_default=True
+)
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def generate(prefix: str, alg: str, force: bool) -> None:
     """Generate a key pair and print its kid (RFC 7638 thumbprint)."""

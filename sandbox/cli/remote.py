@@ -15,17 +15,27 @@ from sandbox.client import ApiError, Client
 
 
 def client_options(f: Any) -> Any:
-    f = click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False),
-                     default=None, help="Private key PEM (default $SANDBOX_KEY_FILE).")(f)
-    f = click.option("--id", "principal", default=None,
-                     help="Principal id (default $SANDBOX_PRINCIPAL).")(f)
-    f = click.option("--url", default=None,
-                     help="Service URL (default $SANDBOX_API_URL, else http://127.0.0.1:8000).")(f)
+    f = click.option(
+        "--key",
+        "key_file",
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        help="Private key PEM (default $SANDBOX_KEY_FILE).",
+    )(f)
+    f = click.option(
+        "--id", "principal", default=None, help="Principal id (default $SANDBOX_PRINCIPAL)."
+    )(f)
+    f = click.option(
+        "--url",
+        default=None,
+        help="Service URL (default $SANDBOX_API_URL, else http://127.0.0.1:8000).",
+    )(f)
     return f
 
 
-def make_client(ctx: CliContext, url: str | None, principal: str | None,
-                key_file: str | None) -> Client:
+def make_client(
+    ctx: CliContext, url: str | None, principal: str | None, key_file: str | None
+) -> Client:
     s = ctx.settings
     pid = principal or s.principal
     key = Path(key_file) if key_file else s.key_file
@@ -45,12 +55,23 @@ def _fail(exc: ApiError) -> None:
 @click.command("call")
 @click.argument("method", type=click.Choice(["GET", "POST", "PUT"], case_sensitive=False))
 @click.argument("path")
-@click.option("--json", "json_file", type=click.Path(exists=True, dir_okay=False),
-              help="JSON body ('-' not supported; write it to a file).")
+@click.option(
+    "--json",
+    "json_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="JSON body ('-' not supported; write it to a file).",
+)
 @client_options
 @click.pass_obj
-def call(ctx: CliContext, method: str, path: str, json_file: str | None, url: str | None,
-         principal: str | None, key_file: str | None) -> None:
+def call(
+    ctx: CliContext,
+    method: str,
+    path: str,
+    json_file: str | None,
+    url: str | None,
+    principal: str | None,
+    key_file: str | None,
+) -> None:
     """Send one signed call and print the JSON answer (for operators' scripts)."""
     client = make_client(ctx, url, principal, key_file)
     body = None
@@ -62,8 +83,13 @@ def call(ctx: CliContext, method: str, path: str, json_file: str | None, url: st
     try:
         answer = client.request(method.upper(), path, json_body=body)
     except ApiError as exc:
-        click.echo(json.dumps({"error": {"code": exc.code, "message": exc.message,
-                                         "details": exc.details}}, ensure_ascii=False), err=True)
+        click.echo(
+            json.dumps(
+                {"error": {"code": exc.code, "message": exc.message, "details": exc.details}},
+                ensure_ascii=False,
+            ),
+            err=True,
+        )
         _fail(exc)
         return
     click.echo(json.dumps(answer, ensure_ascii=False, indent=2))
@@ -81,8 +107,14 @@ def scopes() -> None:
 @click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
 @client_options
 @click.pass_obj
-def apply(ctx: CliContext, file: str, dry_run: bool, url: str | None, principal: str | None,
-          key_file: str | None) -> None:
+def apply(
+    ctx: CliContext,
+    file: str,
+    dry_run: bool,
+    url: str | None,
+    principal: str | None,
+    key_file: str | None,
+) -> None:
     """Make the service's scopes match FILE (idempotent); prints the plan first."""
     desired = load_policy_file(Path(file).read_text(encoding="utf-8"))
     client = make_client(ctx, url, principal, key_file)
@@ -103,8 +135,10 @@ def apply(ctx: CliContext, file: str, dry_run: bool, url: str | None, principal:
                 if step.action == "grant":
                     client.post("/v1/scopes", step.body)
                 elif step.action in ("suspend", "resume", "revoke"):
-                    client.post(f"/v1/scopes/{step.scope}/{step.action}",
-                                {"reason": f"policy file {Path(file).name}"})
+                    client.post(
+                        f"/v1/scopes/{step.scope}/{step.action}",
+                        {"reason": f"policy file {Path(file).name}"},
+                    )
             except ApiError as exc:
                 _fail(exc)
         changed = sum(s.action not in ("unchanged", "conflict") for s in steps)

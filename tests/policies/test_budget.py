@@ -17,35 +17,58 @@ from products.catalogue import Catalogue
 from products.manifest import parse_manifest
 from tests.policies.conftest import FakeClock
 
-PRODUCT = parse_manifest({
-    "id": "p", "title": "P", "privacy_unit": "u", "max_rows_per_unit": 1,
-    "columns": [{"name": "u", "type": "string", "classification": "identifier"},
-                {"name": "x", "type": "integer", "classification": "sensitive",
-                 "bounds": [0, 10]}],
-})
+PRODUCT = parse_manifest(
+    {
+        "id": "p",
+        "title": "P",
+        "privacy_unit": "u",
+        "max_rows_per_unit": 1,
+        "columns": [
+            {"name": "u", "type": "string", "classification": "identifier"},
+            {"name": "x", "type": "integer", "classification": "sensitive", "bounds": [0, 10]},
+        ],
+    }
+)
 
 
 @pytest.fixture
 def scopes(engine: Engine, clock: FakeClock) -> ScopeStore:
     Catalogue(engine, Path("/nonexistent"), clock).register(PRODUCT, "op")
     PrincipalStore(engine, clock).add(
-        "ent", Role.ENTERPRISE, "E", [parse_key({"public_key": generate_keypair()[1].decode()})],
-        created_by=None)
+        "ent",
+        Role.ENTERPRISE,
+        "E",
+        [parse_key({"public_key": generate_keypair()[1].decode()})],
+        created_by=None,
+    )
     return ScopeStore(engine, clock)
 
 
 def grant(scopes: ScopeStore, scope_id: str, epsilon: str, per_query: str) -> None:
-    scopes.grant(parse_grant(
-        {"id": scope_id, "enterprise": "ent", "product": "p", "purpose": "test",
-         "operations": {"aggregate": {"columns": ["x"]}}, "epsilon": epsilon,
-         "max_epsilon_per_query": per_query, "rate_per_minute": 10, "daily_quota": 10,
-         "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2027-01-01T00:00:00Z"},
-        product_of={"p": PRODUCT}.get, enterprise_exists=lambda e: True,
-        verification_product_of=lambda v: None), "op")
+    scopes.grant(
+        parse_grant(
+            {
+                "id": scope_id,
+                "enterprise": "ent",
+                "product": "p",
+                "purpose": "test",
+                "operations": {"aggregate": {"columns": ["x"]}},
+                "epsilon": epsilon,
+                "max_epsilon_per_query": per_query,
+                "rate_per_minute": 10,
+                "daily_quota": 10,
+                "valid_from": "2026-01-01T00:00:00Z",
+                "valid_until": "2027-01-01T00:00:00Z",
+            },
+            product_of={"p": PRODUCT}.get,
+            enterprise_exists=lambda e: True,
+            verification_product_of=lambda v: None,
+        ),
+        "op",
+    )
 
 
-def test_charges_are_exact_decimals(scopes: ScopeStore, engine: Engine,
-                                    clock: FakeClock) -> None:
+def test_charges_are_exact_decimals(scopes: ScopeStore, engine: Engine, clock: FakeClock) -> None:
     grant(scopes, "s", "1", "1")
     ledger = BudgetLedger(engine, clock)
     for i in range(10):
@@ -69,8 +92,9 @@ def test_identical_query_reuses_the_answer_without_charge(
     assert [c["epsilon"] for c in ledger.charges("s")] == ["0.6"]
 
 
-def test_per_query_cap_and_early_refusal(scopes: ScopeStore, engine: Engine,
-                                         clock: FakeClock) -> None:
+def test_per_query_cap_and_early_refusal(
+    scopes: ScopeStore, engine: Engine, clock: FakeClock
+) -> None:
     grant(scopes, "s", "2", "0.5")
     ledger = BudgetLedger(engine, clock)
     with pytest.raises(OperationNotAllowed):

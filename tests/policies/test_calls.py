@@ -36,48 +36,99 @@ def keys() -> dict[str, tuple[bytes, bytes]]:
 @pytest.fixture
 def world(engine: Engine, clock: FakeClock, keys: dict[str, tuple[bytes, bytes]]) -> Any:
     store = PrincipalStore(engine, clock)
-    store.add("ent-a", Role.ENTERPRISE, "A Ltd", [
-        parse_key({"kid": "ed1", "public_key": keys["ed"][1].decode()}),
-        parse_key({"kid": "ec1", "public_key": keys["ec"][1].decode()}),
-    ], created_by=None)
-    store.add("ent-b", Role.ENTERPRISE, "B Ltd", [
-        parse_key({"kid": "b1", "public_key": keys["other"][1].decode()}),
-    ], created_by=None)
+    store.add(
+        "ent-a",
+        Role.ENTERPRISE,
+        "A Ltd",
+        [
+            parse_key({"kid": "ed1", "public_key": keys["ed"][1].decode()}),
+            parse_key({"kid": "ec1", "public_key": keys["ec"][1].decode()}),
+        ],
+        created_by=None,
+    )
+    store.add(
+        "ent-b",
+        Role.ENTERPRISE,
+        "B Ltd",
+        [
+            parse_key({"kid": "b1", "public_key": keys["other"][1].decode()}),
+        ],
+        created_by=None,
+    )
     return store, NonceStore(engine, clock)
 
 
-def check(world: Any, clock: FakeClock, auth: str | None, *, method: str = "POST",
-          target: str = "/v1/queries", body: bytes = b'{"a":1}') -> Any:
+def check(
+    world: Any,
+    clock: FakeClock,
+    auth: str | None,
+    *,
+    method: str = "POST",
+    target: str = "/v1/queries",
+    body: bytes = b'{"a":1}',
+) -> Any:
     store, nonces = world
-    return verify_call(auth, method=method, path_and_query=target,
-                       body_sha256=hashlib.sha256(body).digest(), policy=POLICY,
-                       principals=store.find, nonces=nonces, now=clock())
+    return verify_call(
+        auth,
+        method=method,
+        path_and_query=target,
+        body_sha256=hashlib.sha256(body).digest(),
+        policy=POLICY,
+        principals=store.find,
+        nonces=nonces,
+        now=clock(),
+    )
 
 
-def signed(keys: Any, clock: FakeClock, *, key: str = "ed", kid: str = "ed1",
-           iss: str = "ent-a", body: bytes = b'{"a":1}', **kw: Any) -> str:
-    token = sign_call(keys[key][0], issuer=iss, kid=kid, audience=kw.pop("aud", AUD),
-                      method=kw.pop("method", "POST"),
-                      path_and_query=kw.pop("target", "/v1/queries"), body=body,
-                      now=kw.pop("now", clock()), **kw)
+def signed(
+    keys: Any,
+    clock: FakeClock,
+    *,
+    key: str = "ed",
+    kid: str = "ed1",
+    iss: str = "ent-a",
+    body: bytes = b'{"a":1}',
+    **kw: Any,
+) -> str:
+    token = sign_call(
+        keys[key][0],
+        issuer=iss,
+        kid=kid,
+        audience=kw.pop("aud", AUD),
+        method=kw.pop("method", "POST"),
+        path_and_query=kw.pop("target", "/v1/queries"),
+        body=body,
+        now=kw.pop("now", clock()),
+        **kw,
+    )
     return "Bearer " + token
 
 
-def raw_token(private_pem: bytes, claims: dict[str, Any], header: dict[str, Any],
-              alg: str = "EdDSA") -> str:
+def raw_token(
+    private_pem: bytes, claims: dict[str, Any], header: dict[str, Any], alg: str = "EdDSA"
+) -> str:
     return "Bearer " + jwt.encode(claims, private_pem, algorithm=alg, headers=header)
 
 
 def claims(clock: FakeClock, **over: Any) -> dict[str, Any]:
     now = int(clock().timestamp())
-    base = {"iss": "ent-a", "aud": AUD, "iat": now, "exp": now + 60, "jti": "n-1",
-            "htm": "POST", "htu": "/v1/queries", "bh": body_hash(b'{"a":1}')}
+    base = {
+        "iss": "ent-a",
+        "aud": AUD,
+        "iat": now,
+        "exp": now + 60,
+        "jti": "n-1",
+        "htm": "POST",
+        "htu": "/v1/queries",
+        "bh": body_hash(b'{"a":1}'),
+    }
     base.update(over)
     return {k: v for k, v in base.items() if v is not None}
 
 
-def refused(world: Any, clock: FakeClock, auth: str | None, code: str, reason: str,
-            **kw: Any) -> None:
+def refused(
+    world: Any, clock: FakeClock, auth: str | None, code: str, reason: str, **kw: Any
+) -> None:
     with pytest.raises(AuthError) as exc:
         check(world, clock, auth, **kw)
     assert (exc.value.code, exc.value.reason) == (code, reason)
@@ -104,8 +155,9 @@ def test_alg_none_is_refused(world: Any, clock: FakeClock) -> None:
     def b64(d: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
 
-    token = b64({"alg": "none", "typ": "pds-call+jwt", "kid": "ed1"}) + "." + b64(
-        claims(clock)) + "."
+    token = (
+        b64({"alg": "none", "typ": "pds-call+jwt", "kid": "ed1"}) + "." + b64(claims(clock)) + "."
+    )
     refused(world, clock, "Bearer " + token, "bad_signature", "alg_not_allowed")
 
 
@@ -136,14 +188,16 @@ def test_wrong_typ(world: Any, clock: FakeClock, keys: Any) -> None:
 
 def test_alg_not_registered_for_key(world: Any, clock: FakeClock, keys: Any) -> None:
     # ES256 token naming the Ed25519 key's kid.
-    auth = raw_token(keys["ec"][0], claims(clock), {"kid": "ed1", "typ": "pds-call+jwt"},
-                     alg="ES256")
+    auth = raw_token(
+        keys["ec"][0], claims(clock), {"kid": "ed1", "typ": "pds-call+jwt"}, alg="ES256"
+    )
     refused(world, clock, auth, "bad_signature", "alg_mismatch")
 
 
 def test_wrong_audience(world: Any, clock: FakeClock, keys: Any) -> None:
-    refused(world, clock, signed(keys, clock, aud="someone-else"), "bad_signature",
-            "wrong_audience")
+    refused(
+        world, clock, signed(keys, clock, aud="someone-else"), "bad_signature", "wrong_audience"
+    )
 
 
 def test_expired(world: Any, clock: FakeClock, keys: Any) -> None:
@@ -157,24 +211,32 @@ def test_expiry_tolerates_skew(world: Any, clock: FakeClock, keys: Any) -> None:
 
 
 def test_lifetime_over_300s(world: Any, clock: FakeClock, keys: Any) -> None:
-    refused(world, clock, signed(keys, clock, lifetime_s=301), "unauthenticated",
-            "lifetime_too_long")
+    refused(
+        world, clock, signed(keys, clock, lifetime_s=301), "unauthenticated", "lifetime_too_long"
+    )
     now = int(clock().timestamp())
-    auth = raw_token(keys["ed"][0], claims(clock, exp=now + 115 * 86400),
-                     {"kid": "ed1", "typ": "pds-call+jwt"})
+    auth = raw_token(
+        keys["ed"][0], claims(clock, exp=now + 115 * 86400), {"kid": "ed1", "typ": "pds-call+jwt"}
+    )
     refused(world, clock, auth, "unauthenticated", "lifetime_too_long")
 
 
 def test_future_iat_beyond_skew(world: Any, clock: FakeClock, keys: Any) -> None:
-    refused(world, clock, signed(keys, clock, now=clock() + timedelta(seconds=120)),
-            "unauthenticated", "iat_in_future")
+    refused(
+        world,
+        clock,
+        signed(keys, clock, now=clock() + timedelta(seconds=120)),
+        "unauthenticated",
+        "iat_in_future",
+    )
     assert check(world, clock, signed(keys, clock, now=clock() + timedelta(seconds=30)))
 
 
 @pytest.mark.parametrize("claim", ["iss", "aud", "iat", "exp", "jti", "htm", "htu", "bh"])
 def test_every_claim_is_required(world: Any, clock: FakeClock, keys: Any, claim: str) -> None:
-    auth = raw_token(keys["ed"][0], claims(clock, **{claim: None}),
-                     {"kid": "ed1", "typ": "pds-call+jwt"})
+    auth = raw_token(
+        keys["ed"][0], claims(clock, **{claim: None}), {"kid": "ed1", "typ": "pds-call+jwt"}
+    )
     with pytest.raises(AuthError) as exc:
         check(world, clock, auth)
     assert exc.value.code in ("unauthenticated", "bad_signature")
@@ -182,15 +244,21 @@ def test_every_claim_is_required(world: Any, clock: FakeClock, keys: Any, claim:
 
 
 def test_tampered_body(world: Any, clock: FakeClock, keys: Any) -> None:
-    refused(world, clock, signed(keys, clock), "bad_signature", "bh_mismatch",
-            body=b'{"a":2}')
+    refused(world, clock, signed(keys, clock), "bad_signature", "bh_mismatch", body=b'{"a":2}')
 
 
 def test_htu_and_htm_mismatch(world: Any, clock: FakeClock, keys: Any) -> None:
-    refused(world, clock, signed(keys, clock), "bad_signature", "htu_mismatch",
-            target="/v1/queries/preview")
-    refused(world, clock, signed(keys, clock, target="/v1/queries?x=1"), "bad_signature",
-            "htu_mismatch")
+    refused(
+        world,
+        clock,
+        signed(keys, clock),
+        "bad_signature",
+        "htu_mismatch",
+        target="/v1/queries/preview",
+    )
+    refused(
+        world, clock, signed(keys, clock, target="/v1/queries?x=1"), "bad_signature", "htu_mismatch"
+    )
     refused(world, clock, signed(keys, clock), "bad_signature", "htm_mismatch", method="PUT")
 
 
@@ -200,17 +268,22 @@ def test_tampered_signature(world: Any, clock: FakeClock, keys: Any) -> None:
     forged = json.loads(base64.urlsafe_b64decode(payload + "=="))
     forged["htu"] = "/v1/audit/export"
     new_payload = base64.urlsafe_b64encode(json.dumps(forged).encode()).rstrip(b"=").decode()
-    refused(world, clock, f"Bearer {head}.{new_payload}.{sig}", "bad_signature",
-            "bad_signature", target="/v1/audit/export")
+    refused(
+        world,
+        clock,
+        f"Bearer {head}.{new_payload}.{sig}",
+        "bad_signature",
+        "bad_signature",
+        target="/v1/audit/export",
+    )
 
 
-def test_unknown_kid_and_key_of_another_principal(
-    world: Any, clock: FakeClock, keys: Any
-) -> None:
+def test_unknown_kid_and_key_of_another_principal(world: Any, clock: FakeClock, keys: Any) -> None:
     refused(world, clock, signed(keys, clock, kid="nope"), "unauthenticated", "unknown_kid")
     # ent-b's key named while claiming to be ent-a.
-    refused(world, clock, signed(keys, clock, key="other", kid="b1"), "unauthenticated",
-            "unknown_kid")
+    refused(
+        world, clock, signed(keys, clock, key="other", kid="b1"), "unauthenticated", "unknown_kid"
+    )
     refused(world, clock, signed(keys, clock, iss="ghost"), "unauthenticated", "unknown_kid")
 
 
@@ -222,15 +295,21 @@ def test_disabled_key(world: Any, clock: FakeClock, keys: Any) -> None:
 
 def test_signature_by_another_key_under_own_kid(world: Any, clock: FakeClock) -> None:
     stranger = ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption())
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     auth = raw_token(stranger, claims(clock), {"kid": "ed1", "typ": "pds-call+jwt"})
     refused(world, clock, auth, "bad_signature", "bad_signature")
 
 
 def test_refused_tokens_do_not_burn_nonces(world: Any, clock: FakeClock, keys: Any) -> None:
-    refused(world, clock, signed(keys, clock, jti="fixed"), "bad_signature", "bh_mismatch",
-            body=b"tampered")
+    refused(
+        world,
+        clock,
+        signed(keys, clock, jti="fixed"),
+        "bad_signature",
+        "bh_mismatch",
+        body=b"tampered",
+    )
     assert check(world, clock, signed(keys, clock, jti="fixed"))
 
 

@@ -16,26 +16,48 @@ from products.catalogue import Catalogue
 from products.manifest import parse_manifest
 from tests.policies.conftest import FakeClock
 
-PRODUCT = parse_manifest({
-    "id": "p", "title": "P", "privacy_unit": "u", "max_rows_per_unit": 1,
-    "columns": [{"name": "u", "type": "string", "classification": "identifier"}],
-})
+PRODUCT = parse_manifest(
+    {
+        "id": "p",
+        "title": "P",
+        "privacy_unit": "u",
+        "max_rows_per_unit": 1,
+        "columns": [{"name": "u", "type": "string", "classification": "identifier"}],
+    }
+)
 
 
 @pytest.fixture
 def scope(engine: Engine, clock: FakeClock) -> ScopeStore:
     Catalogue(engine, Path("/nonexistent"), clock).register(PRODUCT, "op")
     PrincipalStore(engine, clock).add(
-        "ent", Role.ENTERPRISE, "E", [parse_key({"public_key": generate_keypair()[1].decode()})],
-        created_by=None)
+        "ent",
+        Role.ENTERPRISE,
+        "E",
+        [parse_key({"public_key": generate_keypair()[1].decode()})],
+        created_by=None,
+    )
     store = ScopeStore(engine, clock)
-    store.grant(parse_grant(
-        {"id": "s", "enterprise": "ent", "product": "p", "purpose": "test",
-         "operations": {"verify": []}, "epsilon": 1,
-         "rate_per_minute": 3, "daily_quota": 5,
-         "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2027-01-01T00:00:00Z"},
-        product_of={"p": PRODUCT}.get, enterprise_exists=lambda e: True,
-        verification_product_of=lambda v: None), "op")
+    store.grant(
+        parse_grant(
+            {
+                "id": "s",
+                "enterprise": "ent",
+                "product": "p",
+                "purpose": "test",
+                "operations": {"verify": []},
+                "epsilon": 1,
+                "rate_per_minute": 3,
+                "daily_quota": 5,
+                "valid_from": "2026-01-01T00:00:00Z",
+                "valid_until": "2027-01-01T00:00:00Z",
+            },
+            product_of={"p": PRODUCT}.get,
+            enterprise_exists=lambda e: True,
+            verification_product_of=lambda v: None,
+        ),
+        "op",
+    )
     return store
 
 

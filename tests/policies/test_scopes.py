@@ -15,28 +15,47 @@ from products.errors import Conflict, InvalidRequest
 from products.manifest import DataProduct, parse_manifest
 from tests.policies.conftest import FakeClock
 
-PRODUCT = parse_manifest({
-    "id": "enterprise_registry", "title": "Registry", "privacy_unit": "uscc",
-    "max_rows_per_unit": 1,
-    "columns": [
-        {"name": "uscc", "type": "string", "classification": "identifier"},
-        {"name": "district", "type": "string", "classification": "attribute",
-         "public_values": ["A", "B"]},
-        {"name": "registered_capital", "type": "float", "classification": "sensitive",
-         "bounds": [0, 1e8]},
-    ],
-})
+PRODUCT = parse_manifest(
+    {
+        "id": "enterprise_registry",
+        "title": "Registry",
+        "privacy_unit": "uscc",
+        "max_rows_per_unit": 1,
+        "columns": [
+            {"name": "uscc", "type": "string", "classification": "identifier"},
+            {
+                "name": "district",
+                "type": "string",
+                "classification": "attribute",
+                "public_values": ["A", "B"],
+            },
+            {
+                "name": "registered_capital",
+                "type": "float",
+                "classification": "sensitive",
+                "bounds": [0, 1e8],
+            },
+        ],
+    }
+)
 
 
 def grant_request(**over: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "enterprise": "ent-acme", "product": "enterprise_registry",
+        "enterprise": "ent-acme",
+        "product": "enterprise_registry",
         "purpose": "loan underwriting",
-        "operations": {"aggregate": {"columns": ["district", "registered_capital"]},
-                       "verify": ["enterprise-check"]},
-        "epsilon": 10.0, "delta": 0, "max_epsilon_per_query": 1.0,
-        "rate_per_minute": 600, "daily_quota": 100000,
-        "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2027-01-01T00:00:00Z",
+        "operations": {
+            "aggregate": {"columns": ["district", "registered_capital"]},
+            "verify": ["enterprise-check"],
+        },
+        "epsilon": 10.0,
+        "delta": 0,
+        "max_epsilon_per_query": 1.0,
+        "rate_per_minute": 600,
+        "daily_quota": 100000,
+        "valid_from": "2026-01-01T00:00:00Z",
+        "valid_until": "2027-01-01T00:00:00Z",
     }
     base.update(over)
     return {k: v for k, v in base.items() if v is not None}
@@ -45,9 +64,12 @@ def grant_request(**over: Any) -> dict[str, Any]:
 def parse(data: dict[str, Any]) -> Any:
     products: dict[str, DataProduct] = {"enterprise_registry": PRODUCT}
     vps = {"enterprise-check": "enterprise_registry", "other-check": "social_insurance"}
-    return parse_grant(data, product_of=products.get,
-                       enterprise_exists=lambda p: p == "ent-acme",
-                       verification_product_of=vps.get)
+    return parse_grant(
+        data,
+        product_of=products.get,
+        enterprise_exists=lambda p: p == "ent-acme",
+        verification_product_of=vps.get,
+    )
 
 
 def test_design_example_is_a_valid_grant() -> None:
@@ -87,8 +109,7 @@ def test_design_example_is_a_valid_grant() -> None:
         ({"extra": 1}, "_schema"),
     ],
 )
-def test_bad_grants_are_refused_with_field_level_messages(over: dict[str, Any],
-                                                          field: str) -> None:
+def test_bad_grants_are_refused_with_field_level_messages(over: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidRequest) as exc:
         parse(grant_request(**over))
     assert field in exc.value.details["fields"], exc.value.details
@@ -100,8 +121,12 @@ def store(engine: Engine, clock: FakeClock) -> ScopeStore:
 
     Catalogue(engine, __import__("pathlib").Path("/nonexistent"), clock).register(PRODUCT, "op")
     PrincipalStore(engine, clock).add(
-        "ent-acme", Role.ENTERPRISE, "ACME",
-        [parse_key({"public_key": generate_keypair()[1].decode()})], created_by=None)
+        "ent-acme",
+        Role.ENTERPRISE,
+        "ACME",
+        [parse_key({"public_key": generate_keypair()[1].decode()})],
+        created_by=None,
+    )
     return ScopeStore(engine, clock)
 
 

@@ -14,23 +14,38 @@ from products.manifest import DataProduct, parse_manifest
 
 @pytest.fixture
 def product() -> DataProduct:
-    return parse_manifest({
-        "id": "registry",
-        "title": "Registry",
-        "privacy_unit": "uscc",
-        "max_rows_per_unit": 2,
-        "columns": [
-            {"name": "uscc", "type": "string", "classification": "identifier"},
-            {"name": "district", "type": "string", "classification": "attribute",
-             "public_values": ["A", "B"]},
-            {"name": "capital", "type": "float", "classification": "sensitive",
-             "bounds": [0, 1000]},
-            {"name": "staff", "type": "integer", "classification": "sensitive",
-             "bounds": [0, 50], "nullable": False},
-            {"name": "founded", "type": "date", "classification": "public"},
-            {"name": "active", "type": "boolean", "classification": "attribute"},
-        ],
-    })
+    return parse_manifest(
+        {
+            "id": "registry",
+            "title": "Registry",
+            "privacy_unit": "uscc",
+            "max_rows_per_unit": 2,
+            "columns": [
+                {"name": "uscc", "type": "string", "classification": "identifier"},
+                {
+                    "name": "district",
+                    "type": "string",
+                    "classification": "attribute",
+                    "public_values": ["A", "B"],
+                },
+                {
+                    "name": "capital",
+                    "type": "float",
+                    "classification": "sensitive",
+                    "bounds": [0, 1000],
+                },
+                {
+                    "name": "staff",
+                    "type": "integer",
+                    "classification": "sensitive",
+                    "bounds": [0, 50],
+                    "nullable": False,
+                },
+                {"name": "founded", "type": "date", "classification": "public"},
+                {"name": "active", "type": "boolean", "classification": "attribute"},
+            ],
+        }
+    )
 
 
 GOOD = """uscc,district,capital,staff,founded,active
@@ -54,13 +69,24 @@ def test_valid_csv_loads_typed_rows_with_unit_ranks(product: DataProduct, tmp_pa
     assert result.row_count == 4 and result.units == 3
     assert result.content_hash == sha256_file(src)
     con = duckdb.connect(str(dest), read_only=True)
-    types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
-                             "WHERE table_name = 'registry'").fetchall())
-    assert types == {"uscc": "VARCHAR", "district": "VARCHAR", "capital": "DOUBLE",
-                     "staff": "BIGINT", "founded": "DATE", "active": "BOOLEAN",
-                     "_unit_rank": "INTEGER"}
-    ranks = con.execute("SELECT uscc, list_sort(list(_unit_rank)) FROM registry "
-                        "GROUP BY uscc ORDER BY uscc").fetchall()
+    types = dict(
+        con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = 'registry'"
+        ).fetchall()
+    )
+    assert types == {
+        "uscc": "VARCHAR",
+        "district": "VARCHAR",
+        "capital": "DOUBLE",
+        "staff": "BIGINT",
+        "founded": "DATE",
+        "active": "BOOLEAN",
+        "_unit_rank": "INTEGER",
+    }
+    ranks = con.execute(
+        "SELECT uscc, list_sort(list(_unit_rank)) FROM registry GROUP BY uscc ORDER BY uscc"
+    ).fetchall()
     assert ranks == [("U1", [1, 2]), ("U2", [1]), ("U3", [1])]
     assert con.execute("SELECT sum(staff), count(capital) FROM registry").fetchone() == (62, 3)
 
@@ -112,11 +138,16 @@ def test_missing_and_extra_columns(product: DataProduct, tmp_path: Path) -> None
 
 
 def test_unique_key_violation_reports_counts_not_values(tmp_path: Path) -> None:
-    m = parse_manifest({
-        "id": "people", "title": "People", "privacy_unit": "pid", "max_rows_per_unit": 3,
-        "unique": [["pid"]],
-        "columns": [{"name": "pid", "type": "string", "classification": "identifier"}],
-    })
+    m = parse_manifest(
+        {
+            "id": "people",
+            "title": "People",
+            "privacy_unit": "pid",
+            "max_rows_per_unit": 3,
+            "unique": [["pid"]],
+            "columns": [{"name": "pid", "type": "string", "classification": "identifier"}],
+        }
+    )
     src = write(tmp_path, "pid\nP1\nP2\nP1\n")
     with pytest.raises(InvalidRequest) as exc:
         load_file(m, src, DataFormat.CSV, tmp_path / "v.duckdb")
@@ -124,7 +155,7 @@ def test_unique_key_violation_reports_counts_not_values(tmp_path: Path) -> None:
     assert "P1" not in str(exc.value.details) + exc.value.message
 
 
-@pytest.mark.parametrize("text", ["", "not,a\ncsv\"file", "\x00\x01\x02"])
+@pytest.mark.parametrize("text", ["", 'not,a\ncsv"file', "\x00\x01\x02"])
 def test_garbage_is_a_clear_error(product: DataProduct, tmp_path: Path, text: str) -> None:
     src = write(tmp_path, text)
     with pytest.raises(InvalidRequest):
@@ -134,10 +165,20 @@ def test_garbage_is_a_clear_error(product: DataProduct, tmp_path: Path, text: st
 
 def test_progress_is_reported_per_stage(product: DataProduct, tmp_path: Path) -> None:
     seen: list[str] = []
-    load_file(product, write(tmp_path, GOOD), DataFormat.CSV, tmp_path / "v.duckdb",
-              progress=lambda stage, f: seen.append(stage))
+    load_file(
+        product,
+        write(tmp_path, GOOD),
+        DataFormat.CSV,
+        tmp_path / "v.duckdb",
+        progress=lambda stage, f: seen.append(stage),
+    )
     assert [s for i, s in enumerate(seen) if i == 0 or seen[i - 1] != s] == [
-        "hashing", "reading", "checking", "writing", "done"]
+        "hashing",
+        "reading",
+        "checking",
+        "writing",
+        "done",
+    ]
 
 
 def test_format_from_name() -> None:

@@ -49,19 +49,36 @@ class Caller:
     kid: str
     client: FlaskClient
 
-    def call(self, method: str, path: str, *, json_body: Any = None, body: bytes | None = None,
-             content_type: str | None = None, token: str | None = None,
-             sign_path: str | None = None, sign_body: bytes | None = None,
-             headers: dict[str, str] | None = None) -> TestResponse:
-        data = body if body is not None else (
-            json.dumps(json_body).encode() if json_body is not None else b"")
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        token: str | None = None,
+        sign_path: str | None = None,
+        sign_body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> TestResponse:
+        data = (
+            body
+            if body is not None
+            else (json.dumps(json_body).encode() if json_body is not None else b"")
+        )
         if json_body is not None and content_type is None:
             content_type = "application/json"
         if token is None:
-            token = sign_call(self.private_pem, issuer=self.id, kid=self.kid,
-                              audience=AUDIENCE, method=method,
-                              path_and_query=sign_path or path,
-                              body=data if sign_body is None else sign_body)
+            token = sign_call(
+                self.private_pem,
+                issuer=self.id,
+                kid=self.kid,
+                audience=AUDIENCE,
+                method=method,
+                path_and_query=sign_path or path,
+                body=data if sign_body is None else sign_body,
+            )
         hdrs = {"Authorization": f"Bearer {token}", **(headers or {})}
         if content_type:
             hdrs["Content-Type"] = content_type
@@ -112,19 +129,28 @@ REGISTRY_MANIFEST: dict[str, Any] = {
     "columns": [
         {"name": "uscc", "type": "string", "classification": "identifier"},
         {"name": "name", "type": "string", "classification": "identifier"},
-        {"name": "district", "type": "string", "classification": "attribute",
-         "public_values": ["A", "B", "C"]},
-        {"name": "status", "type": "string", "classification": "attribute",
-         "public_values": ["active", "revoked"]},
-        {"name": "registered_capital", "type": "float", "classification": "sensitive",
-         "bounds": [0, 1.0e8]},
+        {
+            "name": "district",
+            "type": "string",
+            "classification": "attribute",
+            "public_values": ["A", "B", "C"],
+        },
+        {
+            "name": "status",
+            "type": "string",
+            "classification": "attribute",
+            "public_values": ["active", "revoked"],
+        },
+        {
+            "name": "registered_capital",
+            "type": "float",
+            "classification": "sensitive",
+            "bounds": [0, 1.0e8],
+        },
     ],
 }
 
-REGISTRY_ROWS = (
-    "uscc,name,district,status,registered_capital\n"
-    + "".join(
-        f"U{i:04d},Firm {i},{'ABC'[i % 3]},{'active' if i % 4 else 'revoked'},{(i * 7919) % 10**6}\n"
-        for i in range(300)
-    )
+REGISTRY_ROWS = "uscc,name,district,status,registered_capital\n" + "".join(
+    f"U{i:04d},Firm {i},{'ABC'[i % 3]},{'active' if i % 4 else 'revoked'},{(i * 7919) % 10**6}\n"
+    for i in range(300)
 )

@@ -46,8 +46,9 @@ def test_malformed_json_and_wrong_type(operator: Caller) -> None:
     assert text.status_code == 415 and error_code(text) == "unsupported_media_type"
     array = operator.call("POST", "/v1/products", body=b"[1]", content_type="application/json")
     assert array.status_code == 400
-    binary = operator.call("POST", "/v1/products", body=b"\xff\xfe",
-                           content_type="application/json")
+    binary = operator.call(
+        "POST", "/v1/products", body=b"\xff\xfe", content_type="application/json"
+    )
     assert binary.status_code == 400
 
 

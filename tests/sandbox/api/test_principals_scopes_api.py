@@ -19,12 +19,17 @@ from tests.sandbox.conftest import (
 
 def scope_request(**over: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "enterprise": "ent-acme", "product": "enterprise_registry",
+        "enterprise": "ent-acme",
+        "product": "enterprise_registry",
         "purpose": "loan underwriting",
         "operations": {"aggregate": {"columns": ["district", "registered_capital"]}},
-        "epsilon": 2.0, "delta": 0, "max_epsilon_per_query": 1.0,
-        "rate_per_minute": 600, "daily_quota": 100000,
-        "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2099-01-01T00:00:00Z",
+        "epsilon": 2.0,
+        "delta": 0,
+        "max_epsilon_per_query": 1.0,
+        "rate_per_minute": 600,
+        "daily_quota": 100000,
+        "valid_from": "2026-01-01T00:00:00Z",
+        "valid_until": "2099-01-01T00:00:00Z",
     }
     base.update(over)
     return base
@@ -32,15 +37,25 @@ def scope_request(**over: Any) -> dict[str, Any]:
 
 def setup_product(operator: Caller) -> None:
     assert operator.post("/v1/products", REGISTRY_MANIFEST).status_code == 201
-    operator.call("PUT", "/v1/products/enterprise_registry/data", body=REGISTRY_ROWS.encode(),
-                  content_type="text/csv")
+    operator.call(
+        "PUT",
+        "/v1/products/enterprise_registry/data",
+        body=REGISTRY_ROWS.encode(),
+        content_type="text/csv",
+    )
 
 
 def test_operator_registers_an_enterprise_who_can_then_call(app: Flask, operator: Caller) -> None:
     private, public = generate_keypair("es256")
-    resp = operator.post("/v1/principals", {
-        "id": "ent-new", "role": "enterprise", "name": "New Co",
-        "keys": [{"public_key": public.decode(), "alg": "ES256"}]})
+    resp = operator.post(
+        "/v1/principals",
+        {
+            "id": "ent-new",
+            "role": "enterprise",
+            "name": "New Co",
+            "keys": [{"public_key": public.decode(), "alg": "ES256"}],
+        },
+    )
     assert resp.status_code == 201, resp.get_json()
     kid = resp.get_json()["keys"][0]["kid"]
     newcomer = Caller("ent-new", Role.ENTERPRISE, private, kid, app.test_client())
@@ -56,11 +71,17 @@ def test_bad_principal_requests(operator: Caller, enterprise: Caller) -> None:
         ({"id": "x", "role": "operator", "name": "n", "keys": [{"public_key": pub}]}, 400),
         ({"id": "x", "role": "enterprise", "name": "n", "keys": []}, 400),
         ({"id": "x", "role": "enterprise", "name": "n", "keys": [{"public_key": "junk"}]}, 400),
-        ({"id": "x", "role": "enterprise", "name": "n",
-          "keys": [{"public_key": pub, "alg": "ES256"}]}, 400),
+        (
+            {
+                "id": "x",
+                "role": "enterprise",
+                "name": "n",
+                "keys": [{"public_key": pub, "alg": "ES256"}],
+            },
+            400,
+        ),
         ({"id": "bad id", "role": "enterprise", "name": "n", "keys": [{"public_key": pub}]}, 400),
-        ({"id": "ent-acme", "role": "enterprise", "name": "n", "keys": [{"public_key": pub}]},
-         409),
+        ({"id": "ent-acme", "role": "enterprise", "name": "n", "keys": [{"public_key": pub}]}, 409),
     ]
     for body, status in cases:
         resp = operator.post("/v1/principals", body)
@@ -68,8 +89,9 @@ def test_bad_principal_requests(operator: Caller, enterprise: Caller) -> None:
     assert enterprise.post("/v1/principals", cases[0][0]).status_code == 403
 
 
-def test_scope_grant_visibility_and_lifecycle(app: Flask, rt: Runtime, operator: Caller,
-                                              enterprise: Caller, regulator: Caller) -> None:
+def test_scope_grant_visibility_and_lifecycle(
+    app: Flask, rt: Runtime, operator: Caller, enterprise: Caller, regulator: Caller
+) -> None:
     setup_product(operator)
     resp = operator.post("/v1/scopes", scope_request(id="sc-acme"))
     assert resp.status_code == 201, resp.get_json()
@@ -83,8 +105,10 @@ def test_scope_grant_visibility_and_lifecycle(app: Flask, rt: Runtime, operator:
     assert rival.get("/v1/scopes/sc-acme").status_code == 404
     assert regulator.get("/v1/scopes/sc-acme").status_code == 200
 
-    assert operator.post("/v1/scopes/sc-acme/suspend", {"reason": "review"}).get_json()[
-        "status"] == "suspended"
+    assert (
+        operator.post("/v1/scopes/sc-acme/suspend", {"reason": "review"}).get_json()["status"]
+        == "suspended"
+    )
     assert operator.post("/v1/scopes/sc-acme/resume").get_json()["status"] == "active"
     assert operator.post("/v1/scopes/sc-acme/revoke").get_json()["status"] == "revoked"
     again = operator.post("/v1/scopes/sc-acme/resume")
@@ -97,7 +121,8 @@ def test_bad_scope_requests_name_fields(operator: Caller) -> None:
     cases = {
         "product": scope_request(product="nope"),
         "operations.aggregate.columns": scope_request(
-            operations={"aggregate": {"columns": ["uscc", "colour"]}}),
+            operations={"aggregate": {"columns": ["uscc", "colour"]}}
+        ),
         "epsilon": scope_request(epsilon=-1),
         "valid_until": scope_request(valid_until="2025-01-01T00:00:00Z"),
         "enterprise": scope_request(enterprise="op-city"),
@@ -111,8 +136,12 @@ def test_bad_scope_requests_name_fields(operator: Caller) -> None:
 def test_every_call_has_an_audit_index(operator: Caller, rt: Runtime) -> None:
     setup_product(operator)
     indices = []
-    for resp in (operator.get("/v1/products"), operator.get("/v1/scopes"),
-                 operator.post("/v1/scopes", {}), operator.get("/v1/scopes/none")):
+    for resp in (
+        operator.get("/v1/products"),
+        operator.get("/v1/scopes"),
+        operator.post("/v1/scopes", {}),
+        operator.get("/v1/scopes/none"),
+    ):
         indices.append(int(resp.headers["X-Audit-Index"]))
     assert indices == sorted(indices) and len(set(indices)) == 4
     assert rt.audit.size() == indices[-1] + 1

@@ -13,8 +13,9 @@ def register(operator: Caller, manifest: dict[str, Any] | None = None) -> Any:
 
 
 def upload(operator: Caller, rows: str, product: str = "enterprise_registry") -> Any:
-    return operator.call("PUT", f"/v1/products/{product}/data", body=rows.encode(),
-                         content_type="text/csv")
+    return operator.call(
+        "PUT", f"/v1/products/{product}/data", body=rows.encode(), content_type="text/csv"
+    )
 
 
 def test_register_upload_and_read(operator: Caller, enterprise: Caller, rt: Runtime) -> None:
@@ -57,7 +58,8 @@ def test_bad_rows_report_lines_and_keep_the_current_version(operator: Caller) ->
     details = resp.get_json()["error"]["details"]
     assert details["rejected"] == 1
     assert details["first_rejections"] == [
-        {"line": 302, "column": "district", "rule": "not one of public_values"}]
+        {"line": 302, "column": "district", "rule": "not one of public_values"}
+    ]
     assert "Secret" not in resp.get_data(as_text=True)
     assert operator.get("/v1/products/enterprise_registry").get_json()["version"] == 1
 
@@ -66,11 +68,13 @@ def test_upload_errors(operator: Caller, enterprise: Caller) -> None:
     missing = upload(operator, REGISTRY_ROWS, product="nope")
     assert missing.status_code == 404 and error_code(missing) == "not_found"
     register(operator)
-    wrong_type = operator.call("PUT", "/v1/products/enterprise_registry/data", body=b"x",
-                               content_type="application/json")
+    wrong_type = operator.call(
+        "PUT", "/v1/products/enterprise_registry/data", body=b"x", content_type="application/json"
+    )
     assert wrong_type.status_code == 415
-    empty = operator.call("PUT", "/v1/products/enterprise_registry/data", body=b"",
-                          content_type="text/csv")
+    empty = operator.call(
+        "PUT", "/v1/products/enterprise_registry/data", body=b"", content_type="text/csv"
+    )
     assert empty.status_code == 400
     not_operator = upload(enterprise, REGISTRY_ROWS)
     assert not_operator.status_code == 403 and error_code(not_operator) == "forbidden"
