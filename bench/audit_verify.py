@@ -31,8 +31,8 @@ def generate(path: Path, n: int, signer: NoteSigner) -> None:
         for i in range(n):
             entry = {
                 "index": i,
-                "time": "2026-11-23T11:%02d:%02d.%03dZ"
-                % ((i // 60000) % 60, (i // 1000) % 60, i % 1000),
+                "time": f"2026-11-23T11:{(i // 60000) % 60:02d}:"
+                f"{(i // 1000) % 60:02d}.{i % 1000:03d}Z",
                 "actor": f"ent-{i % 50}",
                 "role": "enterprise",
                 "action": "query.aggregate" if i % 3 else "verify",
