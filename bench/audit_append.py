@@ -74,7 +74,8 @@ def main() -> None:
             log = AuditLog(engine, signer=signer, sqlite_synchronous=sync)
             rate, n = run(log, args.threads, args.seconds)
             print(
-                f"sqlite WAL synchronous={sync}: {rate:,.0f} appends/s ({n} in {args.seconds}s, {args.threads} threads)"
+                f"sqlite WAL synchronous={sync}: {rate:,.0f} appends/s "
+                f"({n} in {args.seconds}s, {args.threads} threads)"
             )
             log.close()
             engine.dispose()
@@ -93,7 +94,8 @@ def main() -> None:
             log = AuditLog(engine, signer=signer)
             rate, n = run(log, args.threads, args.seconds)
             print(
-                f"postgresql (fsync={fs}, synchronous_commit={sc}): {rate:,.0f} appends/s ({n} in {args.seconds}s, {args.threads} threads)"
+                f"postgresql (fsync={fs}, synchronous_commit={sc}): {rate:,.0f} appends/s "
+                f"({n} in {args.seconds}s, {args.threads} threads)"
             )
         finally:
             engine.dispose()

@@ -31,7 +31,8 @@ def generate(path: Path, n: int, signer: NoteSigner) -> None:
         for i in range(n):
             entry = {
                 "index": i,
-                "time": f"2026-11-23T11:{(i // 60000) % 60:02d}:{(i // 1000) % 60:02d}.{i % 1000:03d}Z",
+                "time": f"2026-11-23T11:{(i // 60000) % 60:02d}:"
+                f"{(i // 1000) % 60:02d}.{i % 1000:03d}Z",
                 "actor": f"ent-{i % 50}",
                 "role": "enterprise",
                 "action": "query.aggregate" if i % 3 else "verify",
@@ -65,7 +66,8 @@ def main() -> None:
         t0 = time.perf_counter()
         generate(path, args.entries, signer)
         print(
-            f"generated {args.entries:,} entries, {path.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - t0:.1f} s"
+            f"generated {args.entries:,} entries, {path.stat().st_size / 1e6:.0f} MB "
+            f"in {time.perf_counter() - t0:.1f} s"
         )
         for workers in [args.workers] if args.workers is not None else [None, 0]:
             t0 = time.perf_counter()
