@@ -695,6 +695,14 @@ class AuditLog:
             return None
         return self._with_cosignatures(cp)
 
+    def latest_cosigned_checkpoint(self) -> str | None:
+        """Return the largest checkpoint that any witness cosigned, with its cosignature
+        lines, or ``None`` if no checkpoint has been cosigned yet."""
+        cs = tables.cosignatures
+        with self.engine.connect() as conn:
+            size = conn.execute(sa.select(sa.func.max(cs.c.checkpoint_size))).scalar()
+        return None if size is None else self.cosigned_checkpoint(int(size))
+
     def _with_cosignatures(self, cp: StoredCheckpoint) -> str:
         cs = tables.cosignatures
         with self.engine.connect() as conn:

@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         API_SPEC_OPTIONS=_spec_options(),
     )
     app.extensions["sandbox.runtime"] = runtime
+    runtime.start_checkpointer()
     api = Api(app)
     install(app)
     register_blueprints(api)

@@ -6,6 +6,8 @@ module keeps state of its own at import time.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -92,6 +94,31 @@ class Runtime:
             ),
         )
 
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _checkpointer: threading.Thread | None = None
+
+    def start_checkpointer(self) -> None:
+        """Sign a checkpoint every ``checkpoint_interval_s`` / ``checkpoint_every_entries``
+        (DESIGN §7), from a daemon thread of this process. Idempotent."""
+        if self._checkpointer is not None or self.settings.checkpoint_interval_s <= 0:
+            return
+        period = min(self.settings.checkpoint_interval_s, 10.0)
+
+        def run() -> None:
+            while not self._stop.wait(period):
+                try:
+                    self.audit.maybe_checkpoint()
+                except Exception:  # noqa: BLE001 - retried at the next tick
+                    logging.getLogger(__name__).exception("periodic checkpoint failed")
+
+        self._checkpointer = threading.Thread(target=run, name="checkpointer", daemon=True)
+        self._checkpointer.start()
+
     def close(self) -> None:
+        """Stop background work and release connections."""
+        self._stop.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join(timeout=5)
+            self._checkpointer = None
         self.audit.close()
         self.engine.dispose()

@@ -25,13 +25,14 @@ from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from audit.entry import request_hash as audit_request_hash
+from audit.errors import AuditError
 from audit.entry import result_hash as audit_result_hash
 from audit.receipts import receipt_claims
 from policies.calls import claimed_issuer, verify_call
 from policies.errors import AuthError
 from products.errors import DomainError, Forbidden, InvalidRequest
 from sandbox.api.context import AuditNote, CallState, state
-from sandbox.api.errors import CODE_BY_HTTP_STATUS, error_body, status_of
+from sandbox.api.errors import CODE_BY_HTTP_STATUS, STATUS_BY_CODE, error_body, status_of
 from sandbox.api.permissions import allowed
 from sandbox.runtime import Runtime
 
@@ -220,6 +221,10 @@ def handle_domain_error(exc: DomainError) -> Response:
     return resp
 
 
+def handle_audit_error(exc: AuditError) -> Response:
+    return _error_response(exc.code, exc.message, {}, STATUS_BY_CODE.get(exc.code, 400))
+
+
 def handle_http_exception(exc: HTTPException) -> Response:
     status = exc.code or 500
     code = CODE_BY_HTTP_STATUS.get(status, "invalid_request" if status < 500 else "internal")
@@ -249,6 +254,7 @@ def install(app: Flask) -> None:
     app.before_request(before_request)
     app.after_request(after_request)
     app.register_error_handler(DomainError, handle_domain_error)
+    app.register_error_handler(AuditError, handle_audit_error)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(Exception, handle_unexpected)
 
