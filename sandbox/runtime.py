@@ -108,7 +108,7 @@ class Runtime:
             while not self._stop.wait(period):
                 try:
                     self.audit.maybe_checkpoint()
-                except Exception:  # noqa: BLE001 - retried at the next tick
+                except Exception:
                     logging.getLogger(__name__).exception("periodic checkpoint failed")
 
         self._checkpointer = threading.Thread(target=run, name="checkpointer", daemon=True)

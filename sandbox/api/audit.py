@@ -33,7 +33,9 @@ def _int_arg(name: str, *, default: int | None = None, lo: int = 0) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise InvalidRequest(f"{name} must be an integer", {"fields": {name: ["not an integer"]}})
+        raise InvalidRequest(
+            f"{name} must be an integer", {"fields": {name: ["not an integer"]}}
+        ) from None
     if value < lo:
         raise InvalidRequest(f"{name} must be ≥ {lo}", {"fields": {name: [f"must be ≥ {lo}"]}})
     return value

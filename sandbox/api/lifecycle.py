@@ -25,8 +25,8 @@ from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from audit.entry import request_hash as audit_request_hash
-from audit.errors import AuditError
 from audit.entry import result_hash as audit_result_hash
+from audit.errors import AuditError
 from audit.receipts import receipt_claims
 from policies.calls import claimed_issuer, verify_call
 from policies.errors import AuthError

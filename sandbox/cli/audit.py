@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from audit.errors import AuditError
-from audit.note import CosignatureSigner, NoteVerifier
+from audit.note import CosignatureSigner, CosignatureVerifier, NoteVerifier
 from audit.verify import verify_bundle
 from audit.witness import load_state, save_state, witness_checkpoint
 from sandbox.cli.common import CliContext
@@ -74,7 +74,9 @@ def verify(bundle: str, vkeys: tuple[str, ...], witnesses: tuple[str, ...]) -> N
     try:
         trusted = [NoteVerifier.from_vkey(v) for v in vkeys] or None
         report = verify_bundle(
-            bundle, trusted_keys=trusted, witnesses=[NoteVerifier.from_vkey(w) for w in witnesses]
+            bundle,
+            trusted_keys=trusted,
+            witnesses=[CosignatureVerifier.from_vkey(w) for w in witnesses],
         )
     except AuditError as exc:
         raise click.ClickException(exc.message) from None
