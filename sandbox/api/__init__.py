@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask_smorest import Api
 
-from sandbox.api import audit, meta, principals, products, scopes
+from sandbox.api import audit, meta, principals, products, queries, scopes
 from sandbox.api.schemas import register_schemas
 
 
 def register_blueprints(api: Api) -> None:
     """Register the schemas and every blueprint on ``api``."""
     register_schemas(api)
-    for module in (meta, principals, products, scopes, audit):
+    for module in (meta, principals, products, scopes, queries, audit):
         api.register_blueprint(module.blp)

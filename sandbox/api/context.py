@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from flask import g
 
 from policies.principals import Principal
-
-
-@dataclass
-class AuditNote:
-    """What the handler wants recorded about this call (DESIGN §7 entry fields)."""
-
-    action: str
-    target: dict[str, str] = field(default_factory=dict)
-    epsilon: str = "0"
-    extra: dict[str, Any] = field(default_factory=dict)
-    receipt: bool = False
-    request_id: str | None = None
-    after_append: list[Callable[[int], None]] = field(default_factory=list)
+from sandbox.actions.note import AuditNote
 
 
 @dataclass

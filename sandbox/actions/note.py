@@ -1,0 +1,20 @@
+"""What an action wants recorded about its call: the fields of its audit entry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class AuditNote:
+    """What the handler wants recorded about this call (DESIGN §7 entry fields)."""
+
+    action: str
+    target: dict[str, str] = field(default_factory=dict)
+    epsilon: str = "0"
+    extra: dict[str, Any] = field(default_factory=dict)
+    receipt: bool = False
+    request_id: str | None = None
+    after_append: list[Callable[[int], None]] = field(default_factory=list)
