@@ -164,9 +164,21 @@ class _Connections:
             raise QueryFailed(
                 "the product's data is not available", {"rule": "data_missing"}
             ) from None
-        key = (str(db_path), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size, limits)
+        # The timeout is not a connection setting; memory and threads are. DuckDB refuses
+        # a second connection to one file with different settings in one process, so a
+        # change of limits (or of file) closes the old connection first.
+        key = (
+            str(db_path),
+            st.st_dev,
+            st.st_ino,
+            st.st_mtime_ns,
+            st.st_size,
+            limits.memory_limit,
+            limits.threads,
+        )
         con = self.items.pop(key, None)
         if con is None:
+            self.drop(db_path)
             con = open_readonly(db_path, limits)
         self.items[key] = con
         while len(self.items) > self.size:
