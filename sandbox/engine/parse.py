@@ -922,4 +922,4 @@ def _normalized(tree: exp.Select) -> str:
     """The canonical text of the statement: identifiers folded as DuckDB matches them,
     keywords upper-case, comments and formatting dropped (the identical-query key)."""
     canonical = normalize_identifiers(tree.copy(), dialect="duckdb")
-    return str(canonical.sql(dialect="duckdb", comments=False))
+    return str(canonical.sql(dialect="duckdb", comments=False, identify=True))
