@@ -146,7 +146,8 @@ def test_unknown_keys_through_threshold_with_delta(
     q, answer = run(
         registry,
         registry_db,
-        "SELECT sector, COUNT(*) AS n, SUM(staff) AS s FROM registry GROUP BY sector ORDER BY sector",
+        "SELECT sector, COUNT(*) AS n, SUM(staff) AS s FROM registry GROUP BY sector "
+        "ORDER BY sector",
         delta=1e-6,
     )
     [selector] = [m for m in q.measurements() if m["mechanism"] == "laplace_threshold"]

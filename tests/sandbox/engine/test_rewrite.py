@@ -90,7 +90,7 @@ def test_grouped_count_sum_avg_match_python(
     truth: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for r in rows:
         t = truth[r["race"]]
-        x = clip(r["income"], 0, 500000)
+        x = int(clip(r["income"], 0, 500000))
         t["n"] += 1
         t["s"] += x
         t["centred2"] += 2 * x - 500000  # AVG's centred sum in half units
@@ -161,7 +161,7 @@ QUANTILE_QUERIES = [
 
 def opendp_scores(values: list[float], candidates: tuple[int | float, ...], alpha: float) -> Any:
     dp.enable_features("contrib")
-    t = dp.t.make_quantile_score_candidates(
+    t: Any = dp.t.make_quantile_score_candidates(
         dp.vector_domain(dp.atom_domain(T=float, nan=False)),
         dp.symmetric_distance(),
         candidates=[float(c) for c in candidates],
