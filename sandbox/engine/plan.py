@@ -96,8 +96,11 @@ class Measurement:
     quantum: Fraction = Fraction(1)
     center: Fraction = Fraction(0)
     alpha: Fraction | None = None
-    candidates: tuple[int | float, ...] = ()
-    fast_codes: bool = False  # integer grid lo..hi: code = 2 * (x - lo) + 1
+    grid: Grid | None = None
+
+    @property
+    def candidates(self) -> tuple[int | float, ...]:
+        return self.grid.candidates if self.grid is not None else ()
 
     @property
     def input_name(self) -> str:
@@ -213,38 +216,60 @@ def _sum_measure(alias: str, column: Column, k: int, centered: bool) -> Measurem
     )
 
 
-def quantile_candidates(column: Column) -> tuple[tuple[int | float, ...], bool]:
-    """Return the candidate values for quantiles of ``column`` and whether they are the
-    full integer grid lo..hi. Candidates are the declared bins when there are any,
-    else a grid of at most ``MAX_CANDIDATES`` points over the bounds."""
+class CodeMode(StrEnum):
+    """How a value's candidate code is computed in SQL (see ``_quantile_code``)."""
+
+    DENSE = "dense"  # every integer lo..hi is a candidate: code = 2 (x - lo) + 1
+    INT_STEP = "int_step"  # c_i = min(lo + i * step, hi), exact integer arithmetic
+    FLOAT_STEP = "float_step"  # c_i = lo + (span * i) / (m - 1), the same IEEE operations
+    EDGES = "edges"  # declared bins: a balanced CASE tree over the edges
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Quantile candidates and how SQL locates a value among them."""
+
+    candidates: tuple[int | float, ...]
+    mode: CodeMode
+    step: int = 0  # INT_STEP
+    span: float = 0.0  # FLOAT_STEP: hi - lo as a double
+
+
+def quantile_grid(column: Column) -> Grid:
+    """Return the candidates for quantiles of ``column``: its declared bin edges when
+    there are any, else a grid of at most ``MAX_CANDIDATES`` points over the bounds."""
     assert column.bounds is not None
     lo, hi = column.bounds
     integer = column.type is ColumnType.INTEGER
     if column.bins is not None:
-        edges = sorted(set(column.bins))
+        edges: tuple[int | float, ...] = tuple(sorted(set(column.bins)))
         if integer:
-            return tuple(sorted({int(e) for e in edges if float(e).is_integer()})) or (
-                int(lo),
-                int(hi),
-            ), False
-        return tuple(edges), False
+            edges = tuple(sorted({int(e) for e in edges if float(e).is_integer()}))
+        if edges:
+            return Grid(edges, CodeMode.EDGES)
     if integer:
         ilo, ihi = int(lo), int(hi)
         if ihi - ilo < MAX_CANDIDATES:
-            return tuple(range(ilo, ihi + 1)), True
-        step = Fraction(ihi - ilo, MAX_CANDIDATES - 1)
-        points = sorted({ilo + round(step * i) for i in range(MAX_CANDIDATES)})
-        return tuple(points), False
+            return Grid(tuple(range(ilo, ihi + 1)), CodeMode.DENSE)
+        step = -(-(ihi - ilo) // (MAX_CANDIDATES - 1))
+        count = -(-(ihi - ilo) // step) + 1
+        return Grid(
+            tuple(min(ilo + i * step, ihi) for i in range(count)), CodeMode.INT_STEP, step=step
+        )
     flo, fhi = float(lo), float(hi)
-    grid = sorted({flo + (fhi - flo) * i / (MAX_CANDIDATES - 1) for i in range(MAX_CANDIDATES)})
-    grid[-1] = fhi
-    return tuple(grid), False
+    span = fhi - flo
+    # Exactly the IEEE operations the SQL performs, so both sides agree bit for bit.
+    grid = tuple(flo + (span * i) / (MAX_CANDIDATES - 1) for i in range(MAX_CANDIDATES))
+    if all(a < b for a, b in zip(grid, grid[1:], strict=False)):
+        return Grid(grid, CodeMode.FLOAT_STEP, span=span)
+    return Grid(tuple(sorted(set(grid))), CodeMode.EDGES)  # degenerate bounds
 
 
 def _quantile_measure(alias: str, column: Column, alpha: Fraction, k: int) -> Measurement:
-    candidates, fast = quantile_candidates(column)
+    grid = quantile_grid(column)
     # OpenDP's quantile score: |den·#(x<c) − num·(n − #(x=c))|; adding or removing one
-    # row changes it by at most max(num, den − num) (make_quantile_score_candidates).
+    # row changes it by at most max(num, den − num) (make_quantile_score_candidates),
+    # whatever candidate code the row maps to.
     row_bound = max(alpha.numerator, alpha.denominator - alpha.numerator)
     return Measurement(
         alias=alias,
@@ -254,8 +279,7 @@ def _quantile_measure(alias: str, column: Column, alpha: Fraction, k: int) -> Me
         row_bound=row_bound,
         sensitivity=k * row_bound,
         alpha=alpha,
-        candidates=candidates,
-        fast_codes=fast,
+        grid=grid,
     )
 
 
@@ -469,38 +493,89 @@ def _search_tree(
     return node(0, len(edges))
 
 
+def _int(value: int) -> exp.Expr:
+    return exp.Literal.number(value)
+
+
+def _as_int(condition: exp.Expr) -> exp.Expr:
+    return exp.cast(condition, exp.DataType.build("BIGINT"))
+
+
 def _quantile_code(value: exp.Expr, m: Measurement) -> exp.Expr:
     """code = 2j + [value = c_j] with j = #{candidates < value}; NULL stays NULL.
 
-    Then #(x < c_i) = #{code <= 2i} and #(x = c_i) = #{code = 2i + 1}.
+    Then #(x < c_i) = #{code <= 2i} and #(x = c_i) = #{code = 2i + 1}. (Any per-row
+    code keeps the score sensitivity; exact codes make the scores OpenDP's.)
     """
-    column = m.column
-    assert column is not None
-    cands = m.candidates
-    if m.fast_codes:
-        lo = exp.Literal.number(int(cands[0]))
-        return exp.Add(
-            this=exp.Mul(
-                this=exp.Literal.number(2),
-                expression=exp.Paren(this=exp.Sub(this=value, expression=lo)),
-            ),
-            expression=exp.Literal.number(1),
+    column, grid = m.column, m.grid
+    assert column is not None and grid is not None
+    cands = grid.candidates
+    if grid.mode is CodeMode.DENSE:
+        offset = exp.Paren(this=exp.Sub(this=value, expression=_int(int(cands[0]))))
+        return exp.Add(this=exp.Mul(this=_int(2), expression=offset), expression=_int(1))
+    if grid.mode is CodeMode.INT_STEP:
+        lo, hi, step = int(cands[0]), int(cands[-1]), grid.step
+        above = exp.Paren(this=exp.Sub(this=value.copy(), expression=_int(lo)))
+        j = exp.Paren(
+            this=exp.IntDiv(
+                this=exp.Paren(this=exp.Add(this=above.copy(), expression=_int(step - 1))),
+                expression=_int(step),
+            )
         )
+        on_grid = exp.or_(
+            exp.EQ(this=exp.Mod(this=above, expression=_int(step)), expression=_int(0)),
+            exp.EQ(this=value.copy(), expression=_int(hi)),
+        )
+        return exp.Add(this=exp.Mul(this=_int(2), expression=j), expression=_as_int(on_grid))
+    if grid.mode is CodeMode.FLOAT_STEP:
+        return _float_grid_code(value, grid)
 
     def leaf(j: int) -> exp.Expr:
         if j >= len(cands):
-            return exp.Literal.number(2 * j)
+            return _int(2 * j)
         return exp.Case(
             ifs=[
                 exp.If(
                     this=exp.EQ(this=value.copy(), expression=_bound_literal(cands[j], column)),
-                    true=exp.Literal.number(2 * j + 1),
+                    true=_int(2 * j + 1),
                 )
             ],
-            default=exp.Literal.number(2 * j),
+            default=_int(2 * j),
         )
 
     return _search_tree(value, cands, column, leaf, strict=True)
+
+
+def _float_grid_code(value: exp.Expr, grid: Grid) -> exp.Expr:
+    """Locate ``value`` on the grid c_i = lo + (span * i) / (m - 1): estimate the index
+    arithmetically, then settle it exactly by comparing with the three grid points
+    around the estimate (computed with the same IEEE operations as ``quantile_grid``)."""
+    m = len(grid.candidates)
+    lo = _double(float(grid.candidates[0]))
+    span = _double(grid.span)
+    last = _double(float(m - 1))
+
+    def point(index: exp.Expr) -> exp.Expr:
+        scaled = exp.Mul(this=span.copy(), expression=exp.cast(index, exp.DataType.build("DOUBLE")))
+        return exp.Add(this=lo.copy(), expression=exp.Div(this=scaled, expression=last.copy()))
+
+    estimate = exp.cast(
+        exp.Floor(
+            this=exp.Div(
+                this=exp.Paren(this=exp.Sub(this=value.copy(), expression=lo.copy())),
+                expression=exp.Paren(this=exp.Div(this=span.copy(), expression=last.copy())),
+            )
+        ),
+        exp.DataType.build("BIGINT"),
+    )
+    pivot = _clamp(estimate, _int(1), _int(m - 2))
+    j: exp.Expr = exp.Sub(this=pivot.copy(), expression=_int(1))
+    for delta in (-1, 0, 1):
+        index = exp.Add(this=pivot.copy(), expression=_int(delta))
+        j = exp.Add(this=j, expression=_as_int(exp.GT(this=value.copy(), expression=point(index))))
+    j = exp.Paren(this=j)
+    equal = _as_int(exp.EQ(this=value.copy(), expression=point(j.copy())))
+    return exp.Add(this=exp.Mul(this=_int(2), expression=j), expression=equal)
 
 
 def _bin_index(value: exp.Expr, column: Column) -> exp.Expr:

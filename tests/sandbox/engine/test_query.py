@@ -21,7 +21,7 @@ from sandbox.engine import (
     execute,
     prepare,
 )
-from sandbox.engine.plan import MeasureKind
+from sandbox.engine.plan import CodeMode, MeasureKind
 from tests.sandbox.engine.conftest import PUMS_ALLOWED, build_from_rows, pums_manifest, table_rows
 
 REGISTRY: dict[str, Any] = {
@@ -380,6 +380,7 @@ def test_quantile_is_close_at_large_epsilon(
         epsilon=Decimal(50),
     )
     [m] = q.plan.measurements
-    assert m.kind is MeasureKind.QUANTILE and m.fast_codes
+    assert m.kind is MeasureKind.QUANTILE and m.grid is not None
+    assert m.grid.mode is CodeMode.DENSE
     answer = execute(q, pums_db, limits, runner=UnsafeInProcessRunner())
     assert abs(answer.rows[0][0] - true_median) <= 1

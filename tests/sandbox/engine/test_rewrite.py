@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from products.manifest import DataProduct, parse_manifest
 from sandbox.engine import EngineLimits, PreparedQuery, UnsafeInProcessRunner, prepare
-from sandbox.engine.plan import MeasureKind, quantile_candidates
+from sandbox.engine.plan import CodeMode, MeasureKind, quantile_grid
 from sandbox.engine.query import quantile_scores
 from tests.sandbox.engine.conftest import PUMS_ALLOWED, build_from_rows, table_rows
 
@@ -302,39 +302,62 @@ def test_where_matches_python(
         )
 
 
-# --- the generic candidate-code tree on a float grid -------------------------------
+# --- candidate codes on generated grids ---------------------------------------------
+
+GRIDS = [
+    ("float", [-5.0, 5.0], CodeMode.FLOAT_STEP, 1001),
+    ("float", [0.1, 0.7], CodeMode.FLOAT_STEP, 1001),
+    ("float", [-1e9, 3.5e9], CodeMode.FLOAT_STEP, 1001),
+    ("integer", [-7, 123456], CodeMode.INT_STEP, 997),  # step 124, last point = hi
+    ("integer", [0, 5000], CodeMode.INT_STEP, 1001),
+    ("integer", [0, 1000], CodeMode.DENSE, 1001),
+    ("integer", [3, 40], CodeMode.DENSE, 38),
+]
 
 
-def test_float_grid_quantile_codes_match_opendp(
-    tmp_path: Path, runner: UnsafeInProcessRunner, limits: EngineLimits
+@pytest.mark.parametrize(("ctype", "bounds", "mode", "size"), GRIDS)
+def test_grid_quantile_codes_match_opendp(
+    ctype: str,
+    bounds: list[float],
+    mode: CodeMode,
+    size: int,
+    tmp_path: Path,
+    runner: UnsafeInProcessRunner,
+    limits: EngineLimits,
 ) -> None:
     product = parse_manifest(
         {
-            "id": "f",
-            "title": "f",
+            "id": "q",
+            "title": "q",
             "privacy_unit": "u",
             "max_rows_per_unit": 1,
             "columns": [
                 {"name": "u", "type": "integer", "classification": "identifier"},
-                {"name": "x", "type": "float", "classification": "sensitive",
-                 "bounds": [-5.0, 5.0]},
+                {"name": "x", "type": ctype, "classification": "sensitive", "bounds": bounds},
             ],
         }
-    )  # fmt: skip
+    )
     column = product.column("x")
     assert column is not None
-    candidates, fast = quantile_candidates(column)
-    assert len(candidates) == 1001 and not fast and candidates[0] == -5.0 and candidates[-1] == 5.0
+    grid = quantile_grid(column)
+    assert grid.mode is mode and len(grid.candidates) == size
+    assert list(grid.candidates) == sorted(set(grid.candidates))
+    lo, hi = bounds
     rng = random.Random(11)
-    xs = [rng.uniform(-6, 6) for _ in range(400)] + [rng.choice(candidates) for _ in range(100)]
-    xs += [-5.0, 5.0, 7.5, -9.0]
-    db = build_from_rows(tmp_path / "f.duckdb", product, [(i, x) for i, x in enumerate(xs)])
+    width = hi - lo
+    xs: list[float] = [rng.uniform(lo - width / 10, hi + width / 10) for _ in range(400)]
+    xs += [rng.choice(grid.candidates) for _ in range(200)] + [lo, hi]
+    if ctype == "integer":
+        xs = [round(x) for x in xs]
+        xs += [c + d for c in rng.sample(grid.candidates, 30) for d in (-1, 1)]
+    db = build_from_rows(tmp_path / "q.duckdb", product, [(i, x) for i, x in enumerate(xs)])
     for alpha, text in [(Fraction(1, 2), "MEDIAN(x)"), (Fraction(3, 4), "QUANTILE_CONT(x, 0.75)")]:
-        q = prep(product, f"SELECT {text} FROM f", frozenset({"x"}))
+        q = prep(product, f"SELECT {text} FROM q", frozenset({"x"}))
         [m] = q.plan.measurements
+        assert len(q.rewritten_sql) < 20_000  # no giant CASE trees for generated grids
         [(histogram,)] = runner.run(db, q.rewritten_sql, limits)
         mine = quantile_scores(histogram, m)
-        theirs, sens = opendp_scores([clip(x, -5.0, 5.0) for x in xs], m.candidates, float(alpha))
+        theirs, sens = opendp_scores([clip(x, lo, hi) for x in xs], m.candidates, float(alpha))
         factor = sens // m.row_bound
         assert [s * factor for s in mine] == list(theirs)
-        assert math.isclose(sum(histogram.values()), len(xs))
+        assert sum(histogram.values()) == len(xs)
