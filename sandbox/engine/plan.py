@@ -33,6 +33,7 @@ The query's epsilon is split evenly across the distinct measurements.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -260,7 +261,7 @@ def quantile_grid(column: Column) -> Grid:
     span = fhi - flo
     # Exactly the IEEE operations the SQL performs, so both sides agree bit for bit.
     grid = tuple(flo + (span * i) / (MAX_CANDIDATES - 1) for i in range(MAX_CANDIDATES))
-    if all(a < b for a, b in zip(grid, grid[1:], strict=False)):
+    if all(a < b for a, b in itertools.pairwise(grid)):
         return Grid(grid, CodeMode.FLOAT_STEP, span=span)
     return Grid(tuple(sorted(set(grid))), CodeMode.EDGES)  # degenerate bounds
 

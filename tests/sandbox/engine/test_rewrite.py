@@ -6,7 +6,6 @@ whose persons have 1-4 rows each."""
 from __future__ import annotations
 
 import bisect
-import math
 import random
 from collections import defaultdict
 from collections.abc import Callable
