@@ -186,6 +186,10 @@ class _Connections:
             old.close()
         return con
 
+    def close(self) -> None:
+        while self.items:
+            self.items.popitem()[1].close()
+
     def drop(self, db_path: Path) -> None:
         for key in [k for k in self.items if k[0] == str(db_path)]:
             self.items.pop(key).close()
@@ -201,6 +205,7 @@ def _worker_main(conn: multiprocessing.connection.Connection) -> None:
         except (EOFError, OSError):
             return
         if job is None:
+            connections.close()
             return
         db_path, sql, limits = job
         try:

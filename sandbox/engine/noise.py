@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import opendp.prelude as dp
@@ -84,6 +84,7 @@ def _calibrate(base: float, loss: Any, epsilon: float) -> float:
 # --- discrete Laplace ----------------------------------------------------------------
 
 
+@lru_cache(maxsize=4096)
 def laplace_scale(sensitivity: int, epsilon: float) -> float:
     """Return the discrete Laplace scale giving ``epsilon``-DP for a vector of integer
     queries whose L1 sensitivity is ``sensitivity`` (about sensitivity / epsilon)."""
@@ -148,6 +149,7 @@ def discrete_laplace_ci95(scale: float) -> int:
 # --- report noisy max (exponential-mechanism quantiles) -----------------------------
 
 
+@lru_cache(maxsize=4096)
 def noisy_min_scale(score_sensitivity: int, epsilon: float) -> float:
     """Return the report-noisy-max scale giving ``epsilon``-DP for integer score vectors
     whose L-infinity sensitivity is ``score_sensitivity``."""
@@ -174,6 +176,7 @@ def select_min(
 # --- Laplace threshold (unknown keys, needs delta > 0) ------------------------------
 
 
+@lru_cache(maxsize=1024)
 def threshold_params(sensitivity: int, epsilon: float, delta: float) -> tuple[float, int]:
     """Return (scale, threshold) for releasing counts of unknown keys.
 

@@ -1,18 +1,20 @@
 """Planner: a ``ResolvedQuery`` → the DuckDB SQL that runs, plus the DP accounting.
 
-The SQL is produced by a tuple of pure rewrite rules (``RULES``), in the manner of
+The SQL is produced by a tuple of rewrite rules (``RULES``), in the manner of
 sqlglot's optimizer: each takes the current ``exp.Select`` and the ``PlanSpec`` and
-returns a new one. The user's SQL text is never executed; only literal values from it
-reach the output, rendered by sqlglot. The rules, in order:
+returns the rewritten one, depending on nothing else (like sqlglot's rules they take
+ownership of the tree they are given instead of copying it). The user's SQL text is
+never executed; only literal values from it reach the output, rendered by sqlglot. The rules, in order:
 
 1. ``scan_product``       SELECT the needed columns FROM the product table
 2. ``bound_contributions`` WHERE _unit_rank <= max_rows_per_unit (DESIGN §8)
 3. ``apply_filter``       AND the user's (typed) predicate
-4. ``restrict_keys``      AND group keys IN public values / within declared bins
-5. ``clip_values``        aggregated values → LEAST(GREATEST(x, lo), hi)
+4. ``restrict_bins``      AND BIN keys within the declared bins
+5. ``clip_values``        aggregated values → LEAST(GREATEST(x, lo), hi) (NULL-safe)
 6. ``encode_values``      clipped values → integers: fixed point for sums,
                           candidate codes for quantiles; bin keys → bin index
 7. ``aggregate_groups``   one row per group: COUNT, exact integer SUM, HISTOGRAM of codes
+8. ``restrict_keys``      keep groups whose keys are public values
 
 Sensitivities come from manifest facts only — ``k = max_rows_per_unit`` and the
 bounds — under the add/remove-one-unit neighbouring relation (a unit's rows may fall
@@ -408,15 +410,19 @@ def _bound_literal(value: float | int, column: Column) -> exp.Expr:
 
 
 def _clamp(expr: exp.Expr, lo: exp.Expr, hi: exp.Expr) -> exp.Expr:
-    """CASE WHEN x < lo THEN lo WHEN x > hi THEN hi ELSE x END — the clipping of
-    LEAST(GREATEST(x, lo), hi), but NULL stays NULL (DuckDB's GREATEST ignores NULLs,
-    which would turn a missing value into ``lo``)."""
+    """CASE WHEN x BETWEEN lo AND hi THEN x WHEN x < lo THEN lo WHEN x > hi THEN hi END:
+    the clipping of LEAST(GREATEST(x, lo), hi), except that NULL stays NULL (DuckDB's
+    GREATEST ignores NULLs, which would turn a missing value into ``lo``). The common
+    in-bounds case is tested first (measurably faster in DuckDB)."""
     return exp.Case(
         ifs=[
-            exp.If(this=exp.LT(this=expr.copy(), expression=lo), true=lo.copy()),
-            exp.If(this=exp.GT(this=expr.copy(), expression=hi), true=hi.copy()),
+            exp.If(
+                this=exp.Between(this=expr.copy(), low=lo.copy(), high=hi.copy()),
+                true=expr.copy(),
+            ),
+            exp.If(this=exp.LT(this=expr.copy(), expression=lo.copy()), true=lo.copy()),
+            exp.If(this=exp.GT(this=expr.copy(), expression=hi.copy()), true=hi.copy()),
         ],
-        default=expr,
     )
 
 
@@ -456,7 +462,7 @@ def _predicate_sql(pred: Predicate) -> exp.Expr:
 
 
 def _wrap(inner: exp.Select, projections: Sequence[exp.Expr]) -> exp.Select:
-    return exp.select(*projections).from_(inner.subquery(ROWS_ALIAS))
+    return exp.select(*projections).from_(inner.subquery(ROWS_ALIAS, copy=False), copy=False)
 
 
 def _passthrough(select: exp.Select, replace: dict[str, exp.Expr]) -> list[exp.Expr]:
@@ -619,40 +625,58 @@ def bound_contributions(select: exp.Select, spec: PlanSpec) -> exp.Select:
     bound = exp.LTE(
         this=_col(UNIT_RANK), expression=exp.Literal.number(spec.product.max_rows_per_unit)
     )
-    return select.where(bound, copy=True)
+    return select.where(bound, copy=False)
 
 
 def apply_filter(select: exp.Select, spec: PlanSpec) -> exp.Select:
     """AND the user's predicate (typed literals only; it does not change sensitivity)."""
     if spec.where is None:
         return select
-    return select.where(exp.Paren(this=_predicate_sql(spec.where)), copy=True)
+    return select.where(exp.Paren(this=_predicate_sql(spec.where)), copy=False)
 
 
-def restrict_keys(select: exp.Select, spec: PlanSpec) -> exp.Select:
-    """Restrict group keys to their public key sets (defence in depth: the loader
-    already refused values outside public_values) and bin keys to the bins' range."""
+def restrict_bins(select: exp.Select, spec: PlanSpec) -> exp.Select:
+    """Keep only rows inside the declared bins of each BIN key (a row outside every
+    bin belongs to no released group)."""
     out = select
     for key in spec.keys:
-        col = _col(key.column.name)
-        cond: exp.Expr
         if key.binned:
             assert key.column.bins is not None
             floating = _as_float(key.column)
             cond = exp.Between(
-                this=col,
+                this=_col(key.column.name),
                 low=_bound_literal(key.column.bins[0], floating),
                 high=_bound_literal(key.column.bins[-1], floating),
             )
-        elif key.values is not None:
-            present = [v for v in key.values if v is not None]
-            cond = exp.In(this=col, expressions=[literal(_key_literal(v, key)) for v in present])
-            if len(present) < len(key.values):
-                cond = exp.or_(cond, exp.Is(this=col.copy(), expression=exp.Null()))
-        else:
-            continue
-        out = out.where(exp.Paren(this=cond), copy=True)
+            out = out.where(exp.Paren(this=cond), copy=False)
     return out
+
+
+def restrict_keys(select: exp.Select, spec: PlanSpec) -> exp.Select:
+    """Keep only groups whose keys are public values (defence in depth: the loader
+    already refused other values, and the release only looks public keys up).
+
+    Applied after aggregation, as a semi-join with a VALUES list: a row-level
+    ``IN (...)`` over many strings costs DuckDB more than the aggregate itself, and
+    DuckDB pushes plain filters on group keys below the GROUP BY."""
+    conditions: list[exp.Expr] = []
+    for i, key in enumerate(spec.keys):
+        if key.binned or key.values is None:
+            continue
+        present = [v for v in key.values if v is not None]
+        values = exp.values(
+            [exp.Tuple(expressions=[literal(_key_literal(v, key))]) for v in present],
+            alias="public",
+            columns=["v"],
+        )
+        allowed = exp.select(_col("v")).from_(values)
+        cond: exp.Expr = exp.In(this=_col(key_name(i)), query=allowed.subquery(copy=False))
+        if len(present) < len(key.values):
+            cond = exp.or_(cond, exp.Is(this=_col(key_name(i)), expression=exp.Null()))
+        conditions.append(exp.Paren(this=cond))
+    if not conditions:
+        return select
+    return _wrap(select, _passthrough(select, {})).where(*conditions, copy=False)
 
 
 def _key_literal(value: object, key: BoundKey) -> LiteralValue:
@@ -738,8 +762,9 @@ RULES: tuple[Rule, ...] = (
     scan_product,
     bound_contributions,
     apply_filter,
-    restrict_keys,
+    restrict_bins,
     clip_values,
     encode_values,
     aggregate_groups,
+    restrict_keys,
 )
