@@ -4,7 +4,8 @@ The SQL is produced by a tuple of rewrite rules (``RULES``), in the manner of
 sqlglot's optimizer: each takes the current ``exp.Select`` and the ``PlanSpec`` and
 returns the rewritten one, depending on nothing else (like sqlglot's rules they take
 ownership of the tree they are given instead of copying it). The user's SQL text is
-never executed; only literal values from it reach the output, rendered by sqlglot. The rules, in order:
+never executed; only literal values from it reach the output, rendered by sqlglot.
+The rules, in order:
 
 1. ``scan_product``       SELECT the needed columns FROM the product table
 2. ``bound_contributions`` WHERE _unit_rank <= max_rows_per_unit (DESIGN §8)
