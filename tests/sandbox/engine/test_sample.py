@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ def registry() -> DataProduct:
 def test_sample_respects_the_manifest(registry: DataProduct) -> None:
     columns, rows = synthetic_sample(registry, 200, seed=1)
     assert columns == list(registry.column_names) and len(rows) == 200
-    by_name = [dict(zip(columns, row, strict=True)) for row in rows]
+    by_name: list[dict[str, Any]] = [dict(zip(columns, row, strict=True)) for row in rows]
     assert [r["uscc"] for r in by_name[:2]] == ["SAMPLE-uscc-000001", "SAMPLE-uscc-000002"]
     for r in by_name:
         assert r["district"] in ("A", "B", "C", "D", None)
