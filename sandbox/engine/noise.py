@@ -40,6 +40,8 @@ def _enabled() -> None:
     dp.enable_features("contrib")
 
 
+# Measurements are immutable and reusable: build each (kind, scale) once.
+@lru_cache(maxsize=1024)
 def _int_vector_laplace(scale: float) -> Any:
     _enabled()
     return dp.m.make_laplace(
@@ -47,6 +49,7 @@ def _int_vector_laplace(scale: float) -> Any:
     )
 
 
+@lru_cache(maxsize=1024)
 def _noisy_min(scale: float) -> Any:
     _enabled()
     return dp.m.make_noisy_max(
@@ -58,6 +61,7 @@ def _noisy_min(scale: float) -> Any:
     )
 
 
+@lru_cache(maxsize=1024)
 def _threshold(scale: float, threshold: int) -> Any:
     _enabled()
     return dp.m.make_laplace_threshold(
@@ -66,6 +70,18 @@ def _threshold(scale: float, threshold: int) -> Any:
         scale=scale,
         threshold=threshold,
     )
+
+
+@lru_cache(maxsize=4096)
+def _laplace_loss(scale: float, d_in: int) -> float:
+    """OpenDP's privacy loss of the integer-vector Laplace at ``scale`` (memoised)."""
+    return float(_int_vector_laplace(scale).map(d_in))
+
+
+@lru_cache(maxsize=4096)
+def _noisy_min_loss(scale: float, d_in: int) -> float:
+    """OpenDP's privacy loss of report-noisy-max at ``scale`` (memoised)."""
+    return float(_noisy_min(scale).map(d_in))
 
 
 def _calibrate(base: float, loss: Any, epsilon: float) -> float:
@@ -92,7 +108,7 @@ def laplace_scale(sensitivity: int, epsilon: float) -> float:
         raise ValueError("sensitivity must be positive")
     return _calibrate(
         sensitivity / epsilon,
-        lambda s: float(_int_vector_laplace(s).map(sensitivity)),
+        lambda s: _laplace_loss(s, sensitivity),
         epsilon,
     )
 
@@ -108,7 +124,7 @@ def release_integers(
     calibration bug.
     """
     meas = _int_vector_laplace(scale)
-    if float(meas.map(sensitivity)) > epsilon:
+    if _laplace_loss(scale, sensitivity) > epsilon:
         raise PrivacyMapViolation(f"laplace map exceeds epsilon {epsilon}")
     _check_range(values, scale)
     if not values:
@@ -157,7 +173,7 @@ def noisy_min_scale(score_sensitivity: int, epsilon: float) -> float:
         raise ValueError("sensitivity must be positive")
     return _calibrate(
         2 * score_sensitivity / epsilon,
-        lambda s: float(_noisy_min(s).map(score_sensitivity)),
+        lambda s: _noisy_min_loss(s, score_sensitivity),
         epsilon,
     )
 
@@ -168,7 +184,7 @@ def select_min(
     """Return the index of a privately chosen smallest score (OpenDP ``make_noisy_max``
     with ``negate=True``). Raises ``PrivacyMapViolation`` on a calibration bug."""
     meas = _noisy_min(scale)
-    if float(meas.map(score_sensitivity)) > epsilon:
+    if _noisy_min_loss(scale, score_sensitivity) > epsilon:
         raise PrivacyMapViolation(f"noisy max map exceeds epsilon {epsilon}")
     return int(meas(list(scores)))
 
