@@ -1,0 +1,197 @@
+"""DP GROUP BY through the engine vs the same raw aggregate in DuckDB, side by side.
+
+    python bench/dp_query.py [--rows 1000000 10000000] [--runs 7] [--threads 2]
+                             [--dir /tmp/dp-bench] [--smartnoise-python PATH]
+
+For each size it builds (once, cached in --dir) a product file following the
+data-plane contract — units with 2 or 3 rows, ``max_rows_per_unit = 2``, a random
+``_unit_rank`` — then alternates, after one warm-up each:
+
+- raw:  ``SELECT g, COUNT(*), SUM(x) FROM bench GROUP BY g`` on a warm read-only DuckDB
+        connection with the same thread count;
+- dp:   ``execute()`` of the prepared query (contribution bounding, clipping,
+        public-key restriction, OpenDP noise) through a worker pool; also timed with
+        ``prepare()`` (parse and plan) included, and the rewritten SQL alone.
+
+It reports medians and the ratio dp / raw (DESIGN §10 target: <= 1.3 at 10M rows). With
+``--smartnoise-python`` (a Python with smartnoise-sql installed; it pins an older
+OpenDP, so it needs its own virtualenv) the same query also runs through SmartNoise
+SQL's pandas reader (bench/dp_smartnoise.py) on the same data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from products.manifest import DataProduct, parse_manifest  # noqa: E402
+from sandbox.engine import EngineLimits, WorkerPool, execute, prepare  # noqa: E402
+
+GROUPS = 50
+MANIFEST: dict[str, Any] = {
+    "id": "bench",
+    "title": "benchmark",
+    "privacy_unit": "unit",
+    "max_rows_per_unit": 2,
+    "columns": [
+        {"name": "unit", "type": "integer", "classification": "identifier"},
+        {"name": "g", "type": "string", "classification": "attribute",
+         "public_values": [f"d{i:02d}" for i in range(GROUPS)], "nullable": False},
+        {"name": "x", "type": "integer", "classification": "sensitive", "bounds": [0, 1000],
+         "nullable": False},
+    ],
+}  # fmt: skip
+DP_SQL = "SELECT g, COUNT(*) AS n, SUM(x) AS s FROM bench GROUP BY g"
+RAW_SQL = "SELECT g, COUNT(*) AS n, SUM(x) AS s FROM bench GROUP BY g"
+
+
+def build(path: Path, rows: int, layout: str) -> Path:
+    """Write the product file (once): unit = floor(i / 2.5), so units hold 2 or 3 rows.
+
+    ``layout`` "window" stores rows in the order DuckDB's window operator emits them
+    (what products/loader.py writes today); "rank" stores them ORDER BY _unit_rank, so
+    that ``_unit_rank <= k`` selects a prefix and DuckDB's zone maps skip the rest.
+    """
+    if path.exists():
+        return path
+    order = "ORDER BY _unit_rank" if layout == "rank" else ""
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    con = duckdb.connect(str(tmp))
+    try:
+        con.execute(
+            f"""
+            CREATE TABLE bench AS
+            SELECT unit, g, x,
+                   (row_number() OVER (PARTITION BY unit ORDER BY hash(i, 42)))::INTEGER
+                       AS _unit_rank
+            FROM (
+                SELECT range AS i,
+                       (range * 2 // 5)::BIGINT AS unit,
+                       'd' || lpad((hash(range * 3) % {GROUPS})::VARCHAR, 2, '0') AS g,
+                       (hash(range) % 1001)::BIGINT AS x
+                FROM range({rows})
+            )
+            {order}
+            """
+        )
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    tmp.rename(path)
+    return path
+
+
+def timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def measure(path: Path, product: DataProduct, runs: int, threads: int) -> dict[str, float]:
+    raw_con = duckdb.connect(str(path), read_only=True, config={"threads": threads})
+    pool = WorkerPool(size=1)
+    limits = EngineLimits(timeout_s=600, memory_limit="8GB", threads=threads)
+    allowed = frozenset({"g", "x"})
+
+    def raw() -> object:
+        return raw_con.execute(RAW_SQL).fetchall()
+
+    rewritten = prepare(product, DP_SQL, allowed_columns=allowed, delta=0, epsilon=Decimal(1))
+
+    def dp() -> object:
+        return execute(rewritten, path, limits, runner=pool)
+
+    def dp_full() -> object:
+        q = prepare(product, DP_SQL, allowed_columns=allowed, delta=0, epsilon=Decimal(1))
+        return execute(q, path, limits, runner=pool)
+
+    def dp_sql_only() -> object:
+        return raw_con.execute(rewritten.rewritten_sql).fetchall()
+
+    try:
+        for fn in (raw, dp, dp_full, dp_sql_only):
+            fn()  # warm-up: page cache, DuckDB buffers, worker start
+        samples: dict[str, list[float]] = {"raw": [], "dp": [], "dp_full": [], "dp_sql": []}
+        for _ in range(runs):
+            samples["raw"].append(timed(raw))
+            samples["dp"].append(timed(dp))
+            samples["dp_full"].append(timed(dp_full))
+            samples["dp_sql"].append(timed(dp_sql_only))
+    finally:
+        raw_con.close()
+        pool.close()
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def smartnoise(python: str, path: Path, runs: int) -> dict[str, Any] | None:
+    script = REPO / "bench" / "dp_smartnoise.py"
+    done = subprocess.run(
+        [python, str(script), str(path), str(runs)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        print(f"  smartnoise failed: {done.stderr.strip().splitlines()[-1:]}", flush=True)
+        return None
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/dp-bench"))
+    parser.add_argument("--smartnoise-python", default=None)
+    parser.add_argument("--smartnoise-max-rows", type=int, default=1_000_000)
+    parser.add_argument(
+        "--layout", nargs="+", choices=["window", "rank"], default=["window", "rank"]
+    )
+    args = parser.parse_args()
+    args.dir.mkdir(parents=True, exist_ok=True)
+    product = parse_manifest(MANIFEST)
+    print(f"query: {DP_SQL}  (epsilon 1, k = 2, {GROUPS} public keys, threads {args.threads})")
+    for rows in args.rows:
+        for layout in args.layout:
+            report(args, product, rows, layout)
+
+
+def report(args: argparse.Namespace, product: DataProduct, rows: int, layout: str) -> None:
+    started = time.perf_counter()
+    path = build(args.dir / f"bench_{rows}_{layout}.duckdb", rows, layout)
+    ready = time.perf_counter() - started
+    print(f"\n{rows:,} rows, layout {layout} ({path}, ready in {ready:.1f} s)")
+    m = measure(path, product, args.runs, args.threads)
+    print(f"  raw DuckDB          {m['raw'] * 1000:9.1f} ms")
+    print(f"  DP execute()        {m['dp'] * 1000:9.1f} ms   ratio {m['dp'] / m['raw']:.2f}")
+    full = m["dp_full"] / m["raw"]
+    print(f"  DP prepare+execute  {m['dp_full'] * 1000:9.1f} ms   ratio {full:.2f}")
+    sql_ratio = m["dp_sql"] / m["raw"]
+    print(f"  DP SQL in-process   {m['dp_sql'] * 1000:9.1f} ms   ratio {sql_ratio:.2f}")
+    record: dict[str, Any] = {"rows": rows, "layout": layout, **m, "ratio": m["dp"] / m["raw"]}
+    if args.smartnoise_python and rows <= args.smartnoise_max_rows:
+        sn = smartnoise(args.smartnoise_python, path, max(3, args.runs // 2))
+        if sn is not None:
+            record["smartnoise"] = sn["median"]
+            print(
+                f"  SmartNoise (pandas) {sn['median'] * 1000:9.1f} ms   "
+                f"engine is {sn['median'] / m['dp']:.0f}x faster"
+            )
+    print("  " + json.dumps(record), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,377 @@
+"""Isolated, read-only execution of planner SQL (DESIGN §2 invariant 2).
+
+This module holds the only ``duckdb.connect`` used for reads. Every connection is
+read-only and configured before it runs anything: external access (files, URLs,
+``ATTACH``, ``COPY``), extension installing and (auto)loading, community and unsigned
+extensions and persistent secrets are off; memory and threads are limited; and
+``lock_configuration`` is set last, so no statement can undo any of it. A timer
+interrupts a query that outlives ``timeout_s``.
+
+Queries run in a small pool of worker processes (``WorkerPool``, spawn context): a
+query that crashes DuckDB or exhausts memory outside DuckDB's own accounting kills
+one worker, which is replaced, and the caller gets ``QueryFailed`` — the server lives
+on. A worker that does not answer within ``timeout_s`` plus a grace period is killed.
+Workers keep their (locked, read-only) connections open between queries so that
+DuckDB's buffer cache stays warm; a connection is keyed by the file's identity and the
+limits, so a new product version opens a new one. ``UnsafeInProcessRunner`` runs in the
+calling process with the same connection settings but without crash containment (for
+tests and comparisons); see docs/engine.md for the measured cost of each.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import multiprocessing.connection
+import os
+import queue
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import duckdb
+
+from sandbox.errors import QueryFailed
+
+_MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*$", re.IGNORECASE)
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    """Per-query resource limits of the isolated engine."""
+
+    timeout_s: float = 30.0
+    memory_limit: str = "1GB"
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.timeout_s, int | float) and 0 < self.timeout_s <= 3600):
+            raise ValueError("timeout_s must be in (0, 3600]")
+        if not _MEMORY.match(self.memory_limit):
+            raise ValueError("memory_limit must look like '512MB' or '2GB'")
+        if not (isinstance(self.threads, int) and 1 <= self.threads <= 256):
+            raise ValueError("threads must be an integer in [1, 256]")
+
+
+def connection_config(limits: EngineLimits) -> dict[str, Any]:
+    """Return the DuckDB settings applied at connect time (lock_configuration is set
+    afterwards, last)."""
+    return {
+        "access_mode": "READ_ONLY",
+        "enable_external_access": False,
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "allow_community_extensions": False,
+        "allow_unsigned_extensions": False,
+        "allow_persistent_secrets": False,
+        "memory_limit": limits.memory_limit,
+        "threads": limits.threads,
+        # No spilling to disk: the memory limit is a hard limit.
+        "temp_directory": "",
+    }
+
+
+def open_readonly(db_path: Path, limits: EngineLimits) -> duckdb.DuckDBPyConnection:
+    """Open ``db_path`` read-only with the sandbox settings, configuration locked.
+
+    Raises ``QueryFailed`` if the file cannot be opened as a DuckDB database.
+    """
+    if not Path(db_path).is_file():
+        raise QueryFailed("the product's data is not available", {"rule": "data_missing"})
+    try:
+        con = duckdb.connect(str(db_path), read_only=True, config=connection_config(limits))
+    except duckdb.Error as exc:
+        raise QueryFailed(
+            f"the product's data could not be opened ({type(exc).__name__})",
+            {"rule": "data_unreadable"},
+        ) from None
+    # Last: from here on no statement can change any setting above.
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def run_query(con: duckdb.DuckDBPyConnection, sql: str, timeout_s: float) -> list[Row]:
+    """Run ``sql`` on ``con`` and return all rows; a timer interrupts it after
+    ``timeout_s``. Raises ``QueryFailed`` (timeout, memory limit, any DuckDB error —
+    reported by kind only, since a DuckDB message may quote data)."""
+    timer = threading.Timer(timeout_s, con.interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        return list(con.execute(sql).fetchall())
+    except duckdb.InterruptException:
+        raise QueryFailed(
+            f"the query ran longer than the limit of {timeout_s:g} s and was stopped; "
+            "narrow it (WHERE, fewer groups or aggregates)",
+            {"rule": "timeout", "limit_s": timeout_s},
+        ) from None
+    except duckdb.OutOfMemoryException:
+        raise QueryFailed(
+            "the query needed more memory than the sandbox allows and was stopped; "
+            "narrow it (WHERE, fewer groups or aggregates)",
+            {"rule": "memory_limit"},
+        ) from None
+    except duckdb.Error as exc:
+        raise QueryFailed(
+            f"the engine could not run the query ({type(exc).__name__})",
+            {"rule": "engine_error", "kind": type(exc).__name__},
+        ) from None
+    finally:
+        timer.cancel()
+
+
+class QueryRunner(Protocol):
+    """Runs planner SQL against a product file in isolation."""
+
+    def run(self, db_path: Path, sql: str, limits: EngineLimits) -> list[Row]: ...
+
+    def close(self) -> None: ...
+
+
+class UnsafeInProcessRunner:
+    """Runs queries in the calling process: same DuckDB settings, a fresh connection per
+    query, but a DuckDB crash would take the process down. Tests and comparisons only."""
+
+    def run(self, db_path: Path, sql: str, limits: EngineLimits) -> list[Row]:
+        con = open_readonly(db_path, limits)
+        try:
+            return run_query(con, sql, limits.timeout_s)
+        finally:
+            con.close()
+
+    def close(self) -> None:
+        return None
+
+
+# --- worker processes --------------------------------------------------------------
+
+
+class _Connections:
+    """A worker's small LRU of open, locked, read-only connections."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self.items: OrderedDict[tuple[Any, ...], duckdb.DuckDBPyConnection] = OrderedDict()
+
+    def get(self, db_path: Path, limits: EngineLimits) -> duckdb.DuckDBPyConnection:
+        try:
+            st = os.stat(db_path)
+        except OSError:
+            raise QueryFailed(
+                "the product's data is not available", {"rule": "data_missing"}
+            ) from None
+        # The timeout is not a connection setting; memory and threads are. DuckDB refuses
+        # a second connection to one file with different settings in one process, so a
+        # change of limits (or of file) closes the old connection first.
+        key = (
+            str(db_path),
+            st.st_dev,
+            st.st_ino,
+            st.st_mtime_ns,
+            st.st_size,
+            limits.memory_limit,
+            limits.threads,
+        )
+        con = self.items.pop(key, None)
+        if con is None:
+            self.drop(db_path)
+            con = open_readonly(db_path, limits)
+        self.items[key] = con
+        while len(self.items) > self.size:
+            _, old = self.items.popitem(last=False)
+            old.close()
+        return con
+
+    def close(self) -> None:
+        while self.items:
+            self.items.popitem()[1].close()
+
+    def drop(self, db_path: Path) -> None:
+        for key in [k for k in self.items if k[0] == str(db_path)]:
+            self.items.pop(key).close()
+
+
+def _worker_main(conn: multiprocessing.connection.Connection) -> None:
+    """Worker loop: receive (db_path, sql, limits), answer ("ok", rows) or
+    ("error", message, details); exit on None or a closed pipe."""
+    connections = _Connections()
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            connections.close()
+            return
+        db_path, sql, limits = job
+        try:
+            con = connections.get(Path(db_path), limits)
+            try:
+                rows = run_query(con, sql, limits.timeout_s)
+            except QueryFailed:
+                connections.drop(Path(db_path))  # never reuse an interrupted connection
+                raise
+            reply: tuple[Any, ...] = ("ok", rows)
+        except QueryFailed as exc:
+            reply = ("error", exc.message, exc.details)
+        except Exception as exc:  # report, never die on a Python-level error
+            reply = ("error", f"the engine failed ({type(exc).__name__})", {"rule": "engine"})
+        try:
+            conn.send(reply)
+        except (OSError, ValueError):
+            return
+
+
+class _Worker:
+    def __init__(self, ctx: Any) -> None:
+        parent, child = ctx.Pipe(duplex=True)
+        self.conn: multiprocessing.connection.Connection = parent
+        self.process = ctx.Process(
+            target=_worker_main, args=(child,), name="sandbox-engine-worker", daemon=True
+        )
+        self.process.start()
+        child.close()
+
+    @property
+    def pid(self) -> int | None:
+        return int(self.process.pid) if self.process.pid is not None else None
+
+    def alive(self) -> bool:
+        return bool(self.process.is_alive())
+
+    def stop(self, *, kill: bool) -> None:
+        try:
+            if kill:
+                self.process.kill()
+            else:
+                try:
+                    self.conn.send(None)
+                except (OSError, ValueError):
+                    self.process.kill()
+            self.process.join(timeout=5)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join(timeout=5)
+        finally:
+            self.conn.close()
+
+
+class WorkerPool:
+    """A fixed number of spawned worker processes, started on first use, each running
+    one query at a time; a worker that dies or hangs is killed and replaced.
+
+    Thread-safe: concurrent ``run`` calls wait for a free worker (at most
+    ``wait_s``). After a fork (e.g. gunicorn), the child builds its own workers.
+    """
+
+    def __init__(self, size: int = 2, *, grace_s: float = 5.0, wait_s: float = 60.0) -> None:
+        if size < 1:
+            raise ValueError("size must be >= 1")
+        self.size = size
+        self.grace_s = grace_s
+        self.wait_s = wait_s
+        self._ctx = multiprocessing.get_context("spawn")
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._slots: queue.Queue[_Worker | None] = queue.Queue()
+        self._all: list[_Worker] = []
+        self._closed = False
+        for _ in range(self.size):
+            self._slots.put(None)
+
+    def _acquire(self) -> _Worker:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._reset()  # forked: the parent's workers are not ours
+            if self._closed:
+                raise QueryFailed("the engine is shut down", {"rule": "closed"})
+        try:
+            worker = self._slots.get(timeout=self.wait_s)
+        except queue.Empty:
+            raise QueryFailed("the engine is busy; try again shortly", {"rule": "busy"}) from None
+        if worker is not None and worker.alive():
+            return worker
+        if worker is not None:
+            self._forget(worker, kill=True)
+        try:
+            fresh = _Worker(self._ctx)
+        except Exception:
+            self._slots.put(None)
+            raise QueryFailed("the engine could not start a worker", {"rule": "engine"}) from None
+        with self._lock:
+            self._all.append(fresh)
+        return fresh
+
+    def _forget(self, worker: _Worker, *, kill: bool) -> None:
+        with self._lock:
+            if worker in self._all:
+                self._all.remove(worker)
+        worker.stop(kill=kill)
+
+    def run(self, db_path: Path, sql: str, limits: EngineLimits) -> list[Row]:
+        """Run ``sql`` in a worker and return its rows. Raises ``QueryFailed`` on
+        timeout, memory limit, engine error or a worker that died."""
+        worker = self._acquire()
+        healthy = False
+        try:
+            try:
+                worker.conn.send((str(db_path), sql, limits))
+                if not worker.conn.poll(limits.timeout_s + self.grace_s):
+                    raise QueryFailed(
+                        f"the query ran longer than the limit of {limits.timeout_s:g} s and "
+                        "was stopped; narrow it (WHERE, fewer groups or aggregates)",
+                        {"rule": "timeout", "limit_s": limits.timeout_s},
+                    )
+                reply = worker.conn.recv()
+            except (EOFError, OSError, ValueError):
+                raise QueryFailed(
+                    "the engine stopped while running the query (it was restarted); "
+                    "narrow the query or try again",
+                    {"rule": "worker_died"},
+                ) from None
+            healthy = True
+        finally:
+            if healthy:
+                self._slots.put(worker)
+            else:
+                self._forget(worker, kill=True)
+                self._slots.put(None)
+        if reply[0] == "ok":
+            return list(reply[1])
+        raise QueryFailed(str(reply[1]), dict(reply[2]))
+
+    def worker_pids(self) -> list[int]:
+        """Return the process ids of the live workers (for monitoring and tests)."""
+        with self._lock:
+            return [w.pid for w in self._all if w.pid is not None and w.alive()]
+
+    def close(self) -> None:
+        """Stop every worker; later ``run`` calls fail with ``QueryFailed``."""
+        with self._lock:
+            if self._pid != os.getpid():
+                return
+            self._closed = True
+            workers, self._all = self._all, []
+        for worker in workers:
+            worker.stop(kill=False)
+
+
+_default: WorkerPool | None = None
+_default_lock = threading.Lock()
+
+
+def default_runner() -> WorkerPool:
+    """Return the process-wide worker pool (created on first use, stopped at exit)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = WorkerPool()
+            atexit.register(_default.close)
+        return _default

@@ -1,0 +1,321 @@
+"""Bind a ``ParsedQuery`` to a product and a scope (DESIGN §4, §8).
+
+Every column is checked three ways: it exists in the manifest (``unknown_column``),
+the scope lists it (``column_not_allowed``), and the manifest allows this use of it —
+filter, group key, aggregate — (``column_not_allowed``). WHERE literals are typed to
+their column. Group keys get their released key set: the column's ``public_values``,
+its declared ``bins``, or — only when the scope has ``delta > 0`` — an unknown set
+that the threshold mechanism will select from.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+from products.errors import TooLarge
+from products.manifest import Classification, Column, ColumnType, DataProduct, Scalar
+from sandbox.engine.parse import (
+    AggFunc,
+    Aggregate,
+    And,
+    Between,
+    Compare,
+    GroupKey,
+    InList,
+    IsNull,
+    LiteralValue,
+    Not,
+    Or,
+    OrderKey,
+    ParsedQuery,
+    Predicate,
+    Ref,
+)
+from sandbox.errors import ColumnNotAllowed, UnknownColumn, UnsupportedQuery
+
+HIDDEN_COLUMNS = frozenset({"_unit_rank"})
+MAX_GROUPS = 100_000
+
+KeyValue = Scalar | None
+
+
+@dataclass(frozen=True)
+class BoundKey:
+    """A group key bound to its manifest column.
+
+    ``values`` is the released key set: public values (plus None for a nullable
+    column), bin indexes for ``BIN(col)``, or None when the key set is unknown and
+    must go through the threshold mechanism.
+    """
+
+    column: Column
+    binned: bool
+    values: tuple[KeyValue, ...] | None
+
+    @property
+    def label(self) -> str:
+        return f"bin({self.column.name})" if self.binned else self.column.name
+
+
+@dataclass(frozen=True)
+class BoundAggregate:
+    func: AggFunc
+    column: Column | None
+    alpha: Fraction | None
+
+    @property
+    def label(self) -> str:
+        ref = Ref(self.column.name) if self.column is not None else None
+        return Aggregate(self.func, ref, self.alpha).label
+
+
+@dataclass(frozen=True)
+class BoundOutput:
+    name: str
+    expr: BoundKey | BoundAggregate
+
+
+@dataclass(frozen=True)
+class ResolvedQuery:
+    """A query of the subset, checked against one product and one scope."""
+
+    product: DataProduct
+    outputs: tuple[BoundOutput, ...]
+    keys: tuple[BoundKey, ...]
+    where: Predicate | None
+    order_by: tuple[OrderKey, ...]
+    limit: int | None
+    offset: int
+    normalized_sql: str
+
+    @property
+    def unknown_keys(self) -> bool:
+        """True when some group key has no public key set (threshold mechanism)."""
+        return any(k.values is None for k in self.keys)
+
+    @property
+    def aggregates(self) -> tuple[BoundAggregate, ...]:
+        return tuple(o.expr for o in self.outputs if isinstance(o.expr, BoundAggregate))
+
+
+def resolve(
+    parsed: ParsedQuery,
+    product: DataProduct,
+    *,
+    allowed_columns: frozenset[str],
+    delta: float,
+) -> ResolvedQuery:
+    """Bind ``parsed`` to ``product`` under a scope allowing ``allowed_columns``.
+
+    Returns the ``ResolvedQuery``. Raises ``UnsupportedQuery`` (wrong table, literal of
+    the wrong type), ``UnknownColumn``, ``ColumnNotAllowed`` and ``TooLarge`` (too many
+    groups to release).
+    """
+    return _Resolver(parsed, product, allowed_columns, delta).resolve()
+
+
+class _Resolver:
+    def __init__(
+        self, parsed: ParsedQuery, product: DataProduct, allowed: frozenset[str], delta: float
+    ) -> None:
+        self.parsed = parsed
+        self.product = product
+        self.allowed = allowed
+        self.delta = delta
+
+    def resolve(self) -> ResolvedQuery:
+        parsed, product = self.parsed, self.product
+        if parsed.table != product.id:
+            raise UnsupportedQuery(
+                f"FROM {parsed.table}: this query runs on product {product.id!r}; "
+                f"write FROM {product.id}",
+                {"clause": "FROM", "found": parsed.table, "rule": "from_product"},
+            )
+        keys = {k.label: self._key(k, "GROUP BY") for k in parsed.group_by}
+        outputs: list[BoundOutput] = []
+        for col in parsed.columns:
+            if isinstance(col.expr, GroupKey):
+                outputs.append(BoundOutput(col.name, keys[col.expr.label]))
+            else:
+                outputs.append(BoundOutput(col.name, self._aggregate(col.expr)))
+        bound_keys = tuple(keys.values())
+        groups = 1
+        for key in bound_keys:
+            groups *= len(key.values) if key.values is not None else 1
+        if groups > MAX_GROUPS:
+            raise TooLarge(
+                f"GROUP BY {', '.join(k.label for k in bound_keys)} has {groups} key "
+                f"combinations; at most {MAX_GROUPS} groups can be released in one query",
+                {"clause": "GROUP BY", "rule": "max_groups", "limit": MAX_GROUPS},
+            )
+        where = self._predicate(parsed.where) if parsed.where is not None else None
+        return ResolvedQuery(
+            product=product,
+            outputs=tuple(outputs),
+            keys=bound_keys,
+            where=where,
+            order_by=parsed.order_by,
+            limit=parsed.limit,
+            offset=parsed.offset,
+            normalized_sql=parsed.normalized_sql,
+        )
+
+    # columns ------------------------------------------------------------------------
+
+    def _column(self, ref: Ref, clause: str) -> Column:
+        product = self.product
+        if ref.qualifier is not None and ref.qualifier not in (product.id, self.parsed.table_alias):
+            raise UnknownColumn(
+                f"{clause} {ref.qualifier}.{ref.name}: there is no table or alias "
+                f"{ref.qualifier!r}; qualify columns with {product.id!r} or its alias, or not "
+                "at all",
+                {"clause": clause, "column": f"{ref.qualifier}.{ref.name}", "rule": "exists"},
+            )
+        column = product.column(ref.name) if ref.name not in HIDDEN_COLUMNS else None
+        if column is None:
+            raise UnknownColumn(
+                f"{clause}: product {product.id!r} has no column {ref.name!r}; its columns are "
+                f"{', '.join(product.column_names)}",
+                {"clause": clause, "column": ref.name, "rule": "exists"},
+            )
+        if column.classification is Classification.IDENTIFIER:
+            raise ColumnNotAllowed(
+                f"{clause} {column.name}: {column.name} is an identifier column; identifiers "
+                "are never released, grouped, filtered or aggregated (DP protects the units "
+                "they identify); use attribute or public columns",
+                {"clause": clause, "column": column.name, "rule": "identifier"},
+            )
+        if column.name not in self.allowed:
+            allowed = ", ".join(sorted(self.allowed)) or "none"
+            raise ColumnNotAllowed(
+                f"{clause} {column.name}: this scope does not allow column {column.name!r}; "
+                f"it allows: {allowed}",
+                {
+                    "clause": clause,
+                    "column": column.name,
+                    "rule": "scope_columns",
+                    "allowed": sorted(self.allowed),
+                },
+            )
+        return column
+
+    def _key(self, key: GroupKey, clause: str) -> BoundKey:
+        column = self._column(key.column, clause)
+        if key.binned:
+            if column.bins is None:
+                raise ColumnNotAllowed(
+                    f"{clause} BIN({column.name}): the product declares no bins for "
+                    f"{column.name}; BIN works only on numeric columns with declared bins",
+                    {"clause": clause, "column": column.name, "rule": "bins"},
+                )
+            return BoundKey(column, True, tuple(range(len(column.bins) - 1)))
+        if not column.group_by:
+            hint = f"; group by BIN({column.name}) instead" if column.bins else ""
+            raise ColumnNotAllowed(
+                f"{clause} {column.name}: the product does not allow {column.name} as a group "
+                f"key (group_by is false){hint}",
+                {"clause": clause, "column": column.name, "rule": "group_by"},
+            )
+        if column.public_values is not None:
+            values: tuple[KeyValue, ...] = column.public_values
+            if column.nullable:
+                values = (*values, None)
+            return BoundKey(column, False, values)
+        if self.delta > 0:
+            return BoundKey(column, False, None)
+        raise ColumnNotAllowed(
+            f"{clause} {column.name}: the product declares no public_values for "
+            f"{column.name}, and this scope has delta = 0, so the set of keys present in the "
+            "data cannot be released; group by a column with public_values or by "
+            "BIN(column) over declared bins, or ask the operator for a scope with delta > 0 "
+            "(then unknown keys are released through a threshold mechanism)",
+            {"clause": clause, "column": column.name, "rule": "public_values_or_delta"},
+        )
+
+    def _aggregate(self, agg: Aggregate) -> BoundAggregate:
+        if agg.column is None:
+            return BoundAggregate(agg.func, None, agg.alpha)
+        clause = f"SELECT {agg.label}"
+        column = self._column(agg.column, "SELECT")
+        if not column.aggregate:
+            raise ColumnNotAllowed(
+                f"{clause}: the product does not allow aggregating {column.name} "
+                "(aggregate is false)",
+                {"clause": "SELECT", "column": column.name, "rule": "aggregate"},
+            )
+        if agg.func is not AggFunc.COUNT and (not column.type.numeric or column.bounds is None):
+            raise ColumnNotAllowed(
+                f"{clause}: {column.name} is a {column.type.value} column"
+                + ("" if not column.type.numeric else " without bounds")
+                + "; SUM, AVG, MEDIAN and QUANTILE_CONT need a numeric column with declared "
+                "bounds (they clip to them); COUNT works on any column",
+                {"clause": "SELECT", "column": column.name, "rule": "numeric_with_bounds"},
+            )
+        return BoundAggregate(agg.func, column, agg.alpha)
+
+    # WHERE --------------------------------------------------------------------------
+
+    def _predicate(self, pred: Predicate) -> Predicate:
+        if isinstance(pred, And):
+            return And(tuple(self._predicate(p) for p in pred.parts))
+        if isinstance(pred, Or):
+            return Or(tuple(self._predicate(p) for p in pred.parts))
+        if isinstance(pred, Not):
+            return Not(self._predicate(pred.part))
+        column = self._column(pred.column, "WHERE")
+        if not column.where:
+            raise ColumnNotAllowed(
+                f"WHERE {column.name}: the product does not allow filtering on {column.name} "
+                "(where is false)",
+                {"clause": "WHERE", "column": column.name, "rule": "where"},
+            )
+        ref = Ref(column.name)
+        if isinstance(pred, Compare):
+            return Compare(ref, pred.op, _typed(pred.value, column))
+        if isinstance(pred, InList):
+            return InList(ref, tuple(_typed(v, column) for v in pred.values), pred.negated)
+        if isinstance(pred, Between):
+            return Between(ref, _typed(pred.low, column), _typed(pred.high, column), pred.negated)
+        assert isinstance(pred, IsNull)
+        return IsNull(ref, pred.negated)
+
+
+_EXAMPLES = {
+    ColumnType.INTEGER: "a number, e.g. >= 30",
+    ColumnType.FLOAT: "a number, e.g. >= 1.5",
+    ColumnType.STRING: "a string, e.g. = 'A'",
+    ColumnType.BOOLEAN: "TRUE or FALSE",
+    ColumnType.DATE: "DATE 'YYYY-MM-DD'",
+}
+
+
+def _typed(value: LiteralValue, column: Column) -> LiteralValue:
+    """Return ``value`` as a literal of ``column``'s type, or raise UnsupportedQuery."""
+    ctype = column.type
+    ok: LiteralValue | None = None
+    if ctype.numeric:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number and (not isinstance(value, float) or math.isfinite(value)):
+            ok = value
+    elif ctype is ColumnType.STRING:
+        ok = value if isinstance(value, str) else None
+    elif ctype is ColumnType.BOOLEAN:
+        ok = value if isinstance(value, bool) else None
+    elif ctype is ColumnType.DATE:
+        if isinstance(value, dt.date):
+            ok = value
+        elif isinstance(value, str):
+            try:
+                ok = dt.date.fromisoformat(value)
+            except ValueError:
+                ok = None
+    if ok is None:
+        raise UnsupportedQuery(
+            f"WHERE {column.name}: {value!r} does not match the column's type "
+            f"({ctype.value}); compare it with {_EXAMPLES[ctype]}",
+            {"clause": "WHERE", "column": column.name, "rule": "literal_type"},
+        )
+    return ok
