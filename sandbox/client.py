@@ -118,7 +118,22 @@ class Client:
         self.audience = audience
         self.timeout = timeout
         self._local = threading.local()
+        self._open: list[http.client.HTTPConnection] = []
+        self._open_lock = threading.Lock()
         self._jwks: dict[str, Any] | None = None
+
+    def close(self) -> None:
+        """Close every connection this client opened (in any thread)."""
+        with self._open_lock:
+            conns, self._open = self._open, []
+        for conn in conns:
+            conn.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _connection(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
@@ -130,6 +145,8 @@ class Client:
             )
             conn = cls(self._host, self._port, timeout=self.timeout)
             self._local.conn = conn
+            with self._open_lock:
+                self._open.append(conn)
         return conn
 
     def request(

@@ -25,6 +25,7 @@ from policies.scopes import ScopeStore
 from products.catalogue import Catalogue
 from products.loader import LoadLimits
 from sandbox.db import engine_for, migrate
+from sandbox.engine.isolation import WorkerPool
 from sandbox.platform_keys import PlatformKeys
 from sandbox.settings import Settings
 
@@ -96,6 +97,15 @@ class Runtime:
 
     _stop: threading.Event = field(default_factory=threading.Event)
     _checkpointer: threading.Thread | None = None
+    _runner: WorkerPool | None = None
+    _runner_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def query_runner(self) -> WorkerPool:
+        """Return this deployment's pool of isolated query workers (started on first use)."""
+        with self._runner_lock:
+            if self._runner is None:
+                self._runner = WorkerPool(size=max(1, self.settings.query_workers))
+            return self._runner
 
     def start_checkpointer(self) -> None:
         """Sign a checkpoint every ``checkpoint_interval_s`` / ``checkpoint_every_entries``
@@ -120,5 +130,8 @@ class Runtime:
         if self._checkpointer is not None:
             self._checkpointer.join(timeout=5)
             self._checkpointer = None
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
         self.audit.close()
         self.engine.dispose()

@@ -36,6 +36,7 @@ class Settings:
     query_timeout_s: float = 30.0
     query_memory_limit: str = "2GB"
     query_threads: int = 2
+    query_workers: int = 2  # isolated worker processes per server process
     # Audit log.
     checkpoint_interval_s: float = 60.0
     checkpoint_every_entries: int = 10_000

@@ -69,8 +69,9 @@ def parse_query_request(data: Mapping[str, Any]) -> QueryRequest:
     return QueryRequest(scope, sql, epsilon)
 
 
-def usable_scope(rt: Runtime, caller: Principal, scope_id: str, note: AuditNote,
-                 *, calls: int = 1) -> Scope:
+def usable_scope(
+    rt: Runtime, caller: Principal, scope_id: str, note: AuditNote, *, calls: int = 1
+) -> Scope:
     """Return the caller's scope after counting the call(s) and checking it is usable.
 
     Raises ``NotFound`` (not the caller's scope), ``RateLimited``/``QuotaExceeded``,
@@ -85,11 +86,13 @@ def usable_scope(rt: Runtime, caller: Principal, scope_id: str, note: AuditNote,
     return scope
 
 
-def _prepared(rt: Runtime, scope: Scope, req: QueryRequest, note: AuditNote
-              ) -> tuple[PreparedQuery, int]:
+def _prepared(
+    rt: Runtime, scope: Scope, req: QueryRequest, note: AuditNote
+) -> tuple[PreparedQuery, int]:
     if scope.aggregate_columns is None:
         raise OperationNotAllowed(
-            f"scope {scope.id!r} does not grant aggregate queries", {"scope": scope.id})
+            f"scope {scope.id!r} does not grant aggregate queries", {"scope": scope.id}
+        )
     cost = to_nano(req.epsilon)
     if cost > scope.max_epsilon_per_query_nano:
         raise OperationNotAllowed(
@@ -102,8 +105,13 @@ def _prepared(rt: Runtime, scope: Scope, req: QueryRequest, note: AuditNote
         raise NotFound(f"product {record.id!r} has no data loaded yet", {"product": record.id})
     note.extra["sql_hash"] = hashlib.sha256(req.sql.encode()).hexdigest()
     note.extra["product_version"] = record.current.version
-    prepared = prepare(record.manifest, req.sql, allowed_columns=scope.aggregate_columns,
-                       delta=scope.delta, epsilon=req.epsilon)
+    prepared = prepare(
+        record.manifest,
+        req.sql,
+        allowed_columns=scope.aggregate_columns,
+        delta=scope.delta,
+        epsilon=req.epsilon,
+    )
     note.extra["rewritten_sql_hash"] = hashlib.sha256(prepared.rewritten_sql.encode()).hexdigest()
     used = {FUNCTION_OF_KIND[o.kind] for o in prepared.plan.outputs if o.kind in FUNCTION_OF_KIND}
     refused = sorted(used - scope.aggregate_functions)
@@ -116,8 +124,9 @@ def _prepared(rt: Runtime, scope: Scope, req: QueryRequest, note: AuditNote
     return prepared, record.current.version
 
 
-def preview(rt: Runtime, caller: Principal, data: Mapping[str, Any], note: AuditNote
-            ) -> dict[str, Any]:
+def preview(
+    rt: Runtime, caller: Principal, data: Mapping[str, Any], note: AuditNote
+) -> dict[str, Any]:
     """Return ``{"epsilon", "accuracy"}`` for the query; nothing is spent or run."""
     req = parse_query_request(data)
     scope = usable_scope(rt, caller, req.scope, note)
@@ -125,8 +134,9 @@ def preview(rt: Runtime, caller: Principal, data: Mapping[str, Any], note: Audit
     return {"epsilon": float(req.epsilon), "accuracy": prepared.accuracy()}
 
 
-def run_query(rt: Runtime, caller: Principal, data: Mapping[str, Any], note: AuditNote
-              ) -> dict[str, Any]:
+def run_query(
+    rt: Runtime, caller: Principal, data: Mapping[str, Any], note: AuditNote
+) -> dict[str, Any]:
     """Return the DP answer of DESIGN §5 (without its receipt, which the edge adds).
 
     Raises the refusals of ``usable_scope`` and ``prepare``, ``OperationNotAllowed``,
@@ -145,11 +155,17 @@ def run_query(rt: Runtime, caller: Principal, data: Mapping[str, Any], note: Aud
         note.extra["reused"] = True
         return _answer(released, Decimal(0), rt.ledger.budget(scope.id).to_dict())
     rt.ledger.check_affordable(scope, cost)
-    limits = EngineLimits(timeout_s=rt.settings.query_timeout_s,
-                          memory_limit=rt.settings.query_memory_limit,
-                          threads=rt.settings.query_threads)
-    answer = execute(prepared, rt.catalogue.data_path(rt.catalogue.get(scope.product)), limits,
-                     runner=rt.query_runner())
+    limits = EngineLimits(
+        timeout_s=rt.settings.query_timeout_s,
+        memory_limit=rt.settings.query_memory_limit,
+        threads=rt.settings.query_threads,
+    )
+    answer = execute(
+        prepared,
+        rt.catalogue.data_path(rt.catalogue.get(scope.product)),
+        limits,
+        runner=rt.query_runner(),
+    )
     stored = {"columns": answer.columns, "rows": answer.rows, "accuracy": answer.accuracy}
     release = rt.ledger.release(scope.id, query_key, cost, stored, note.request_id)
     if release.reused:
@@ -162,8 +178,7 @@ def run_query(rt: Runtime, caller: Principal, data: Mapping[str, Any], note: Aud
     return _answer(release.answer, req.epsilon, release.budget.to_dict())
 
 
-def _answer(stored: Mapping[str, Any], spent: Decimal, budget: dict[str, float]
-            ) -> dict[str, Any]:
+def _answer(stored: Mapping[str, Any], spent: Decimal, budget: dict[str, float]) -> dict[str, Any]:
     return {
         "columns": stored["columns"],
         "rows": stored["rows"],

@@ -14,6 +14,7 @@ from sandbox.actions.products import load_product_data, register_product
 from sandbox.api.context import caller, note, state
 from sandbox.api.lifecycle import json_body, runtime
 from sandbox.api.schemas import ref_body, ref_response
+from sandbox.engine.sample import MAX_SAMPLE_ROWS, synthetic_sample
 from sandbox.errors import UnsupportedMediaType
 
 blp = Blueprint("products", __name__, url_prefix="/v1/products", description="Data products")
@@ -55,6 +56,39 @@ def create() -> tuple[dict[str, Any], int]:
 def show(product_id: str) -> dict[str, Any]:
     note("product.read", product=product_id)
     return runtime().catalogue.get(product_id).to_dict(include_counts=_include_counts())
+
+
+@blp.route("/<product_id>/sample", methods=["GET"])
+@blp.doc(
+    summary="Synthetic rows generated from the manifest alone, never from the data",
+    parameters=[
+        {"in": "query", "name": "n", "schema": {"type": "integer", "default": 20}},
+        {"in": "query", "name": "seed", "schema": {"type": "integer", "default": 0}},
+    ],
+)
+def sample(product_id: str) -> dict[str, Any]:
+    note("product.sample", product=product_id)
+    record = runtime().catalogue.get(product_id)
+    n, seed = _int_param("n", 20), _int_param("seed", 0)
+    if not 0 <= n <= MAX_SAMPLE_ROWS:
+        raise InvalidRequest(
+            f"n must be between 0 and {MAX_SAMPLE_ROWS}",
+            {"fields": {"n": [f"0..{MAX_SAMPLE_ROWS}"]}},
+        )
+    columns, rows = synthetic_sample(record.manifest, n, seed)
+    return {"columns": columns, "rows": rows, "synthetic": True}
+
+
+def _int_param(name: str, default: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidRequest(
+            f"{name} must be an integer", {"fields": {name: ["not an integer"]}}
+        ) from None
 
 
 @blp.route("/<product_id>/data", methods=["PUT"])

@@ -16,16 +16,22 @@ blp = Blueprint("queries", __name__, url_prefix="/v1/queries", description="DP q
 
 
 @blp.route("/preview", methods=["POST"])
-@blp.doc(summary="Cost and 95% accuracy of a query; nothing is spent (enterprise)",
-         requestBody=ref_body("QueryRequest"), responses={"200": ref_response("Preview")})
+@blp.doc(
+    summary="Cost and 95% accuracy of a query; nothing is spent (enterprise)",
+    requestBody=ref_body("QueryRequest"),
+    responses={"200": ref_response("Preview")},
+)
 def preview() -> dict[str, Any]:
     n = note("query.preview")
     return preview_query(runtime(), caller(), json_body(), n)
 
 
 @blp.route("", methods=["POST"])
-@blp.doc(summary="Run a DP aggregate query under a scope (enterprise)",
-         requestBody=ref_body("QueryRequest"), responses={"200": ref_response("QueryAnswer")})
+@blp.doc(
+    summary="Run a DP aggregate query under a scope (enterprise)",
+    requestBody=ref_body("QueryRequest"),
+    responses={"200": ref_response("QueryAnswer")},
+)
 def run() -> dict[str, Any]:
     n = note("query.aggregate")
     n.receipt = True

@@ -81,6 +81,7 @@ def test_acknowledged_entries_survive_kill_9_under_load(
             except ApiError as exc:
                 index = exc.audit_index
             except OSError:
+                client.close()
                 return  # the server is gone
             assert index is not None
             with lock:
@@ -113,3 +114,81 @@ def test_acknowledged_entries_survive_kill_9_under_load(
         rt.close()
     report = verify_bundle(bundle)
     assert report.ok and report.entries == size, report.summary()
+
+
+def test_parallel_queries_through_two_servers_never_overdraw(tmp_path: Path, pg_url: str) -> None:
+    """N parallel distinct queries, split over two server processes sharing PostgreSQL,
+    against a budget for K < N: exactly K are answered, N - K get budget_exhausted."""
+    from tests.sandbox.conftest import REGISTRY_MANIFEST, REGISTRY_ROWS
+
+    n, k = 12, 5
+    settings = Settings(data_dir=tmp_path / "var", database_url=pg_url)
+    private, kid = bootstrap(settings)
+    rt = Runtime.open(settings)
+    try:
+        from policies.scopes import parse_grant
+        from products.loader import DataFormat
+        from products.manifest import parse_manifest
+        from sandbox.actions.products import load_product_data
+
+        rt.catalogue.register(parse_manifest(REGISTRY_MANIFEST), "op")
+        rows = tmp_path / "rows.csv"
+        rows.write_text(REGISTRY_ROWS)
+        load_product_data(rt, "enterprise_registry", rows, DataFormat.CSV, "op")
+        rt.scopes.grant(
+            parse_grant(
+                {
+                    "id": "sc",
+                    "enterprise": "ent-acme",
+                    "product": "enterprise_registry",
+                    "purpose": "concurrency test",
+                    "operations": {"aggregate": {"columns": ["registered_capital"]}},
+                    "epsilon": k,
+                    "max_epsilon_per_query": 1,
+                    "rate_per_minute": 1000,
+                    "daily_quota": 1000,
+                    "valid_from": "2026-01-01T00:00:00Z",
+                    "valid_until": "2099-01-01T00:00:00Z",
+                },
+                product_of=lambda p: rt.catalogue.get(p).manifest,
+                enterprise_exists=lambda e: True,
+                verification_product_of=lambda v: None,
+            ),
+            "op",
+        )
+    finally:
+        rt.close()
+    outcomes: list[str] = []
+    lock = threading.Lock()
+    with (
+        running(settings.data_dir, pg_url, workers=1) as a,
+        running(settings.data_dir, pg_url, workers=1) as b,
+    ):
+        barrier = threading.Barrier(n)
+
+        def one(i: int) -> None:
+            client = Client((a, b)[i % 2].url, "ent-acme", private, kid)
+            sql = f"SELECT COUNT(*) FROM enterprise_registry WHERE registered_capital > {i}"
+            barrier.wait()
+            try:
+                client.query("sc", sql, 1)
+                result = "ok"
+            except ApiError as exc:
+                result = exc.code
+            finally:
+                client.close()
+            with lock:
+                outcomes.append(result)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    assert sorted(outcomes) == sorted(["ok"] * k + ["budget_exhausted"] * (n - k)), outcomes
+    rt = Runtime.open(settings)
+    try:
+        assert rt.scopes.get("sc").budget.spent == k
+        assert len(rt.ledger.charges("sc")) == k
+    finally:
+        rt.close()

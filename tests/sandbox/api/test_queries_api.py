@@ -1,0 +1,224 @@
+"""DP queries over HTTP (DESIGN §5, §8): answers, previews, budget, refusals, receipts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from audit.entry import result_hash
+from audit.receipts import check_receipt
+from sandbox.runtime import Runtime
+from tests.sandbox.conftest import REGISTRY_MANIFEST, REGISTRY_ROWS, Caller, error_code
+
+COUNT_BY_DISTRICT = (
+    "SELECT district, COUNT(*) AS n, SUM(registered_capital) AS capital "
+    "FROM enterprise_registry GROUP BY district ORDER BY district"
+)
+
+
+@pytest.fixture
+def scope(operator: Caller, enterprise: Caller) -> str:
+    assert operator.post("/v1/products", REGISTRY_MANIFEST).status_code == 201
+    assert (
+        operator.call(
+            "PUT",
+            "/v1/products/enterprise_registry/data",
+            body=REGISTRY_ROWS.encode(),
+            content_type="text/csv",
+        ).status_code
+        == 200
+    )
+    resp = operator.post(
+        "/v1/scopes",
+        {
+            "id": "sc-q",
+            "enterprise": "ent-acme",
+            "product": "enterprise_registry",
+            "purpose": "market study",
+            "operations": {"aggregate": {"columns": ["district", "status", "registered_capital"]}},
+            "epsilon": 3,
+            "max_epsilon_per_query": 1,
+            "rate_per_minute": 1000,
+            "daily_quota": 100000,
+            "valid_from": "2026-01-01T00:00:00Z",
+            "valid_until": "2099-01-01T00:00:00Z",
+        },
+    )
+    assert resp.status_code == 201, resp.get_json()
+    return "sc-q"
+
+
+def query(enterprise: Caller, sql: str, epsilon: Any = 0.5, scope: str = "sc-q") -> Any:
+    return enterprise.post("/v1/queries", {"scope": scope, "sql": sql, "epsilon": epsilon})
+
+
+def test_answer_shape_receipt_and_audit(
+    scope: str, enterprise: Caller, regulator: Caller, rt: Runtime
+) -> None:
+    resp = query(enterprise, COUNT_BY_DISTRICT)
+    assert resp.status_code == 200, resp.get_json()
+    body = resp.get_json()
+    assert body["columns"] == ["district", "n", "capital"]
+    # Every public key in order, and NULL: the column is nullable, so NULL is a key too.
+    assert [r[0] for r in body["rows"]] == ["A", "B", "C", None]
+    assert body["epsilon_spent"] == 0.5
+    assert body["budget"] == {"epsilon": 3.0, "spent": 0.5, "remaining": 2.5}
+    assert {a["column"] for a in body["accuracy"]} == {"n", "capital"}
+    jwks = enterprise.client.get("/v1/keys").get_json()
+    claims = check_receipt(body["receipt"], jwks)
+    index = int(resp.headers["X-Audit-Index"])
+    assert claims["audit_index"] == index
+    assert claims["result_hash"] == result_hash({k: v for k, v in body.items() if k != "receipt"})
+    entry = regulator.get(f"/v1/audit/entries?cursor={index}&limit=1").get_json()["entries"][0][
+        "entry"
+    ]
+    assert entry["action"] == "query.aggregate" and entry["epsilon"] == "0.5"
+    assert entry["target"] == {"scope": "sc-q", "product": "enterprise_registry"}
+    assert len(entry["sql_hash"]) == 64 and len(entry["rewritten_sql_hash"]) == 64
+    assert entry["sql_hash"] != entry["rewritten_sql_hash"]
+    assert entry["product_version"] == 1 and entry["result_hash"] == claims["result_hash"]
+    charges = regulator.get("/v1/scopes/sc-q/charges").get_json()["charges"]
+    assert charges == [
+        {
+            "epsilon": "0.5",
+            "audit_index": index,
+            "request_id": charges[0]["request_id"],
+            "time": charges[0]["time"],
+        }
+    ]
+
+
+def test_no_raw_values_in_answers(scope: str, enterprise: Caller) -> None:
+    text = query(enterprise, COUNT_BY_DISTRICT).get_data(as_text=True)
+    assert "U0001" not in text and "Firm" not in text
+    rows = json.loads(text)["rows"]
+    assert all(isinstance(r[1], int) and isinstance(r[2], float) for r in rows)
+
+
+def test_preview_spends_nothing(scope: str, enterprise: Caller, rt: Runtime) -> None:
+    resp = enterprise.post(
+        "/v1/queries/preview", {"scope": "sc-q", "sql": COUNT_BY_DISTRICT, "epsilon": 1}
+    )
+    assert resp.status_code == 200, resp.get_json()
+    body = resp.get_json()
+    assert body["epsilon"] == 1.0 and [a["column"] for a in body["accuracy"]] == ["n", "capital"]
+    assert all(a["ci95"] > 0 for a in body["accuracy"])
+    assert rt.scopes.get("sc-q").spent_nano == 0
+
+
+def test_identical_query_is_answered_again_without_charge(scope: str, enterprise: Caller) -> None:
+    first = query(enterprise, COUNT_BY_DISTRICT).get_json()
+    again = query(enterprise, COUNT_BY_DISTRICT.replace("SELECT", "select")).get_json()
+    assert again["rows"] == first["rows"] and again["epsilon_spent"] == 0.0
+    assert again["budget"]["spent"] == 0.5
+
+
+def test_budget_is_never_overdrawn(scope: str, enterprise: Caller) -> None:
+    for i in range(3):
+        ok = query(
+            enterprise,
+            f"SELECT COUNT(*) FROM enterprise_registry WHERE registered_capital > {i}",
+            epsilon=1,
+        )
+        assert ok.status_code == 200, ok.get_json()
+    over = query(enterprise, "SELECT COUNT(*) FROM enterprise_registry", epsilon=0.001)
+    assert over.status_code == 403 and error_code(over) == "budget_exhausted"
+    assert over.get_json()["error"]["details"]["budget"]["remaining"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("sql", "code"),
+    [
+        ("SELECT uscc FROM enterprise_registry", "unsupported_query"),
+        ("SELECT * FROM enterprise_registry", "unsupported_query"),
+        ("SELECT uscc, COUNT(*) FROM enterprise_registry GROUP BY uscc", "column_not_allowed"),
+        ("SELECT name, COUNT(*) FROM enterprise_registry GROUP BY name", "column_not_allowed"),
+        ("SELECT COUNT(*) FROM enterprise_registry WHERE colour = 'red'", "unknown_column"),
+        ("SELECT COUNT(*) FROM enterprise_registry; DROP TABLE x", "invalid_sql"),
+        ("SELEC COUNT(*) FROM enterprise_registry", "invalid_sql"),
+        ("SELECT COUNT(*) FROM read_csv('/etc/passwd')", "unsupported_query"),
+    ],
+)
+def test_refusals_name_the_rule(
+    scope: str, enterprise: Caller, rt: Runtime, sql: str, code: str
+) -> None:
+    resp = query(enterprise, sql)
+    assert resp.status_code == 400 and error_code(resp) == code, resp.get_json()
+    assert len(resp.get_json()["error"]["message"]) > 20
+    assert rt.scopes.get("sc-q").spent_nano == 0
+
+
+def test_scope_rules(
+    scope: str, operator: Caller, enterprise: Caller, app: Any, rt: Runtime
+) -> None:
+    too_much = query(enterprise, COUNT_BY_DISTRICT, epsilon=1.5)
+    assert too_much.status_code == 403 and error_code(too_much) == "operation_not_allowed"
+    for bad in (0, -1, "x", None):
+        assert query(enterprise, COUNT_BY_DISTRICT, epsilon=bad).status_code == 400
+    not_mine = query(enterprise, COUNT_BY_DISTRICT, scope="sc-none")
+    assert not_mine.status_code == 404
+    operator.post("/v1/scopes/sc-q/suspend")
+    assert error_code(query(enterprise, COUNT_BY_DISTRICT)) == "scope_suspended"
+    operator.post("/v1/scopes/sc-q/revoke")
+    assert error_code(query(enterprise, COUNT_BY_DISTRICT)) == "scope_revoked"
+    assert error_code(operator.post("/v1/queries", {})) == "forbidden"
+
+
+def test_verify_only_scope_cannot_query(operator: Caller, enterprise: Caller, scope: str) -> None:
+    resp = operator.post(
+        "/v1/scopes",
+        {
+            "id": "sc-v",
+            "enterprise": "ent-acme",
+            "product": "enterprise_registry",
+            "purpose": "kyc",
+            "operations": {"aggregate": {"columns": ["district"], "functions": ["count"]}},
+            "epsilon": 1,
+            "rate_per_minute": 10,
+            "daily_quota": 10,
+            "valid_from": "2026-01-01T00:00:00Z",
+            "valid_until": "2099-01-01T00:00:00Z",
+        },
+    )
+    assert resp.status_code == 201
+    summed = query(
+        enterprise, "SELECT SUM(registered_capital) FROM enterprise_registry", scope="sc-v"
+    )
+    assert error_code(summed) in ("operation_not_allowed", "column_not_allowed")
+
+
+def test_rate_limit_counts_refused_calls(operator: Caller, enterprise: Caller, scope: str) -> None:
+    operator.post(
+        "/v1/scopes",
+        {
+            "id": "sc-r",
+            "enterprise": "ent-acme",
+            "product": "enterprise_registry",
+            "purpose": "x",
+            "operations": {"aggregate": {"columns": ["district"]}},
+            "epsilon": 1,
+            "rate_per_minute": 2,
+            "daily_quota": 100,
+            "valid_from": "2026-01-01T00:00:00Z",
+            "valid_until": "2099-01-01T00:00:00Z",
+        },
+    )
+    assert query(enterprise, "SELECT bad", scope="sc-r").status_code == 400
+    assert query(enterprise, "SELECT bad", scope="sc-r").status_code == 400
+    limited = query(enterprise, COUNT_BY_DISTRICT, scope="sc-r")
+    assert limited.status_code == 429 and error_code(limited) == "rate_limited"
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+
+
+def test_sample_is_synthetic(scope: str, enterprise: Caller) -> None:
+    resp = enterprise.get("/v1/products/enterprise_registry/sample?n=20")
+    assert resp.status_code == 200, resp.get_json()
+    body = resp.get_json()
+    assert body["columns"] == ["uscc", "name", "district", "status", "registered_capital"]
+    assert len(body["rows"]) == 20
+    real = set(REGISTRY_ROWS.split())
+    assert not any(",".join(map(str, r)) in real for r in body["rows"])
+    assert enterprise.get("/v1/products/enterprise_registry/sample?n=x").status_code == 400
+    assert enterprise.get("/v1/products/enterprise_registry/sample?n=99999999").status_code == 400
