@@ -31,7 +31,8 @@ from audit.receipts import receipt_claims
 from policies.calls import claimed_issuer, verify_call
 from policies.errors import AuthError
 from products.errors import DomainError, Forbidden, InvalidRequest
-from sandbox.api.context import AuditNote, CallState, state
+from sandbox.actions.note import AuditNote
+from sandbox.api.context import CallState, state
 from sandbox.api.errors import CODE_BY_HTTP_STATUS, STATUS_BY_CODE, error_body, status_of
 from sandbox.api.permissions import allowed
 from sandbox.runtime import Runtime
