@@ -321,10 +321,11 @@ def _write_table(con: duckdb.DuckDBPyConnection, manifest: DataProduct) -> tuple
     )
     unit = _quote(manifest.privacy_unit)
     table = _quote(manifest.id)
+    # DuckDB >= 1.4 refuses a volatile window ORDER BY; draw the random key first.
     con.execute(
         f"CREATE TABLE {table} AS SELECT {select}, "
-        f"(row_number() OVER (PARTITION BY {unit} ORDER BY random()))::INTEGER AS _unit_rank "
-        "FROM staged"
+        f"(row_number() OVER (PARTITION BY {unit} ORDER BY _draw))::INTEGER AS _unit_rank "
+        "FROM (SELECT *, random() AS _draw FROM staged)"
     )
     con.execute("DROP TABLE staged")
     counts = con.execute(f"SELECT count(*), count(DISTINCT {unit}) FROM {table}").fetchone()
