@@ -118,8 +118,10 @@ def test_defaults_answer_all_and_not_natural_person() -> None:
         ({"column": "founded", "op": "ge", "param": "2020-01-01"}, "2020-01-01"),
         ({"column": "status", "op": "in", "param": ["a", "b"]}, ("a", "b")),
         ({"column": "staff", "op": "between", "param": [1, 9]}, (1, 9)),
-        ({"column": "founded", "op": "between", "param": ["2020-01-01", "2020-12-31"]},
-         ("2020-01-01", "2020-12-31")),
+        (
+            {"column": "founded", "op": "between", "param": ["2020-01-01", "2020-12-31"]},
+            ("2020-01-01", "2020-12-31"),
+        ),
         ({"column": "listed", "op": "eq", "param": True}, True),
         ({"column": "status", "op": "exists"}, None),
         ({"column": "uscc", "op": "exists"}, None),
@@ -134,8 +136,18 @@ def test_allowed_params_of_in_and_between_are_lists_of_lists() -> None:
     vp = parse_verification_product(
         _with(
             checks=[
-                {"name": "a", "column": "status", "op": "in", "allowed_params": [["x"], ["x", "y"]]},
-                {"name": "b", "column": "staff", "op": "between", "allowed_params": [[1, 5], [5, 9]]},
+                {
+                    "name": "a",
+                    "column": "status",
+                    "op": "in",
+                    "allowed_params": [["x"], ["x", "y"]],
+                },
+                {
+                    "name": "b",
+                    "column": "staff",
+                    "op": "between",
+                    "allowed_params": [[1, 5], [5, 9]],
+                },
             ]
         ),
         PRODUCT,
@@ -178,59 +190,113 @@ REFUSED: list[tuple[str, Any, list[Any]]] = [
     ("unknown check column", _check(column="nope", op="exists"), ["checks", 0, "column"]),
     ("unknown op", _check(column="status", op="like", param="a%"), ["checks", 0, "op"]),
     ("ordered op on a string", _check(column="status", op="lt", param="m"), ["checks", 0, "op"]),
-    ("between on a boolean", _check(column="listed", op="between", param=[False, True]),
-     ["checks", 0, "op"]),
+    (
+        "between on a boolean",
+        _check(column="listed", op="between", param=[False, True]),
+        ["checks", 0, "op"],
+    ),
     ("check on an identifier", _check(column="name", op="eq", param="x"), ["checks", 0, "op"]),
     ("neither param nor allowed", _check(column="status", op="eq"), ["checks", 0, "param"]),
-    ("both param and allowed",
-     _check(column="staff", op="ge", param=1, allowed_params=[1, 2]), ["checks", 0, "param"]),
-    ("exists with a param", _check(column="status", op="exists", param="x"),
-     ["checks", 0, "param"]),
-    ("param of the wrong type", _check(column="staff", op="ge", param="12"),
-     ["checks", 0, "param"]),
+    (
+        "both param and allowed",
+        _check(column="staff", op="ge", param=1, allowed_params=[1, 2]),
+        ["checks", 0, "param"],
+    ),
+    (
+        "exists with a param",
+        _check(column="status", op="exists", param="x"),
+        ["checks", 0, "param"],
+    ),
+    (
+        "param of the wrong type",
+        _check(column="staff", op="ge", param="12"),
+        ["checks", 0, "param"],
+    ),
     ("fractional integer", _check(column="staff", op="ge", param=1.5), ["checks", 0, "param"]),
     ("boolean as integer", _check(column="staff", op="ge", param=True), ["checks", 0, "param"]),
-    ("integer beyond 64 bits", _check(column="staff", op="ge", param=2**63),
-     ["checks", 0, "param"]),
-    ("not an ISO date", _check(column="founded", op="ge", param="01/02/2020"),
-     ["checks", 0, "param"]),
+    (
+        "integer beyond 64 bits",
+        _check(column="staff", op="ge", param=2**63),
+        ["checks", 0, "param"],
+    ),
+    (
+        "not an ISO date",
+        _check(column="founded", op="ge", param="01/02/2020"),
+        ["checks", 0, "param"],
+    ),
     ("in with a scalar", _check(column="status", op="in", param="a"), ["checks", 0, "param"]),
     ("in with nothing", _check(column="status", op="in", param=[]), ["checks", 0, "param"]),
-    ("in with repeats", _check(column="status", op="in", param=["a", "a"]),
-     ["checks", 0, "param"]),
-    ("between with one bound", _check(column="staff", op="between", param=[1]),
-     ["checks", 0, "param"]),
-    ("between reversed", _check(column="staff", op="between", param=[9, 1]),
-     ["checks", 0, "param"]),
-    ("scalar op with a list", _check(column="staff", op="eq", param=[1]),
-     ["checks", 0, "param"]),
+    ("in with repeats", _check(column="status", op="in", param=["a", "a"]), ["checks", 0, "param"]),
+    (
+        "between with one bound",
+        _check(column="staff", op="between", param=[1]),
+        ["checks", 0, "param"],
+    ),
+    (
+        "between reversed",
+        _check(column="staff", op="between", param=[9, 1]),
+        ["checks", 0, "param"],
+    ),
+    ("scalar op with a list", _check(column="staff", op="eq", param=[1]), ["checks", 0, "param"]),
     ("null param", _check(column="staff", op="eq", param=None), ["checks", 0, "param"]),
-    ("empty allowed_params", _check(column="staff", op="ge", allowed_params=[]),
-     ["checks", 0, "allowed_params"]),
-    ("too many allowed_params", _check(column="staff", op="ge", allowed_params=list(range(101))),
-     ["checks", 0, "allowed_params"]),
-    ("allowed value of the wrong type", _check(column="staff", op="ge", allowed_params=[3, "6"]),
-     ["checks", 0, "allowed_params"]),
-    ("repeated allowed values", _check(column="capital", op="ge", allowed_params=[1, 1.0]),
-     ["checks", 0, "allowed_params"]),
-    ("repeated allowed sets", _check(column="status", op="in", allowed_params=[["a", "b"], ["b", "a"]]),
-     ["checks", 0, "allowed_params"]),
-    ("check name pattern", _with(checks=[{"name": "Active", "column": "status", "op": "exists"}]),
-     ["checks", 0, "name"]),
-    ("duplicate check names",
-     _with(checks=[{"name": "a", "column": "status", "op": "exists"},
-                   {"name": "a", "column": "staff", "op": "exists"}]), ["checks", 1, "name"]),
+    (
+        "empty allowed_params",
+        _check(column="staff", op="ge", allowed_params=[]),
+        ["checks", 0, "allowed_params"],
+    ),
+    (
+        "too many allowed_params",
+        _check(column="staff", op="ge", allowed_params=list(range(101))),
+        ["checks", 0, "allowed_params"],
+    ),
+    (
+        "allowed value of the wrong type",
+        _check(column="staff", op="ge", allowed_params=[3, "6"]),
+        ["checks", 0, "allowed_params"],
+    ),
+    (
+        "repeated allowed values",
+        _check(column="capital", op="ge", allowed_params=[1, 1.0]),
+        ["checks", 0, "allowed_params"],
+    ),
+    (
+        "repeated allowed sets",
+        _check(column="status", op="in", allowed_params=[["a", "b"], ["b", "a"]]),
+        ["checks", 0, "allowed_params"],
+    ),
+    (
+        "check name pattern",
+        _with(checks=[{"name": "Active", "column": "status", "op": "exists"}]),
+        ["checks", 0, "name"],
+    ),
+    (
+        "duplicate check names",
+        _with(
+            checks=[
+                {"name": "a", "column": "status", "op": "exists"},
+                {"name": "a", "column": "staff", "op": "exists"},
+            ]
+        ),
+        ["checks", 1, "name"],
+    ),
     ("unknown key format", _with(key_formats={"uscc": "iban"}), ["key_formats"]),
     ("format on a non-key", _with(key_formats={"status": "uscc"}), ["key_formats", "status"]),
-    ("format on an integer key", _with(key=["code", "branch"], key_formats={"code": "uscc"}),
-     ["key_formats", "code"]),
-    ("personal key without natural_person", _with(key_formats={"name": "prc_id"}),
-     ["natural_person"]),
+    (
+        "format on an integer key",
+        _with(key=["code", "branch"], key_formats={"code": "uscc"}),
+        ["key_formats", "code"],
+    ),
+    (
+        "personal key without natural_person",
+        _with(key_formats={"name": "prc_id"}),
+        ["natural_person"],
+    ),
 ]
 
 
-@pytest.mark.parametrize(("data", "path"), [(d, p) for _, d, p in REFUSED],
-                         ids=[name for name, _, _ in REFUSED])
+@pytest.mark.parametrize(
+    ("data", "path"), [(d, p) for _, d, p in REFUSED], ids=[name for name, _, _ in REFUSED]
+)
 def test_refused_definitions_name_the_field(data: Any, path: list[Any]) -> None:
     if not isinstance(data, dict):
         with pytest.raises(InvalidRequest):
@@ -250,8 +316,18 @@ CALLS = parse_verification_product(
         checks=[
             {"name": "active", "column": "status", "op": "eq", "param": "active"},
             {"name": "staff_at_least", "column": "staff", "op": "ge", "allowed_params": [3, 6, 12]},
-            {"name": "capital_at_least", "column": "capital", "op": "ge", "allowed_params": [1e6, 5e6]},
-            {"name": "sector", "column": "status", "op": "in", "allowed_params": [["a", "b"], ["c"]]},
+            {
+                "name": "capital_at_least",
+                "column": "capital",
+                "op": "ge",
+                "allowed_params": [1e6, 5e6],
+            },
+            {
+                "name": "sector",
+                "column": "status",
+                "op": "in",
+                "allowed_params": [["a", "b"], ["c"]],
+            },
             {"name": "staff_range", "column": "staff", "op": "between", "allowed_params": [[1, 9]]},
             {"name": "since", "column": "founded", "op": "le", "allowed_params": ["2020-12-31"]},
             {"name": "known", "column": "status", "op": "exists"},
@@ -279,7 +355,9 @@ def test_params_bind_type_correctly_to_the_allowed_values() -> None:
         "since": "2020-12-31",
         "known": None,
     }
-    assert bind_params(CALLS, PRODUCT, {**GOOD_PARAMS, "staff_at_least": 12.0})["staff_at_least"] == 12
+    assert (
+        bind_params(CALLS, PRODUCT, {**GOOD_PARAMS, "staff_at_least": 12.0})["staff_at_least"] == 12
+    )
 
 
 @pytest.mark.parametrize(

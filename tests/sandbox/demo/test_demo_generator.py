@@ -8,6 +8,7 @@ import hashlib
 import tracemalloc
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -137,9 +138,7 @@ def test_households_are_plausible(demo: dict[str, Path]) -> None:
     assert counts["白云区"] > counts["从化区"]  # weighted by census population
 
 
-def test_every_demo_table_loads_against_its_manifest(
-    tmp_path: Path, demo: dict[str, Path]
-) -> None:
+def test_every_demo_table_loads_against_its_manifest(tmp_path: Path, demo: dict[str, Path]) -> None:
     products = manifests()
     assert set(products) == set(PRODUCTS)
     for pid, path in demo.items():
@@ -187,7 +186,7 @@ def test_progress_is_reported_and_files_appear_whole(tmp_path: Path) -> None:
     ],
 )
 def test_bad_arguments_are_refused(
-    tmp_path: Path, product: str, rows: int, kwargs: dict[str, int]
+    tmp_path: Path, product: str, rows: int, kwargs: dict[str, Any]
 ) -> None:
     with pytest.raises(InvalidRequest):
         generate(product, rows, tmp_path / "x.csv", **kwargs)

@@ -137,7 +137,9 @@ def test_any_single_character_change_of_a_credit_code_is_detected(
     assert uscc_problem(changed) is not None
 
 
-@given(st.text("0123456789", min_size=8, max_size=8), st.integers(0, 8), st.sampled_from("0123456789X"))
+@given(
+    st.text("0123456789", min_size=8, max_size=8), st.integers(0, 8), st.sampled_from("0123456789X")
+)
 def test_any_single_digit_change_of_a_numeric_org_code_is_detected(
     body: str, pos: int, char: str
 ) -> None:

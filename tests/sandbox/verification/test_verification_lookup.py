@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # the fixture's type; conftest modules are not imported by te
 
 # One verification product per demo table, together covering every op with fixed and
 # caller-chosen parameters, on strings, integers, floats, booleans and dates.
-ENTERPRISE_OPS = {
+ENTERPRISE_OPS: dict[str, Any] = {
     "id": "enterprise-all-ops",
     "product": "enterprise_registry",
     "key": ["uscc"],
@@ -43,25 +43,53 @@ ENTERPRISE_OPS = {
         {"name": "active", "column": "status", "op": "eq", "param": "active"},
         {"name": "not_cancelled", "column": "status", "op": "ne", "param": "cancelled"},
         {"name": "off_list", "column": "abnormal_list", "op": "eq", "param": False},
-        {"name": "capital_below", "column": "registered_capital", "op": "lt",
-         "allowed_params": [1000000, 5000000]},
-        {"name": "founded_by", "column": "founded_on", "op": "le",
-         "allowed_params": ["2015-12-31", "2020-12-31"]},
+        {
+            "name": "capital_below",
+            "column": "registered_capital",
+            "op": "lt",
+            "allowed_params": [1000000, 5000000],
+        },
+        {
+            "name": "founded_by",
+            "column": "founded_on",
+            "op": "le",
+            "allowed_params": ["2015-12-31", "2020-12-31"],
+        },
         {"name": "capital_over", "column": "registered_capital", "op": "gt", "param": 1000000},
-        {"name": "capital_at_least", "column": "registered_capital", "op": "ge",
-         "allowed_params": [500000, 10000000]},
-        {"name": "sector", "column": "industry", "op": "in",
-         "allowed_params": [["F", "L"], ["I", "M", "C"]]},
-        {"name": "district_core", "column": "district", "op": "in",
-         "param": ["天河区", "越秀区", "海珠区"]},
-        {"name": "capital_mid", "column": "registered_capital", "op": "between",
-         "param": [100000, 1000000]},
-        {"name": "founded_in", "column": "founded_on", "op": "between",
-         "allowed_params": [["2016-01-01", "2020-12-31"], ["2021-01-01", "2025-12-31"]]},
+        {
+            "name": "capital_at_least",
+            "column": "registered_capital",
+            "op": "ge",
+            "allowed_params": [500000, 10000000],
+        },
+        {
+            "name": "sector",
+            "column": "industry",
+            "op": "in",
+            "allowed_params": [["F", "L"], ["I", "M", "C"]],
+        },
+        {
+            "name": "district_core",
+            "column": "district",
+            "op": "in",
+            "param": ["天河区", "越秀区", "海珠区"],
+        },
+        {
+            "name": "capital_mid",
+            "column": "registered_capital",
+            "op": "between",
+            "param": [100000, 1000000],
+        },
+        {
+            "name": "founded_in",
+            "column": "founded_on",
+            "op": "between",
+            "allowed_params": [["2016-01-01", "2020-12-31"], ["2021-01-01", "2025-12-31"]],
+        },
         {"name": "named", "column": "name", "op": "exists"},
     ],
 }
-INSURANCE_OPS = {
+INSURANCE_OPS: dict[str, Any] = {
     "id": "insurance-all-ops",
     "product": "social_insurance",
     "key": ["person_id", "employer_uscc"],
@@ -69,8 +97,12 @@ INSURANCE_OPS = {
     "natural_person": True,
     "answer": "each",
     "checks": [
-        {"name": "months_at_least", "column": "months_paid", "op": "ge",
-         "allowed_params": [3, 6, 12, 24]},
+        {
+            "name": "months_at_least",
+            "column": "months_paid",
+            "op": "ge",
+            "allowed_params": [3, 6, 12, 24],
+        },
         {"name": "months_under", "column": "months_paid", "op": "lt", "param": 12},
         {"name": "wage_over", "column": "base_wage", "op": "gt", "allowed_params": [5000, 10000]},
         {"name": "wage_at_most", "column": "base_wage", "op": "le", "param": 2300},
@@ -78,23 +110,33 @@ INSURANCE_OPS = {
         {"name": "paying", "column": "status", "op": "eq", "param": "paying"},
     ],
 }
-POPULATION_OPS = {
+POPULATION_OPS: dict[str, Any] = {
     "id": "population-all-ops",
     "product": "population",
     "key": ["household_id"],
     "natural_person": True,
     "answer": "all",
     "checks": [
-        {"name": "low_income", "column": "income_band", "op": "in",
-         "param": ["below_30k", "30k_60k", "60k_120k"]},
-        {"name": "size_at_least", "column": "household_size", "op": "ge",
-         "allowed_params": [1, 2, 3]},
+        {
+            "name": "low_income",
+            "column": "income_band",
+            "op": "in",
+            "param": ["below_30k", "30k_60k", "60k_120k"],
+        },
+        {
+            "name": "size_at_least",
+            "column": "household_size",
+            "op": "ge",
+            "allowed_params": [1, 2, 3],
+        },
         {"name": "head_age", "column": "head_age", "op": "between", "allowed_params": [[18, 60]]},
         {"name": "not_owned", "column": "housing", "op": "ne", "param": "owned"},
         {"name": "income_over", "column": "annual_income", "op": "gt", "param": 30000},
     ],
 }
-DEFINITIONS = {d["product"]: d for d in (ENTERPRISE_OPS, INSURANCE_OPS, POPULATION_OPS)}
+DEFINITIONS: dict[str, dict[str, Any]] = {
+    d["product"]: d for d in (ENTERPRISE_OPS, INSURANCE_OPS, POPULATION_OPS)
+}
 
 
 def _cell(product: DataProduct, column: str, raw: str) -> Any:
@@ -414,7 +456,9 @@ def test_a_bad_item_refuses_the_whole_batch_naming_it(
     vp = store.vps["enterprise-good-standing"]
     product = store.products["enterprise_registry"]
     path = store.files["enterprise_registry"]
-    items: list[Any] = [{"subject": {"uscc": r["uscc"]}} for r in store.rows["enterprise_registry"][:5]]
+    items: list[Any] = [
+        {"subject": {"uscc": r["uscc"]}} for r in store.rows["enterprise_registry"][:5]
+    ]
     assert len(runner.verify_batch(vp, product, path, items)) == 5
     items[3] = {"subject": {"uscc": "not-a-code"}}
     items.append({"subject": {"uscc": items[0]["subject"]["uscc"]}, "extra": 1})
@@ -424,6 +468,7 @@ def test_a_bad_item_refuses_the_whole_batch_naming_it(
     assert set(problems) == {3, 5}
     assert list(problems[3]["subject"]) == ["uscc"]
     assert list(problems[5]) == ["extra"]
+    empty: Any
     for empty in ([], None, "x", {"subject": {}}):
         with pytest.raises(InvalidRequest):
             runner.verify_batch(vp, product, path, empty)
@@ -507,16 +552,22 @@ def test_a_key_matching_several_rows_answers_false(
     # The manifest promises one row per holder but the loader only enforces declared
     # `unique` keys; should data break the promise, no answer mixes two records.
     vp, product, path = licences
-    single = runner.run(vp, product, path, [_item(vp, product, {"subject": {"holder": 3}, "params": {"ge": 100.5}})])
+    single = runner.run(
+        vp, product, path, [_item(vp, product, {"subject": {"holder": 3}, "params": {"ge": 100.5}})]
+    )
     assert single[0].found is False and single[0].answer["match"] is False
-    batch = runner.verify_batch(vp, product, path, [{"subject": {"holder": 3}, "params": {"ge": 100.5}}] * 2)
+    batch = runner.verify_batch(
+        vp, product, path, [{"subject": {"holder": 3}, "params": {"ge": 100.5}}] * 2
+    )
     assert all(not any(a["checks"].values()) for a in batch)
 
 
 def test_date_and_integer_keys(tmp_path: Path, runner: VerificationRunner) -> None:
     manifest = dict(NULLS_MANIFEST, unique=[["holder", "issued"]], max_rows_per_unit=2)
     product = parse_manifest(manifest)
-    csv_text = "holder,issued,grade,points,fee,valid\n5,2020-01-01,A,1,1,true\n5,2021-01-01,B,2,2,false\n"
+    csv_text = (
+        "holder,issued,grade,points,fee,valid\n5,2020-01-01,A,1,1,true\n5,2021-01-01,B,2,2,false\n"
+    )
     (tmp_path / "l.csv").write_text(csv_text, encoding="utf-8")
     load_file(product, tmp_path / "l.csv", DataFormat.CSV, tmp_path / "l.duckdb")
     vp = parse_verification_product(
@@ -529,13 +580,18 @@ def test_date_and_integer_keys(tmp_path: Path, runner: VerificationRunner) -> No
         product,
     )
     path = tmp_path / "l.duckdb"
-    assert runner.verify(vp, product, path, {"holder": 5, "issued": "2020-01-01"}) == {"match": True}
-    assert runner.verify(vp, product, path, {"holder": 5, "issued": "2021-01-01"}) == {"match": False}
+    assert runner.verify(vp, product, path, {"holder": 5, "issued": "2020-01-01"}) == {
+        "match": True
+    }
+    assert runner.verify(vp, product, path, {"holder": 5, "issued": "2021-01-01"}) == {
+        "match": False
+    }
     with pytest.raises(InvalidRequest):  # the key is unique only with the date: no partial key
         runner.verify(vp, product, path, {"holder": 5})
 
 
 # -- isolation and the connection cache ---------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "sql",
@@ -577,12 +633,18 @@ def test_cache_eviction_and_concurrent_calls(store: DemoStore) -> None:
     def one(n: int) -> bool:
         if n % 2:
             row = store.rows["enterprise_registry"][n % 300]
-            got = runner.verify(standing, ent, store.files["enterprise_registry"], {"uscc": row["uscc"]})
+            got = runner.verify(
+                standing, ent, store.files["enterprise_registry"], {"uscc": row["uscc"]}
+            )
             return got == _expected(standing, ent, row, {})
         row = store.rows["population"][n % 300]
         body = _call(households, row, random.Random(n))
         got = runner.verify(
-            households, pop, store.files["population"], body["subject"], body["params"],
+            households,
+            pop,
+            store.files["population"],
+            body["subject"],
+            body["params"],
             consent_ref="c",
         )
         return got == _expected(households, pop, row, body["params"])

@@ -113,7 +113,9 @@ TYPED = parse_verification_product(
 
 def test_subject_is_normalised_and_ordered_by_the_key() -> None:
     key = parse_subject(
-        VP, PRODUCT, {"rep_name": "艾力.买买提", "rep_id": "11010519491231002x", "uscc": f" {USCC} "}
+        VP,
+        PRODUCT,
+        {"rep_name": "艾力.买买提", "rep_id": "11010519491231002x", "uscc": f" {USCC} "},
     )
     assert key == (USCC, PRC_ID, "艾力·买买提")
     assert parse_subject(TYPED, PRODUCT, {"code": 7, "since": "２０２０-０１-０２"}) == (
