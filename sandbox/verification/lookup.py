@@ -37,6 +37,7 @@ from products.loader import DUCKDB_TYPES
 from products.manifest import DataProduct
 from products.verification import AnswerShape, Check, Op, Param, VerificationProduct
 from sandbox.errors import QueryFailed, ServiceUnavailable
+from sandbox.settings import Settings
 from sandbox.verification.request import Item, parse_item, parse_items
 
 SCHEMA = "product"  # the alias the data file is attached under
@@ -51,6 +52,11 @@ class VerificationLimits:
     max_batch_items: int = 1000
     max_open_files: int = 32
     batch_timeout_s: float = 10.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> VerificationLimits:
+        """Return the limits a deployment configures (``SANDBOX_MAX_BATCH_ITEMS``...)."""
+        return cls(max_batch_items=settings.max_batch_items)
 
 
 @dataclass(frozen=True)

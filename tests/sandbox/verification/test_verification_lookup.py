@@ -25,6 +25,7 @@ from products.verification import (
     parse_verification_product,
 )
 from sandbox.errors import ServiceUnavailable
+from sandbox.settings import Settings
 from sandbox.verification.codes import make_prc_id, make_uscc
 from sandbox.verification.lookup import VerificationLimits, VerificationRunner
 
@@ -472,7 +473,7 @@ def test_a_bad_item_refuses_the_whole_batch_naming_it(
     for empty in ([], None, "x", {"subject": {}}):
         with pytest.raises(InvalidRequest):
             runner.verify_batch(vp, product, path, empty)
-    small = VerificationRunner(VerificationLimits(max_batch_items=3))
+    small = VerificationRunner(VerificationLimits.from_settings(Settings(max_batch_items=3)))
     with pytest.raises(TooLarge):
         small.verify_batch(vp, product, path, items[:4])
     small.close()
