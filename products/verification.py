@@ -156,7 +156,7 @@ class CheckSchema(Schema):
 
     name = fields.String(
         required=True,
-        validate=validate.Regexp(CHECK_NAME, error="must match [a-z][a-z0-9_]{0,63}"),
+        validate=validate.Regexp(CHECK_NAME, error="must match [a-z][a-z0-9_]{{0,63}}"),
     )
     column = fields.String(required=True)
     op = fields.String(required=True, validate=validate.OneOf([o.value for o in Op]))
@@ -172,7 +172,7 @@ class VerificationSchema(Schema):
 
     id = fields.String(
         required=True,
-        validate=validate.Regexp(VERIFICATION_ID, error="must match [a-z0-9_-]{1,64}"),
+        validate=validate.Regexp(VERIFICATION_ID, error="must match [a-z0-9_-]{{1,64}}"),
     )
     product = fields.String(required=True)
     key = fields.List(

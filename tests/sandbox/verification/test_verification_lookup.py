@@ -666,3 +666,25 @@ def test_a_vp_of_another_product_is_a_programming_error(
             store.files["enterprise_registry"],
             [],
         )
+
+
+def test_large_batches_answer_like_small_ones(store: DemoStore, runner: VerificationRunner) -> None:
+    # Past IN_PREFILTER_MAX distinct keys the batch is a plain join: same answers.
+    vp = parse_verification_product(ENTERPRISE_OPS, store.products["enterprise_registry"])
+    product = store.products["enterprise_registry"]
+    path = store.files["enterprise_registry"]
+    rng = random.Random(6)
+    rows = store.rows["enterprise_registry"]
+    items = [_call(vp, row, rng) for row in rows] + [_call(vp, rows[0], rng)]
+    assert len({it["subject"]["uscc"] for it in items}) > 256
+    big = runner.verify_batch(vp, product, path, items)
+    small = [
+        a
+        for i in range(0, len(items), 50)
+        for a in runner.verify_batch(vp, product, path, items[i : i + 50])
+    ]
+    assert big == small
+    assert big == [
+        _expected(vp, product, row, it["params"])
+        for row, it in zip([*rows, rows[0]], items, strict=True)
+    ]
