@@ -20,9 +20,7 @@ from products.verification import VerificationProduct, parse_verification_produc
 
 def _files(folder: str, suffix: str) -> list[Traversable]:
     root = resources.files("sandbox.demo").joinpath(folder)
-    return sorted(
-        (f for f in root.iterdir() if f.name.endswith(suffix)), key=lambda f: f.name
-    )
+    return sorted((f for f in root.iterdir() if f.name.endswith(suffix)), key=lambda f: f.name)
 
 
 def manifest_data() -> dict[str, dict[str, Any]]:
