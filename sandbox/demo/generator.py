@@ -129,7 +129,10 @@ class _Weighted(Generic[T]):
         self._total = self._cum[-1]
 
     def pick(self, rng: random.Random) -> T:
-        return self._items[bisect.bisect_right(self._cum, rng.random() * self._total)]
+        # bisect_right skips zero-weight items; min() guards a product rounding up to
+        # the total.
+        i = bisect.bisect_right(self._cum, rng.random() * self._total)
+        return self._items[min(i, len(self._items) - 1)]
 
 
 def _pick(rng: random.Random, seq: Sequence[T]) -> T:
