@@ -68,6 +68,16 @@ def normalize_text(value: str, fmt: KeyFormat | None = None) -> str:
     return text
 
 
+def is_utf8(text: str) -> bool:
+    """True unless ``text`` holds lone surrogates (JSON ``"\\ud800"``), which no
+    UTF-8 store or answer can carry."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def format_problem(value: str, fmt: KeyFormat | None) -> str | None:
     """Return why a normalised value is malformed for ``fmt``, or None."""
     if fmt is KeyFormat.USCC:
@@ -92,8 +102,10 @@ def _key_value(raw: Any, ctype: ColumnType, fmt: KeyFormat | None) -> Scalar:
     text = normalize_text(raw, fmt)
     if not text:
         raise ValueError("must not be empty")
-    if _CONTROL.search(text):
-        raise ValueError("must not contain control characters")
+    if _CONTROL.search(text) or not is_utf8(text):
+        raise ValueError(
+            "must be printable Unicode text (no control characters or lone surrogates)"
+        )
     if ctype is ColumnType.DATE:
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
             raise ValueError("must be an ISO date YYYY-MM-DD")

@@ -17,7 +17,7 @@ from typing import Any
 from products.errors import InvalidRequest, TooLarge
 from products.manifest import DataProduct, Scalar
 from products.verification import Param, VerificationProduct, bind_params
-from sandbox.verification.normalize import strip_edges, subject_problems
+from sandbox.verification.normalize import is_utf8, strip_edges, subject_problems
 
 MAX_CONSENT_REF = 256
 ITEM_FIELDS = frozenset({"subject", "params", "consent_ref"})
@@ -46,7 +46,7 @@ def _consent_problems(vp: VerificationProduct, consent_ref: Any) -> list[str]:
     ref = strip_edges(consent_ref)
     if not ref:
         return ["must not be empty"]
-    if len(ref) > MAX_CONSENT_REF or _CONTROL.search(ref):
+    if len(ref) > MAX_CONSENT_REF or _CONTROL.search(ref) or not is_utf8(ref):
         return [f"must be at most {MAX_CONSENT_REF} printable characters"]
     return []
 

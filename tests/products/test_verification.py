@@ -3,10 +3,13 @@ and where the error points, and how a call's parameters are bound."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from products.errors import InvalidRequest
 from products.manifest import DataProduct, parse_manifest
@@ -392,3 +395,52 @@ def test_missing_params_are_required_and_params_must_be_an_object() -> None:
         bind_params(CALLS, PRODUCT, [1, 2])
     fixed_only = parse_verification_product(_with(checks=VALID["checks"][:1]), PRODUCT)
     assert bind_params(fixed_only, PRODUCT, None) == {"active": "active"}
+
+
+# -- any input: a product or InvalidRequest, never another exception (DESIGN §2.7) -----
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=8)
+    | st.sampled_from(["status", "staff", "capital", "founded", "uscc", "eq", "in", "between"]),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+check_bodies = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(["a", "b", "Bad"]),
+        "column": st.sampled_from(["status", "staff", "capital", "founded", "listed", "uscc"]),
+        "op": st.sampled_from([o.value for o in Op] + ["like"]),
+    },
+    optional={"param": json_values, "allowed_params": json_values},
+)
+
+
+@given(
+    st.fixed_dictionaries(
+        {"id": st.just("x"), "product": st.just("registry"), "key": st.just(["uscc"])},
+        optional={"checks": st.lists(check_bodies, max_size=3), "answer": json_values},
+    )
+    | json_values
+)
+@settings(max_examples=300, deadline=None)
+def test_any_definition_parses_or_is_refused_cleanly(data: Any) -> None:
+    try:
+        vp = parse_verification_product(data, PRODUCT)
+    except InvalidRequest as exc:
+        assert exc.details.get("fields") is not None or not isinstance(data, dict)
+    else:
+        assert parse_verification_product(vp.to_dict(), PRODUCT) == vp
+
+
+@given(json_values | st.dictionaries(st.sampled_from([c.name for c in CALLS.checks]), json_values))
+@settings(max_examples=300, deadline=None)
+def test_any_params_bind_or_are_refused_cleanly(params: Any) -> None:
+    with contextlib.suppress(InvalidRequest):
+        bound = bind_params(CALLS, PRODUCT, params)
+        assert set(bound) == {c.name for c in CALLS.checks}

@@ -4,6 +4,7 @@ by asking DuckDB the same question."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from sandbox.errors import ServiceUnavailable
 from sandbox.settings import Settings
 from sandbox.verification.codes import make_prc_id, make_uscc
 from sandbox.verification.lookup import VerificationLimits, VerificationRunner
+from sandbox.verification.request import parse_item
 
 if TYPE_CHECKING:  # the fixture's type; conftest modules are not imported by tests
     from conftest import DemoStore
@@ -286,8 +288,6 @@ def _absent_key(vp: VerificationProduct, rows: list[dict[str, str]]) -> str:
         if fmt is not None and fmt.value == "uscc":
             candidate = make_uscc("9", "1", "440106", f"{n:08d}")
         elif fmt is not None and fmt.value == "prc_id":
-            import datetime as dt
-
             candidate = make_prc_id("440106", dt.date(1990, 1, 1), n)
         else:
             candidate = f"4401069999{n:06d}"
@@ -313,8 +313,6 @@ def test_unknown_subject_answers_false_for_everything(
 
 
 def _item(vp: VerificationProduct, product: DataProduct, body: dict[str, Any]) -> Any:
-    from sandbox.verification.request import parse_item
-
     return parse_item(vp, product, body)
 
 
@@ -418,7 +416,7 @@ def test_natural_person_products_require_consent(
 ) -> None:
     vp, product, path, rows = four
     subject = {k: rows[0][k] for k in vp.key}
-    for consent in (None, "", "   ", 7):
+    for consent in (None, "", "   ", 7, "ref\ud800", "x" * 257):
         with pytest.raises(InvalidRequest) as err:
             runner.verify(vp, product, path, subject, consent_ref=consent)  # type: ignore[arg-type]
         assert "consent_ref" in err.value.details["fields"]

@@ -7,13 +7,14 @@ import unicodedata
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from products.errors import InvalidRequest
 from products.manifest import parse_manifest
 from products.verification import KeyFormat, parse_verification_product
 from sandbox.verification.normalize import fold_width, normalize_text, parse_subject
+from sandbox.verification.request import parse_item
 
 USCC = "91440101MA5CJQ4N59"
 PRC_ID = "11010519491231002X"
@@ -133,6 +134,7 @@ BAD_SUBJECTS: list[tuple[Any, str]] = [
     ({"uscc": USCC, "rep_id": "110105491231002", "rep_name": "a"}, "rep_id"),  # 15 digits
     ({"uscc": USCC, "rep_id": PRC_ID, "rep_name": "\u3000 "}, "rep_name"),  # empty
     ({"uscc": USCC, "rep_id": PRC_ID, "rep_name": "a\x00b"}, "rep_name"),
+    ({"uscc": USCC, "rep_id": PRC_ID, "rep_name": "陈\ud800"}, "rep_name"),  # lone surrogate
     ({"uscc": USCC, "rep_id": PRC_ID, "rep_name": "a" * 257}, "rep_name"),
     ({"uscc": USCC, "rep_id": PRC_ID, "rep_name": 7}, "rep_name"),
     ({"uscc": USCC, "rep_id": PRC_ID}, "rep_name"),  # the full key is required
@@ -172,3 +174,36 @@ def test_typed_keys_are_refused_naming_the_field(subject: Any, field: str) -> No
 def test_subject_must_be_an_object() -> None:
     with pytest.raises(InvalidRequest):
         parse_subject(VP, PRODUCT, [USCC])
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.sampled_from([USCC, PRC_ID, "１１０１０５１９４９１２３１００２ｘ", "艾力.买买提"]),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["uscc", "rep_id", "rep_name", "x"]), children, max_size=4
+        )
+    ),
+    max_leaves=10,
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["subject", "params", "consent_ref", "extra"]), json_values, max_size=4
+    )
+    | json_values
+)
+@settings(max_examples=400, deadline=None)
+def test_any_call_body_parses_or_is_refused_cleanly(body: Any) -> None:
+    try:
+        item = parse_item(VP, PRODUCT, body)
+    except InvalidRequest as exc:
+        assert exc.details["fields"]
+    else:
+        assert len(item.key) == len(VP.key) and item.consent_ref
