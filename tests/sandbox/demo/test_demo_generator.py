@@ -24,7 +24,7 @@ from sandbox.demo import (
     write_all,
 )
 from sandbox.demo.permutation import Permutation
-from sandbox.demo.reference import DISTRICTS, INDUSTRIES
+from sandbox.demo.reference import BIRTH_DIVISIONS, DISTRICTS, INDUSTRIES
 from sandbox.verification.codes import org_code_check_char, prc_id_problem, uscc_problem
 
 SIZES = DemoSizes(enterprises=300, social_insurance=900, population=400)
@@ -199,3 +199,11 @@ def test_permutations_are_bijections(n: int) -> None:
     assert sorted(perm(i) for i in range(n)) == list(range(n))
     with pytest.raises(ValueError):
         perm(n)
+
+
+def test_reference_codes_are_distinct() -> None:
+    # Person identity numbers are a bijection onto (division, birth date, sequence):
+    # a repeated division code would give two people one number.
+    assert len(set(BIRTH_DIVISIONS)) == len(BIRTH_DIVISIONS)
+    assert len({d.code for d in DISTRICTS}) == len({d.name for d in DISTRICTS}) == 11
+    assert [i.section for i in INDUSTRIES] == [chr(c) for c in range(ord("A"), ord("T") + 1)]
