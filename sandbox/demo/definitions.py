@@ -1,0 +1,59 @@
+"""The demo's published definitions: product manifests (YAML) and verification
+products (JSON), shipped as package data next to this module.
+
+They are what ``sandbox demo`` registers and what operators copy; tests parse every
+one of them, so they cannot drift from the manifest and verification models.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from importlib.resources.abc import Traversable
+from typing import Any
+
+import yaml
+
+from products.manifest import DataProduct, parse_manifest
+from products.verification import VerificationProduct, parse_verification_product
+
+
+def _files(folder: str, suffix: str) -> list[Traversable]:
+    root = resources.files("sandbox.demo").joinpath(folder)
+    return sorted((f for f in root.iterdir() if f.name.endswith(suffix)), key=lambda f: f.name)
+
+
+def manifest_data() -> dict[str, dict[str, Any]]:
+    """Return each demo manifest as decoded YAML (the body of POST /v1/products), by id."""
+    out = {}
+    for f in _files("manifests", ".yaml"):
+        data = yaml.safe_load(f.read_text(encoding="utf-8"))
+        out[data["id"]] = data
+    return out
+
+
+def manifests() -> dict[str, DataProduct]:
+    """Return the parsed demo manifests by product id."""
+    return {pid: parse_manifest(data) for pid, data in manifest_data().items()}
+
+
+def verification_data() -> dict[str, dict[str, Any]]:
+    """Return each demo verification product as decoded JSON (the body of
+    POST /v1/verification-products), by id."""
+    out = {}
+    for f in _files("verification", ".json"):
+        data = json.loads(f.read_text(encoding="utf-8"))
+        out[data["id"]] = data
+    return out
+
+
+def verification_products() -> dict[str, VerificationProduct]:
+    """Return the demo verification products parsed against the demo manifests, by id.
+
+    Raises ``InvalidRequest`` if one does not fit its product (a packaging bug).
+    """
+    products = manifests()
+    return {
+        vid: parse_verification_product(data, products[data["product"]])
+        for vid, data in verification_data().items()
+    }

@@ -1,0 +1,126 @@
+"""Recording verification probes and reading a scope's window (SQLite and PostgreSQL).
+
+The API records every verified item (found or not, as a keyed hash) in the same
+store as the rest of the control plane, then asks ``enumeration.assess`` about the
+scope's window. Upserts add to the counters atomically (``ON CONFLICT DO UPDATE``),
+so several processes or nodes may record for one scope at once; rows are written in
+key order so that concurrent batches lock them in the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from sandbox.verification.enumeration import EnumerationPolicy, Verdict, WindowStats, assess
+from sandbox.verification.tables import verification_probes as probes_table
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One looked-up subject: its keyed hash and whether it matched a record."""
+
+    key_hash: str
+    found: bool
+
+
+def _bucket(now: datetime, policy: EnumerationPolicy) -> int:
+    if now.tzinfo is None:
+        raise ValueError("times must be timezone-aware")
+    return int(now.timestamp()) // policy.bucket_s
+
+
+def record_probes(
+    conn: Connection,
+    scope_id: str,
+    now: datetime,
+    probes: Iterable[Probe],
+    policy: EnumerationPolicy,
+) -> None:
+    """Add ``probes`` to the scope's counters of the bucket containing ``now``."""
+    counts: dict[str, list[int]] = {}
+    for p in probes:
+        c = counts.setdefault(p.key_hash, [0, 0])
+        c[0 if p.found else 1] += 1
+    if not counts:
+        return
+    bucket = _bucket(now, policy)
+    rows = [
+        {"scope_id": scope_id, "bucket": bucket, "key_hash": h, "hits": c[0], "misses": c[1]}
+        for h, c in sorted(counts.items())
+    ]
+    dialect = conn.dialect.name
+    stmt: sa.Executable
+    if dialect == "postgresql":
+        pg = postgresql.insert(probes_table)
+        stmt = pg.on_conflict_do_update(
+            index_elements=["scope_id", "bucket", "key_hash"],
+            set_={
+                "hits": probes_table.c.hits + pg.excluded.hits,
+                "misses": probes_table.c.misses + pg.excluded.misses,
+            },
+        )
+    elif dialect == "sqlite":
+        lite = sqlite.insert(probes_table)
+        stmt = lite.on_conflict_do_update(
+            index_elements=["scope_id", "bucket", "key_hash"],
+            set_={
+                "hits": probes_table.c.hits + lite.excluded.hits,
+                "misses": probes_table.c.misses + lite.excluded.misses,
+            },
+        )
+    else:  # pragma: no cover - the control plane is SQLite or PostgreSQL (DESIGN §3)
+        raise ValueError(f"unsupported control-plane dialect {dialect!r}")
+    conn.execute(stmt, rows)
+
+
+def window_stats(
+    conn: Connection, scope_id: str, now: datetime, policy: EnumerationPolicy
+) -> WindowStats:
+    """Return what the scope probed in the window ending at ``now``."""
+    last = _bucket(now, policy)
+    first = last - policy.window_s // policy.bucket_s + 1
+    t = probes_table
+    per_key = (
+        sa.select(
+            t.c.key_hash,
+            sa.func.sum(t.c.hits).label("hits"),
+            sa.func.sum(t.c.misses).label("misses"),
+        )
+        .where(t.c.scope_id == scope_id, t.c.bucket >= first, t.c.bucket <= last)
+        .group_by(t.c.key_hash)
+        .subquery()
+    )
+    row = conn.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(sa.case((per_key.c.hits == 0, 1), else_=0)), 0),
+            sa.func.coalesce(sa.func.sum(per_key.c.hits + per_key.c.misses), 0),
+        )
+    ).one()
+    return WindowStats(distinct_keys=int(row[0]), missed_keys=int(row[1]), lookups=int(row[2]))
+
+
+def record_and_assess(
+    engine: Engine,
+    scope_id: str,
+    now: datetime,
+    probes: Iterable[Probe],
+    policy: EnumerationPolicy,
+) -> Verdict:
+    """Record ``probes`` and return the verdict on the scope's window, in one transaction."""
+    with engine.begin() as conn:
+        record_probes(conn, scope_id, now, probes, policy)
+        return assess(window_stats(conn, scope_id, now, policy), policy)
+
+
+def purge_expired(conn: Connection, now: datetime, policy: EnumerationPolicy) -> int:
+    """Delete buckets that left every window ending at or after ``now``; return the count."""
+    first = _bucket(now, policy) - policy.window_s // policy.bucket_s + 1
+    result = conn.execute(sa.delete(probes_table).where(probes_table.c.bucket < first))
+    return int(result.rowcount or 0)
