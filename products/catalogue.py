@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from products.errors import Conflict, NotFound
 from products.manifest import DataProduct, parse_manifest
 from products.tables import product_versions, products, verification_products
+from products.verification import VerificationProduct, parse_verification_product
 
 Clock = Callable[[], datetime]
 
@@ -242,6 +243,47 @@ class Catalogue:
         if record.current is None:
             raise NotFound(f"product {record.id!r} has no data loaded yet", {"product": record.id})
         return self.products_dir / record.current.data_file
+
+    def register_verification(self, vp: VerificationProduct, created_by: str) -> None:
+        """Store a validated verification product. Raises ``Conflict`` if the id exists."""
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    verification_products.insert().values(
+                        id=vp.id,
+                        product_id=vp.product,
+                        definition=json.dumps(vp.to_dict(), sort_keys=True),
+                        created_by=created_by,
+                        status="active",
+                        created_at=self._clock(),
+                    )
+                )
+        except IntegrityError:
+            raise Conflict(
+                f"verification product {vp.id!r} already exists", {"verification_product": vp.id}
+            ) from None
+
+    def verification(self, vp_id: str) -> tuple[VerificationProduct, ProductRecord]:
+        """Return a verification product and the data product it is defined on.
+
+        Raises ``NotFound``.
+        """
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(verification_products).where(verification_products.c.id == vp_id)
+            ).first()
+        if row is None:
+            raise NotFound(f"no verification product {vp_id!r}", {"verification_product": vp_id})
+        record = self.get(row.product_id)
+        return parse_verification_product(json.loads(row.definition), record.manifest), record
+
+    def verification_ids(self, product_id: str | None = None) -> list[str]:
+        """Return the ids of verification products (of one data product), ordered."""
+        q = sa.select(verification_products.c.id).order_by(verification_products.c.id)
+        if product_id is not None:
+            q = q.where(verification_products.c.product_id == product_id)
+        with self._engine.connect() as conn:
+            return [str(r) for r in conn.execute(q).scalars()]
 
     def verification_product_owner(self, vp_id: str) -> str | None:
         """Return the data product a verification product is defined on, or None."""

@@ -24,6 +24,7 @@ from policies import tables as policies_tables
 from products import tables as products_tables
 from products.errors import InvalidRequest
 from sandbox.settings import Settings
+from sandbox.verification import tables as verification_tables
 
 migrations_table_meta = sa.MetaData()
 schema_migrations = sa.Table(
@@ -94,7 +95,7 @@ class Migration:
 
 
 def _initial(conn: Connection) -> None:
-    for meta in (products_tables.metadata, policies_tables.metadata):
+    for meta in (products_tables.metadata, policies_tables.metadata, verification_tables.metadata):
         meta.create_all(conn)
 
 

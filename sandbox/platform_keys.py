@@ -9,6 +9,7 @@ old receipts and checkpoints still verify.
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,3 +101,24 @@ class PlatformKeys:
             algorithm="EdDSA",
             headers={"kid": self.current.kid, "typ": RECEIPT_TYP},
         )
+
+
+def subject_key_secret(keys_dir: Path, *, create: bool) -> bytes:
+    """Return the deployment's secret for keyed hashes of verification subjects.
+
+    Audit entries and enumeration counters hold HMAC-SHA-256(secret, subject key),
+    never the key: with 32 random bytes no one without the secret can test guesses.
+    Created (mode 0600) on first use when ``create``. Raises ``InvalidRequest``.
+    """
+    path = keys_dir / "subject-key.secret"
+    if not path.exists():
+        if not create:
+            raise InvalidRequest(f"no subject-key secret in {keys_dir}; run 'sandbox init'")
+        keys_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_bytes()
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+    return path.read_bytes()

@@ -26,8 +26,10 @@ from products.catalogue import Catalogue
 from products.loader import LoadLimits
 from sandbox.db import engine_for, migrate
 from sandbox.engine.isolation import WorkerPool
-from sandbox.platform_keys import PlatformKeys
+from sandbox.platform_keys import PlatformKeys, subject_key_secret
 from sandbox.settings import Settings
+from sandbox.verification.enumeration import EnumerationPolicy
+from sandbox.verification.lookup import VerificationLimits, VerificationRunner
 
 Clock = Callable[[], datetime]
 
@@ -50,6 +52,9 @@ class Runtime:
     limiter: RateLimiter
     audit: AuditLog
     call_policy: CallPolicy
+    verifier: VerificationRunner
+    enumeration: EnumerationPolicy
+    subject_secret: bytes
     load_limits: LoadLimits = field(default_factory=LoadLimits)
 
     @classmethod
@@ -90,6 +95,9 @@ class Runtime:
                 max_lifetime_s=settings.max_token_lifetime_s,
                 clock_skew_s=settings.clock_skew_s,
             ),
+            verifier=VerificationRunner(VerificationLimits.from_settings(settings)),
+            enumeration=EnumerationPolicy.from_settings(settings),
+            subject_secret=subject_key_secret(settings.keys_dir, create=create),
             load_limits=LoadLimits(
                 memory_limit=settings.query_memory_limit, threads=settings.query_threads
             ),
@@ -130,6 +138,7 @@ class Runtime:
         if self._checkpointer is not None:
             self._checkpointer.join(timeout=5)
             self._checkpointer = None
+        self.verifier.close()
         if self._runner is not None:
             self._runner.close()
             self._runner = None

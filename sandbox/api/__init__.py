@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask_smorest import Api
 
-from sandbox.api import audit, meta, principals, products, queries, scopes
+from sandbox.api import audit, meta, principals, products, queries, scopes, verifications
 from sandbox.api.schemas import register_schemas
 
 
@@ -13,3 +13,5 @@ def register_blueprints(api: Api) -> None:
     register_schemas(api)
     for module in (meta, principals, products, scopes, queries, audit):
         api.register_blueprint(module.blp)
+    api.register_blueprint(verifications.products_blp)
+    api.register_blueprint(verifications.calls_blp)

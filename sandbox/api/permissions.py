@@ -36,7 +36,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "scopes.charges": OPERATOR | REGULATOR,
     "queries.preview": ENTERPRISE,
     "queries.run": ENTERPRISE,
-    "verifications.verify": ENTERPRISE,
+    "verifications.verify_one": ENTERPRISE,
     "verifications.batch": ENTERPRISE,
     "audit.entries": ANY_SIGNED,  # enterprise/operator: own only
     "audit.checkpoint": ANY_SIGNED,

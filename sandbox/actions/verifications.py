@@ -1,0 +1,170 @@
+"""Verification products and calls (DESIGN §5, §9): yes/no answers, never values.
+
+A call is counted against the scope (each batch item counts), checked against the
+scope's ``verify`` list, parsed and normalised at the edge, answered by keyed
+lookups in the isolated DuckDB sandbox, and recorded for enumeration detection.
+The audit entry carries keyed hashes of the subjects (never the keys in clear) and
+the consent references; whether a subject exists is never recorded where the
+caller can read it, so its own audit trail does not leak what the answer hides.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from policies.errors import OperationNotAllowed
+from policies.principals import Principal
+from policies.scopes import Scope
+from products.catalogue import ProductRecord
+from products.errors import Conflict, InvalidRequest, NotFound
+from products.verification import VerificationProduct, parse_verification_product
+from sandbox.actions.note import AuditNote
+from sandbox.actions.queries import usable_scope
+from sandbox.runtime import Runtime
+from sandbox.verification.enumeration import key_hash
+from sandbox.verification.lookup import Outcome
+from sandbox.verification.probes import Probe, record_and_assess
+from sandbox.verification.request import Item, parse_item, parse_items
+
+REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+
+def define(rt: Runtime, caller: Principal, data: Mapping[str, Any]) -> VerificationProduct:
+    """Validate and store a verification product. Raises ``InvalidRequest``, ``Conflict``."""
+    product_id = data.get("product")
+    if not isinstance(product_id, str):
+        raise InvalidRequest(
+            "invalid verification product", {"fields": {"product": ["required: a data product id"]}}
+        )
+    try:
+        record = rt.catalogue.get(product_id)
+    except NotFound:
+        raise InvalidRequest(
+            "invalid verification product", {"fields": {"product": [f"no product {product_id!r}"]}}
+        ) from None
+    vp = parse_verification_product(dict(data), record.manifest)
+    rt.catalogue.register_verification(vp, caller.id)
+    return vp
+
+
+def _request_id(data: Mapping[str, Any]) -> str | None:
+    rid = data.get("request_id")
+    if rid is None:
+        return None
+    if not isinstance(rid, str) or not REQUEST_ID.match(rid):
+        raise InvalidRequest(
+            "request_id must be 1..128 printable ASCII characters",
+            {"fields": {"request_id": ["1..128 printable ASCII characters"]}},
+        )
+    return rid
+
+
+def _scope_for(
+    rt: Runtime,
+    caller: Principal,
+    data: Mapping[str, Any],
+    vp: VerificationProduct,
+    note: AuditNote,
+    calls: int,
+) -> Scope:
+    scope_id = data.get("scope")
+    if not isinstance(scope_id, str) or not scope_id:
+        raise InvalidRequest("scope is required", {"fields": {"scope": ["required"]}})
+    scope = usable_scope(rt, caller, scope_id, note, calls=calls)
+    if scope.product != vp.product or vp.id not in scope.verify:
+        granted = ", ".join(sorted(scope.verify)) or "none"
+        raise OperationNotAllowed(
+            f"scope {scope.id!r} does not grant verification with {vp.id!r} (it grants: {granted})",
+            {"scope": scope.id, "verification_product": vp.id},
+        )
+    return scope
+
+
+def _lookup(
+    rt: Runtime, vp: VerificationProduct, record: ProductRecord, items: Sequence[Item]
+) -> list[Outcome]:
+    return rt.verifier.run(vp, record.manifest, rt.catalogue.data_path(record), items)
+
+
+def _record(
+    rt: Runtime,
+    scope: Scope,
+    vp: VerificationProduct,
+    items: Sequence[Item],
+    outcomes: Sequence[Outcome],
+    note: AuditNote,
+) -> None:
+    hashes = [key_hash(rt.subject_secret, vp.product, vp.key, item.key) for item in items]
+    if len(hashes) == 1:
+        note.extra["subject_key_hash"] = hashes[0]
+    else:
+        note.extra["items"] = len(hashes)
+        note.extra["subject_key_hashes"] = hashes
+    consents = [item.consent_ref for item in items if item.consent_ref is not None]
+    if consents:
+        note.extra["consent_ref" if len(items) == 1 else "consent_refs"] = (
+            consents[0] if len(items) == 1 else [item.consent_ref for item in items]
+        )
+    verdict = record_and_assess(
+        rt.engine,
+        scope.id,
+        rt.clock(),
+        [Probe(h, o.found) for h, o in zip(hashes, outcomes, strict=True)],
+        rt.enumeration,
+    )
+    if verdict.flag:
+        note.extra["enumeration_flag"] = verdict.reason
+    if verdict.suspend:
+        try:
+            rt.scopes.suspend(scope.id, verdict.reason)
+            note.extra["scope_suspended"] = True
+        except Conflict:
+            pass  # already suspended (or revoked) by a concurrent call
+
+
+def verify(
+    rt: Runtime, caller: Principal, vp_id: str, data: Mapping[str, Any], note: AuditNote
+) -> dict[str, Any]:
+    """Answer one verification call: ``{"match"}`` or ``{"match", "checks"}``."""
+    vp, record = rt.catalogue.verification(vp_id)
+    note.target.update({"verification_product": vp.id, "product": vp.product})
+    unknown = sorted(set(data) - {"scope", "subject", "params", "consent_ref", "request_id"})
+    if unknown:
+        raise InvalidRequest(
+            f"unknown field(s): {', '.join(unknown)}",
+            {"fields": {"_schema": [f"unknown: {', '.join(unknown)}"]}},
+        )
+    note.request_id = _request_id(data)
+    scope = _scope_for(rt, caller, data, vp, note, calls=1)
+    item = parse_item(
+        vp,
+        record.manifest,
+        {k: v for k, v in data.items() if k in ("subject", "params", "consent_ref")},
+    )
+    outcomes = _lookup(rt, vp, record, [item])
+    _record(rt, scope, vp, [item], outcomes, note)
+    return outcomes[0].answer
+
+
+def verify_batch(
+    rt: Runtime, caller: Principal, vp_id: str, data: Mapping[str, Any], note: AuditNote
+) -> dict[str, Any]:
+    """Answer a batch: ``{"results": [answer, ...]}`` in item order; each item counts."""
+    vp, record = rt.catalogue.verification(vp_id)
+    note.target.update({"verification_product": vp.id, "product": vp.product})
+    unknown = sorted(set(data) - {"scope", "items", "request_id"})
+    if unknown:
+        raise InvalidRequest(
+            f"unknown field(s): {', '.join(unknown)}",
+            {"fields": {"_schema": [f"unknown: {', '.join(unknown)}"]}},
+        )
+    note.request_id = _request_id(data)
+    raw = data.get("items")
+    calls = len(raw) if isinstance(raw, list) and raw else 1
+    scope = _scope_for(rt, caller, data, vp, note, calls=calls)
+    items = parse_items(vp, record.manifest, raw, max_items=rt.verifier.limits.max_batch_items)
+    outcomes = _lookup(rt, vp, record, items)
+    _record(rt, scope, vp, items, outcomes, note)
+    return {"results": [o.answer for o in outcomes]}
