@@ -128,7 +128,7 @@ class Catalogue:
                 raise NotFound(f"no product {product_id!r}", {"product": product_id})
             return self._record(conn, row)
 
-    def list(self) -> list[ProductRecord]:
+    def products(self) -> list[ProductRecord]:
         """Return every product, ordered by id."""
         with self._engine.connect() as conn:
             rows = conn.execute(sa.select(products).order_by(products.c.id)).all()

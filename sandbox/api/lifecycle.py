@@ -162,7 +162,7 @@ def after_request(response: Response) -> Response:
         "reason": reason,
         "status": response.status_code,
         "epsilon": note.epsilon if not denied else "0",
-        "result_hash": audit_result_hash(obj) if obj is not None else None,
+        "result_hash": _result_hash(obj),
         "jti": st.jti,
         "client": st.client,
         **note.extra,
@@ -198,20 +198,29 @@ def after_request(response: Response) -> Response:
     return response
 
 
+def _result_hash(obj: Any) -> str | None:
+    if obj is None:
+        return None
+    try:
+        return audit_result_hash(obj)
+    except AuditError:  # not JSON-canonicalisable: hash what was sent instead
+        current_app.logger.exception("response is not canonical JSON")
+        return None
+
+
 def _fallback_request_hash(st: CallState) -> str:
     # The body could not be read (e.g. it was too large): hash what is known.
     return audit_request_hash(st.method, st.target, b"")
 
 
 def _error_response(code: str, message: str, details: dict[str, Any], status: int) -> Response:
-    body = error_body(code, message, details)
-    g.response_obj = body
-    resp = current_app.response_class(
-        json.dumps(body, ensure_ascii=False, separators=(",", ":")),
-        status=status,
-        mimetype="application/json",
+    text = json.dumps(
+        error_body(code, message, details), ensure_ascii=False, separators=(",", ":"), default=str
     )
-    return resp
+    # What is hashed into the audit entry is exactly what the client parses (e.g.
+    # marshmallow's integer list indices become string keys).
+    g.response_obj = json.loads(text)
+    return current_app.response_class(text, status=status, mimetype="application/json")
 
 
 def handle_domain_error(exc: DomainError) -> Response:

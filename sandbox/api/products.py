@@ -38,7 +38,7 @@ def _include_counts() -> bool:
 def list() -> dict[str, Any]:
     note("product.list")
     counts = _include_counts()
-    return {"products": [r.to_dict(include_counts=counts) for r in runtime().catalogue.list()]}
+    return {"products": [r.to_dict(include_counts=counts) for r in runtime().catalogue.products()]}
 
 
 @blp.route("", methods=["POST"])

@@ -56,7 +56,7 @@ def test_oversized_json_is_413_and_nothing_is_written(operator: Caller, rt: Runt
     manifest = dict(REGISTRY_MANIFEST, description="x" * (rt.settings.max_json_bytes + 10))
     resp = operator.post("/v1/products", manifest)
     assert resp.status_code == 413 and error_code(resp) == "too_large"
-    assert rt.catalogue.list() == []
+    assert rt.catalogue.products() == []
 
 
 def test_errors_never_leak_html(operator: Caller) -> None:

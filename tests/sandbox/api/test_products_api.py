@@ -40,7 +40,7 @@ def test_bad_manifest_names_fields_and_writes_nothing(operator: Caller, rt: Runt
     resp = register(operator, dict(REGISTRY_MANIFEST, privacy_unit="ghost", id="BAD"))
     assert resp.status_code == 400 and error_code(resp) == "invalid_request"
     assert set(resp.get_json()["error"]["details"]["fields"]) == {"id", "privacy_unit"}
-    assert rt.catalogue.list() == []
+    assert rt.catalogue.products() == []
 
 
 def test_duplicate_product_is_conflict(operator: Caller) -> None:
