@@ -27,7 +27,7 @@ def demo(rt: Runtime, operator: Caller, enterprise: Caller, tmp_path: Path) -> d
     for pid in ("enterprise_registry", "social_insurance"):
         register_product(rt, manifest_data()[pid], "op-city")
         load_product_data(rt, pid, files[pid], DataFormat.CSV, "op-city")
-    for vp_id, body in verification_data().items():
+    for body in verification_data().values():
         if body["product"] in ("enterprise_registry", "social_insurance"):
             define(rt, op, body)
     rows = {}
