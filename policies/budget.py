@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from policies.errors import BudgetExhausted, OperationNotAllowed
-from policies.scopes import Budget, Scope, decimal_str, from_nano
+from policies.scopes import Budget, Scope, decimal_str, from_atto, from_nano, to_nano
 from policies.tables import budget_charges, released_answers, scopes
 
 
@@ -41,7 +41,7 @@ class BudgetLedger:
         self._engine = engine
         self._clock = clock
 
-    def check_affordable(self, scope: Scope, cost_nano: int) -> None:
+    def check_affordable(self, scope: Scope, cost_nano: int, delta_atto: int = 0) -> None:
         """Refuse early (before any work) a cost above the per-query cap or the remainder.
 
         Raises ``OperationNotAllowed`` or ``BudgetExhausted``. Only advisory: the
@@ -55,6 +55,17 @@ class BudgetLedger:
             )
         if scope.spent_nano + cost_nano > scope.epsilon_nano:
             raise self._exhausted(scope.id, scope.epsilon_nano, scope.spent_nano, cost_nano)
+        if scope.delta_spent_atto + delta_atto > scope.delta_atto:
+            raise self._delta_exhausted(scope, delta_atto)
+
+    @staticmethod
+    def _delta_exhausted(scope: Scope, delta_atto: int) -> BudgetExhausted:
+        left = max(scope.delta_atto - scope.delta_spent_atto, 0)
+        return BudgetExhausted(
+            f"scope {scope.id!r} has delta {decimal_str(from_atto(left))} left; this query "
+            f"needs {decimal_str(from_atto(delta_atto))}",
+            {"scope": scope.id, "budget": scope.budget.to_dict()},
+        )
 
     @staticmethod
     def _exhausted(scope_id: str, total: int, spent: int, cost: int) -> BudgetExhausted:
@@ -82,10 +93,7 @@ class BudgetLedger:
 
     def budget(self, scope_id: str) -> Budget:
         with self._engine.connect() as conn:
-            row = conn.execute(
-                sa.select(scopes.c.epsilon_nano, scopes.c.spent_nano).where(scopes.c.id == scope_id)
-            ).one()
-        return Budget(from_nano(int(row.epsilon_nano)), from_nano(int(row.spent_nano)))
+            return self._budget_in(conn, scope_id)
 
     def release(
         self,
@@ -94,6 +102,7 @@ class BudgetLedger:
         cost_nano: int,
         answer: dict[str, Any],
         request_id: str | None,
+        delta_atto: int = 0,
     ) -> Release:
         """Charge ``cost_nano`` and record ``answer`` as released, in one transaction.
 
@@ -125,22 +134,28 @@ class BudgetLedger:
                     .where(
                         scopes.c.id == scope_id,
                         scopes.c.spent_nano + cost_nano <= scopes.c.epsilon_nano,
+                        scopes.c.delta_spent_atto + delta_atto <= scopes.c.delta_atto,
                     )
-                    .values(spent_nano=scopes.c.spent_nano + cost_nano)
+                    .values(
+                        spent_nano=scopes.c.spent_nano + cost_nano,
+                        delta_spent_atto=scopes.c.delta_spent_atto + delta_atto,
+                    )
                 ).rowcount
                 if charged != 1:
-                    row = conn.execute(
-                        sa.select(scopes.c.epsilon_nano, scopes.c.spent_nano).where(
-                            scopes.c.id == scope_id
+                    b = self._budget_in(conn, scope_id)
+                    if b.spent + from_nano(cost_nano) > b.epsilon:
+                        raise self._exhausted(
+                            scope_id, to_nano(b.epsilon), to_nano(b.spent), cost_nano
                         )
-                    ).one()
-                    raise self._exhausted(
-                        scope_id, int(row.epsilon_nano), int(row.spent_nano), cost_nano
+                    raise BudgetExhausted(
+                        f"scope {scope_id!r} has not enough delta left for this query",
+                        {"scope": scope_id, "budget": b.to_dict()},
                     )
                 charge_id = conn.execute(
                     budget_charges.insert().values(
                         scope_id=scope_id,
                         epsilon_nano=cost_nano,
+                        delta_atto=delta_atto,
                         query_key=query_key,
                         request_id=request_id,
                         created_at=self._clock(),
@@ -160,9 +175,19 @@ class BudgetLedger:
     @staticmethod
     def _budget_in(conn: sa.Connection, scope_id: str) -> Budget:
         row = conn.execute(
-            sa.select(scopes.c.epsilon_nano, scopes.c.spent_nano).where(scopes.c.id == scope_id)
+            sa.select(
+                scopes.c.epsilon_nano,
+                scopes.c.spent_nano,
+                scopes.c.delta_atto,
+                scopes.c.delta_spent_atto,
+            ).where(scopes.c.id == scope_id)
         ).one()
-        return Budget(from_nano(int(row.epsilon_nano)), from_nano(int(row.spent_nano)))
+        return Budget(
+            from_nano(int(row.epsilon_nano)),
+            from_nano(int(row.spent_nano)),
+            from_atto(int(row.delta_atto)),
+            from_atto(int(row.delta_spent_atto)),
+        )
 
     def link_audit(self, charge_id: int, audit_index: int) -> None:
         """Record which audit entry a charge belongs to."""
@@ -184,6 +209,7 @@ class BudgetLedger:
         return [
             {
                 "epsilon": decimal_str(from_nano(int(r.epsilon_nano))),
+                "delta": decimal_str(from_atto(int(r.delta_atto))),
                 "audit_index": r.audit_index,
                 "request_id": r.request_id,
                 "time": r.created_at.isoformat(),

@@ -8,6 +8,7 @@ revocation is final; both, and expiry, refuse every call with their own code.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -29,6 +30,7 @@ from products.manifest import Classification, DataProduct
 
 SCOPE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 NANO = Decimal("1e9")
+ATTO = Decimal("1e18")
 MAX_EPSILON = Decimal("100")
 MAX_DELTA = Decimal("1e-4")
 AGGREGATE_FUNCTIONS = ("count", "sum", "avg", "quantile", "histogram")
@@ -50,6 +52,16 @@ def from_nano(value: int) -> Decimal:
     """Return a nano-epsilon integer as a normalised Decimal (e.g. ``Decimal("0.5")``)."""
     d = (Decimal(value) / NANO).normalize()
     return d.quantize(Decimal(1)) if d == d.to_integral_value() else d
+
+
+def to_atto(value: Decimal) -> int:
+    """Return a delta in units of 1e-18 (exact; callers validated the precision)."""
+    return int((value * ATTO).to_integral_value())
+
+
+def from_atto(value: int) -> Decimal:
+    """Return an atto-delta integer as a normalised Decimal."""
+    return (Decimal(value) / ATTO).normalize()
 
 
 def decimal_str(value: Decimal) -> str:
@@ -90,17 +102,26 @@ def parse_epsilon(value: Any, field: str, *, allow_zero: bool = False) -> Decima
 class Budget:
     epsilon: Decimal
     spent: Decimal
+    delta: Decimal = Decimal(0)
+    delta_spent: Decimal = Decimal(0)
 
     @property
     def remaining(self) -> Decimal:
         return max(self.epsilon - self.spent, Decimal(0))
 
     def to_dict(self) -> dict[str, float]:
-        return {
+        """DESIGN §5 ``{"epsilon", "spent", "remaining"}``; delta fields are added only
+        for scopes granted a delta (extension)."""
+        out = {
             "epsilon": float(self.epsilon),
             "spent": float(self.spent),
             "remaining": float(self.remaining),
         }
+        if self.delta > 0:
+            out["delta"] = float(self.delta)
+            out["delta_spent"] = float(self.delta_spent)
+            out["delta_remaining"] = float(max(self.delta - self.delta_spent, Decimal(0)))
+        return out
 
 
 @dataclass(frozen=True)
@@ -113,7 +134,8 @@ class Scope:
     aggregate_functions: frozenset[str]
     verify: frozenset[str]
     epsilon_nano: int
-    delta: Decimal
+    delta_atto: int
+    delta_spent_atto: int
     max_epsilon_per_query_nano: int
     spent_nano: int
     rate_per_minute: int
@@ -126,8 +148,17 @@ class Scope:
     created_at: datetime
 
     @property
+    def delta(self) -> Decimal:
+        return from_atto(self.delta_atto)
+
+    @property
     def budget(self) -> Budget:
-        return Budget(from_nano(self.epsilon_nano), from_nano(self.spent_nano))
+        return Budget(
+            from_nano(self.epsilon_nano),
+            from_nano(self.spent_nano),
+            from_atto(self.delta_atto),
+            from_atto(self.delta_spent_atto),
+        )
 
     @property
     def max_epsilon_per_query(self) -> Decimal:
@@ -164,6 +195,17 @@ class Scope:
             "created_at": _iso(self.created_at),
             "budget": self.budget.to_dict(),
         }
+
+    @property
+    def terms_hash(self) -> str:
+        """Hex SHA-256 of the granted terms (everything but status and spending): the
+        policy version an audit entry records. Terms never change after the grant."""
+        terms = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in ("status", "status_reason", "budget")
+        }
+        return hashlib.sha256(json.dumps(terms, sort_keys=True).encode()).hexdigest()
 
     def check_usable(self, now: datetime) -> None:
         """Raise ``ScopeRevoked``, ``ScopeSuspended`` or ``ScopeExpired`` unless usable now."""
@@ -327,6 +369,8 @@ def parse_grant(
         delta = Decimal(str(raw_delta))
         if not delta.is_finite() or delta < 0 or delta > MAX_DELTA:
             errors["delta"] = [f"must be in [0, {MAX_DELTA}]"]
+        elif delta != delta.quantize(Decimal("1e-18")):
+            errors["delta"] = ["at most 18 decimal places"]
     except InvalidOperation:
         errors["delta"] = ["must be a number"]
     rate = _int_field(data, "rate_per_minute", 1, 1_000_000, errors)
@@ -436,7 +480,8 @@ class ScopeStore:
                         purpose=grant.purpose,
                         operations=json.dumps(ops, sort_keys=True),
                         epsilon_nano=to_nano(grant.epsilon),
-                        delta=decimal_str(grant.delta),
+                        delta_atto=to_atto(grant.delta),
+                        delta_spent_atto=0,
                         max_epsilon_per_query_nano=to_nano(grant.max_epsilon_per_query),
                         spent_nano=0,
                         rate_per_minute=grant.rate_per_minute,
@@ -527,7 +572,8 @@ def _scope(row: Any) -> Scope:
         aggregate_functions=frozenset(agg.get("functions", [])) if agg else frozenset(),
         verify=frozenset(ops.get("verify", [])),
         epsilon_nano=int(row.epsilon_nano),
-        delta=Decimal(row.delta),
+        delta_atto=int(row.delta_atto),
+        delta_spent_atto=int(row.delta_spent_atto),
         max_epsilon_per_query_nano=int(row.max_epsilon_per_query_nano),
         spent_nano=int(row.spent_nano),
         rate_per_minute=int(row.rate_per_minute),

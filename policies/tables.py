@@ -1,6 +1,7 @@
 """Policy tables (principals, keys, nonces, scopes, budget, limits) on their own MetaData.
 
-Epsilons are stored as integers in units of 1e-9 ("nano-epsilon") so that budget
+Epsilons are stored as integers in units of 1e-9 ("nano-epsilon"), deltas in units of
+1e-18 ("atto-delta"), so that budget
 arithmetic is exact and a conditional ``UPDATE … SET spent = spent + x WHERE
 spent + x <= total`` is atomic on SQLite and PostgreSQL alike.
 """
@@ -51,7 +52,8 @@ scopes = sa.Table(
     sa.Column("purpose", sa.Text, nullable=False),
     sa.Column("operations", sa.Text, nullable=False),  # canonical JSON
     sa.Column("epsilon_nano", sa.BigInteger, nullable=False),
-    sa.Column("delta", sa.String(32), nullable=False),  # decimal string
+    sa.Column("delta_atto", sa.BigInteger, nullable=False),  # units of 1e-18
+    sa.Column("delta_spent_atto", sa.BigInteger, nullable=False, default=0),
     sa.Column("max_epsilon_per_query_nano", sa.BigInteger, nullable=False),
     sa.Column("spent_nano", sa.BigInteger, nullable=False, default=0),
     sa.Column("rate_per_minute", sa.Integer, nullable=False),
@@ -72,6 +74,7 @@ budget_charges = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("scope_id", sa.String(64), sa.ForeignKey("scopes.id"), nullable=False),
     sa.Column("epsilon_nano", sa.BigInteger, nullable=False),
+    sa.Column("delta_atto", sa.BigInteger, nullable=False, default=0),
     sa.Column("query_key", sa.String(64), nullable=False),
     sa.Column("request_id", sa.String(256), nullable=True),  # the call's jti
     sa.Column("audit_index", sa.BigInteger, nullable=True),  # set once the entry exists

@@ -16,12 +16,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any
 
-from policies.errors import OperationNotAllowed
+from policies.errors import BudgetExhausted, OperationNotAllowed
 from policies.principals import Principal
-from policies.scopes import Scope, decimal_str, parse_epsilon, to_nano
+from policies.scopes import Scope, decimal_str, from_atto, parse_epsilon, to_atto, to_nano
 from products.errors import InvalidRequest, NotFound
 from sandbox.actions.note import AuditNote
 from sandbox.engine import EngineLimits, PreparedQuery, execute, prepare
@@ -37,17 +37,21 @@ FUNCTION_OF_KIND = {
 MAX_SQL_CHARS = 20_000
 
 
+DEFAULT_DELTA_SHARE = Decimal(10)  # a query may use 1/10 of the scope's delta by default
+
+
 @dataclass(frozen=True)
 class QueryRequest:
     scope: str
     sql: str
     epsilon: Decimal
+    delta: Decimal | None = None  # extension: delta for unknown group keys (threshold)
 
 
 def parse_query_request(data: Mapping[str, Any]) -> QueryRequest:
     """Validate ``{scope, sql, epsilon}``. Raises ``InvalidRequest`` naming fields."""
     errors: dict[str, list[str]] = {}
-    unknown = sorted(set(data) - {"scope", "sql", "epsilon"})
+    unknown = sorted(set(data) - {"scope", "sql", "epsilon", "delta"})
     if unknown:
         errors["_schema"] = [f"unknown field(s): {', '.join(unknown)}"]
     scope = data.get("scope")
@@ -63,10 +67,40 @@ def parse_query_request(data: Mapping[str, Any]) -> QueryRequest:
         epsilon = parse_epsilon(data.get("epsilon"), "epsilon")
     except InvalidRequest as exc:
         errors.update(exc.details.get("fields", {}))
+    delta: Decimal | None = None
+    raw_delta = data.get("delta")
+    if raw_delta is not None:
+        try:
+            if isinstance(raw_delta, bool) or not isinstance(raw_delta, int | float | str):
+                raise InvalidOperation
+            delta = Decimal(str(raw_delta))
+            if not delta.is_finite() or delta < 0 or delta != delta.quantize(Decimal("1e-18")):
+                raise InvalidOperation
+        except InvalidOperation:
+            errors["delta"] = ["a number ≥ 0 with at most 18 decimal places"]
     if errors:
         raise InvalidRequest("invalid query request", {"fields": errors})
     assert isinstance(scope, str) and isinstance(sql, str)
-    return QueryRequest(scope, sql, epsilon)
+    return QueryRequest(scope, sql, epsilon, delta)
+
+
+def query_delta(scope: Scope, req: QueryRequest) -> Decimal:
+    """The delta this query may use for unknown group keys: what the caller asked for
+    (at most the scope's remaining delta), by default a tenth of the scope's delta.
+
+    Raises ``BudgetExhausted`` when the request asks for more than is left.
+    """
+    left = from_atto(max(scope.delta_atto - scope.delta_spent_atto, 0))
+    if req.delta is None:
+        share = (scope.delta / DEFAULT_DELTA_SHARE).quantize(Decimal("1e-18"), ROUND_DOWN)
+        return Decimal(min(share, left))
+    if req.delta > left:
+        raise BudgetExhausted(
+            f"scope {scope.id!r} has delta {decimal_str(left)} left; asked for "
+            f"{decimal_str(req.delta)}",
+            {"scope": scope.id, "budget": scope.budget.to_dict()},
+        )
+    return Decimal(req.delta)
 
 
 def usable_scope(
@@ -81,6 +115,7 @@ def usable_scope(
     if scope.enterprise != caller.id:
         raise NotFound(f"no scope {scope_id!r}", {"scope": scope_id})
     note.target.update({"scope": scope.id, "product": scope.product})
+    note.extra["policy_version"] = scope.terms_hash
     rt.limiter.count(scope, calls)
     scope.check_usable(rt.clock())
     return scope
@@ -109,7 +144,7 @@ def _prepared(
         record.manifest,
         req.sql,
         allowed_columns=scope.aggregate_columns,
-        delta=scope.delta,
+        delta=query_delta(scope, req),
         epsilon=req.epsilon,
     )
     note.extra["rewritten_sql_hash"] = hashlib.sha256(prepared.rewritten_sql.encode()).hexdigest()
@@ -146,15 +181,16 @@ def run_query(
     scope = usable_scope(rt, caller, req.scope, note)
     prepared, version = _prepared(rt, scope, req, note)
     cost = to_nano(req.epsilon)
+    delta_cost = to_atto(Decimal(repr(prepared.delta_spent))) if prepared.delta_spent else 0
     query_key = hashlib.sha256(
-        f"{prepared.normalized_sql}\n{decimal_str(req.epsilon)}\n{version}".encode()
+        f"{prepared.normalized_sql}\n{decimal_str(req.epsilon)}\n{delta_cost}\n{version}".encode()
     ).hexdigest()
     note.extra["query_key"] = query_key
     released = rt.ledger.reused(scope.id, query_key)
     if released is not None:
         note.extra["reused"] = True
         return _answer(released, Decimal(0), rt.ledger.budget(scope.id).to_dict())
-    rt.ledger.check_affordable(scope, cost)
+    rt.ledger.check_affordable(scope, cost, delta_cost)
     limits = EngineLimits(
         timeout_s=rt.settings.query_timeout_s,
         memory_limit=rt.settings.query_memory_limit,
@@ -167,11 +203,15 @@ def run_query(
         runner=rt.query_runner(),
     )
     stored = {"columns": answer.columns, "rows": answer.rows, "accuracy": answer.accuracy}
-    release = rt.ledger.release(scope.id, query_key, cost, stored, note.request_id)
+    release = rt.ledger.release(
+        scope.id, query_key, cost, stored, note.request_id, delta_atto=delta_cost
+    )
     if release.reused:
         note.extra["reused"] = True
         return _answer(release.answer, Decimal(0), release.budget.to_dict())
     note.epsilon = decimal_str(req.epsilon)
+    if delta_cost:
+        note.extra["delta"] = decimal_str(from_atto(delta_cost))
     charge_id = release.charge_id
     if charge_id is not None:
         note.after_append.append(lambda index: rt.ledger.link_audit(charge_id, index))
