@@ -80,6 +80,7 @@ def main(
         audience=audience,
     )
     ctx.obj = CliContext(settings)
+    ctx.call_on_close(ctx.obj.close)
 
 
 def _register() -> None:

@@ -114,6 +114,7 @@ def witness(
     """As a regulator: fetch the latest checkpoint, check it is consistent with the last
     one witnessed, cosign it (C2SP tlog-cosignature) and post the cosignature."""
     client = make_client(ctx, url, principal, key_file)
+    ctx.on_close(client.close)
     state_path = Path(state_file or f"witness-{principal}.json")
     state = load_state(state_path)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+from collections.abc import Callable
 import socket
 from typing import Any
 
@@ -15,6 +16,11 @@ class CliContext:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._runtime: Runtime | None = None
+        self._closers: list[Callable[[], None]] = []
+
+    def on_close(self, closer: Callable[[], None]) -> None:
+        """Run ``closer`` when the command ends, however it ends."""
+        self._closers.append(closer)
 
     def runtime(self, *, create: bool = False) -> Runtime:
         """Open the deployment's stores (``create``: initialise them if needed)."""
@@ -23,6 +29,8 @@ class CliContext:
         return self._runtime
 
     def close(self) -> None:
+        while self._closers:
+            self._closers.pop()()
         if self._runtime is not None:
             self._runtime.close()
             self._runtime = None

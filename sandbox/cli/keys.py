@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 from pathlib import Path
 
 import click
 
 from policies.principals import generate_keypair, jwk_thumbprint
+from sandbox.cli.common import CliContext
+from sandbox.platform_keys import PlatformKeys
 
 
 @click.group("keys")
@@ -41,6 +45,23 @@ def generate(prefix: str, alg: str, force: bool) -> None:
     os.chmod(key_path, 0o600)
     pub_path.write_bytes(public_pem)
     click.echo(f"wrote {key_path} and {pub_path}; kid {jwk_thumbprint(public_pem)}")
+
+
+@keys.command("rotate")
+@click.pass_obj
+def rotate(ctx: CliContext) -> None:
+    """Make a new platform signing key current (receipts and checkpoints).
+
+    Old public keys stay published in /v1/keys and in bundle headers, so receipts
+    and checkpoints signed before the rotation still verify. Restart the servers.
+    """
+    rt = ctx.runtime()
+    old = rt.keys.current.kid
+    kid = PlatformKeys.rotate(ctx.settings.keys_dir)
+    ctx.audit_local("platform.key_rotate", {}, shlex.join(["sandbox", *sys.argv[1:]]),
+                    {"old": old, "new": kid})
+    ctx.close()
+    click.echo(f"platform key rotated: {old} -> {kid} (restart the servers to sign with it)")
 
 
 COMMANDS = [keys]

@@ -74,6 +74,7 @@ def call(
 ) -> None:
     """Send one signed call and print the JSON answer (for operators' scripts)."""
     client = make_client(ctx, url, principal, key_file)
+    ctx.on_close(client.close)
     body = None
     if json_file:
         try:
@@ -118,6 +119,7 @@ def apply(
     """Make the service's scopes match FILE (idempotent); prints the plan first."""
     desired = load_policy_file(Path(file).read_text(encoding="utf-8"))
     client = make_client(ctx, url, principal, key_file)
+    ctx.on_close(client.close)
     try:
         current = {s["id"]: s for s in client.get("/v1/scopes")["scopes"]}
     except ApiError as exc:

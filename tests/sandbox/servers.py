@@ -60,6 +60,7 @@ def start_server(
     if database_url:
         env["SANDBOX_DATABASE_URL"] = database_url
     env.update(extra_env or {})
+    data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / f"server-{port}.log"
     out = log.open("wb")
     proc = subprocess.Popen(

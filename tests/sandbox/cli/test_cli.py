@@ -1,0 +1,131 @@
+"""The command line (DESIGN §7a): every command works, every error is one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from sandbox.cli import main
+from sandbox.demo import generate, manifest_data
+from sandbox.runtime import Runtime
+from sandbox.settings import Settings
+
+
+def run(data_dir: Path, *args: str) -> Result:
+    return CliRunner().invoke(main, ["--data-dir", str(data_dir), *args])
+
+
+def one_line_error(result: Result) -> str:
+    """The error of a failed command: exactly one line, no traceback."""
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output, result.output
+    errors = [x for x in result.output.splitlines() if x.startswith(("error:", "Error:"))]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
+def test_help_lists_the_commands(tmp_path: Path) -> None:
+    result = run(tmp_path, "--help")
+    assert result.exit_code == 0
+    for command in ("init", "keys", "principals", "products", "serve", "demo", "audit", "call",
+                    "scopes"):
+        assert command in result.output
+
+
+def test_init_is_idempotent(tmp_path: Path) -> None:
+    first = run(tmp_path, "init")
+    second = run(tmp_path, "init")
+    assert first.exit_code == second.exit_code == 0
+    assert first.output.splitlines()[-1] == second.output.splitlines()[-1]  # same key
+    key = next((tmp_path / "keys").glob("platform-*.key"))
+    assert key.stat().st_mode & 0o777 == 0o600
+
+
+def test_keys_and_principals(tmp_path: Path) -> None:
+    out = tmp_path / "op"
+    assert run(tmp_path, "keys", "generate", "--out", str(out)).exit_code == 0
+    assert (out.with_suffix(".key")).stat().st_mode & 0o777 == 0o600
+    again = run(tmp_path, "keys", "generate", "--out", str(out))
+    assert "exists" in one_line_error(again)
+    ok = run(tmp_path, "principals", "add", "--id", "op-1", "--role", "operator",
+             "--public-key", str(out.with_suffix(".pub")))
+    assert ok.exit_code == 0 and "audit index" in ok.output
+    dup = run(tmp_path, "principals", "add", "--id", "op-1", "--role", "operator",
+              "--public-key", str(out.with_suffix(".pub")))
+    assert one_line_error(dup).startswith("error: conflict")
+    junk = tmp_path / "junk.pub"
+    junk.write_text("not a key")
+    bad = run(tmp_path, "principals", "add", "--id", "op-2", "--role", "operator",
+              "--public-key", str(junk))
+    assert one_line_error(bad).startswith("error: invalid_request")
+    es = tmp_path / "es"
+    assert run(tmp_path, "keys", "generate", "--out", str(es), "--alg", "es256").exit_code == 0
+
+
+def test_products_register_with_data_and_errors(tmp_path: Path) -> None:
+    manifest = tmp_path / "registry.json"
+    manifest.write_text(json.dumps(manifest_data()["enterprise_registry"]))
+    rows = generate("enterprise_registry", 50, tmp_path / "rows.csv")
+    ok = run(tmp_path, "products", "register", str(manifest), "--data", str(rows), "--quiet")
+    assert ok.exit_code == 0, ok.output
+    assert "loaded 50 rows" in ok.output
+    again = run(tmp_path, "products", "register", str(manifest))
+    assert one_line_error(again).startswith("error: conflict")
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("id: BAD\ntitle: x\n")
+    assert one_line_error(run(tmp_path, "products", "register", str(broken))).startswith(
+        "error: invalid_request")
+    not_yaml = tmp_path / "x.yaml"
+    not_yaml.write_text("id: [unclosed")
+    assert "not valid YAML" in one_line_error(run(tmp_path, "products", "register",
+                                                  str(not_yaml)))
+    bad_rows = tmp_path / "bad.csv"
+    bad_rows.write_text(rows.read_text().replace(",active,", ",closed,", 1))
+    other = dict(manifest_data()["enterprise_registry"], id="registry_two")
+    manifest.write_text(json.dumps(other))
+    failed = run(tmp_path, "products", "register", str(manifest), "--data", str(bad_rows),
+                 "--quiet")
+    line = one_line_error(failed)
+    assert "line 2 status" in line and "closed" not in line
+    rt = Runtime.open(Settings(data_dir=tmp_path))
+    try:
+        assert rt.catalogue.get("registry_two").current is None  # nothing half-loaded
+        actions = [e.entry["action"] for e in rt.audit.entries(limit=100).entries]
+        assert actions.count("product.register") >= 2 and "product.data" in actions
+    finally:
+        rt.close()
+
+
+def test_demo_export_verify_and_tamper(tmp_path: Path) -> None:
+    first = run(tmp_path, "demo", "--rows", "50", "--quiet")
+    assert first.exit_code == 0, first.output
+    assert "sandbox call POST /v1/queries" in first.output
+    second = run(tmp_path, "demo", "--rows", "50", "--quiet")
+    assert second.exit_code == 0
+    bundle = tmp_path / "bundle.jsonl"
+    assert run(tmp_path, "audit", "export", "--out", str(bundle)).exit_code == 0
+    verified = run(tmp_path, "audit", "verify", str(bundle))
+    assert verified.exit_code == 0 and verified.output.startswith("OK")
+    lines = bundle.read_text().splitlines()
+    lines[3], lines[4] = lines[4], lines[3]  # reorder two entries
+    bundle.write_text("\n".join(lines) + "\n")
+    tampered = run(tmp_path, "audit", "verify", str(bundle))
+    assert tampered.exit_code != 0
+    partial = run(tmp_path, "audit", "export", "--out", str(tmp_path / "b2"), "--start", "5",
+                  "--end", "2")
+    assert partial.exit_code != 0 and not (tmp_path / "b2").exists()
+
+
+def test_call_needs_identity(tmp_path: Path) -> None:
+    result = run(tmp_path, "call", "GET", "/v1/products")
+    assert "--id and --key" in one_line_error(result)
+
+
+@pytest.mark.parametrize("args", [["audit", "verify", "/nonexistent"],
+                                  ["products", "register", "/nonexistent.yaml"]])
+def test_missing_files(tmp_path: Path, args: list[str]) -> None:
+    assert run(tmp_path, *args).exit_code != 0
