@@ -81,18 +81,29 @@ class Header:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-def header_line(origin: str, start: int, end: int, keys: Sequence[Mapping[str, Any]]) -> bytes:
-    """Return the header line (with newline)."""
-    return _dumps(
-        {
-            "type": "header",
-            "version": VERSION,
-            "origin": origin,
-            "start": start,
-            "end": end,
-            "keys": [dict(k) for k in keys],
-        }
-    )
+def header_line(
+    origin: str,
+    start: int,
+    end: int,
+    keys: Sequence[Mapping[str, Any]],
+    witnesses: Sequence[Mapping[str, Any]] = (),
+) -> bytes:
+    """Return the header line (with newline).
+
+    ``witnesses`` (an extension field, omitted when empty) lists the JWKs, each with
+    its signed-note ``name``, of the witnesses whose cosignatures the bundle carries.
+    """
+    obj: dict[str, Any] = {
+        "type": "header",
+        "version": VERSION,
+        "origin": origin,
+        "start": start,
+        "end": end,
+        "keys": [dict(k) for k in keys],
+    }
+    if witnesses:
+        obj["witnesses"] = [dict(w) for w in witnesses]
+    return _dumps(obj)
 
 
 def prefix_line(size: int, hashes: Sequence[bytes]) -> bytes:
@@ -237,9 +248,16 @@ class BundleWriter:
     def __init__(self, write: Callable[[bytes], object]) -> None:
         self._write = write
 
-    def header(self, origin: str, start: int, end: int, keys: Sequence[Mapping[str, Any]]) -> None:
+    def header(
+        self,
+        origin: str,
+        start: int,
+        end: int,
+        keys: Sequence[Mapping[str, Any]],
+        witnesses: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
         """Write the header line."""
-        self._write(header_line(origin, start, end, keys))
+        self._write(header_line(origin, start, end, keys, witnesses))
 
     def prefix(self, size: int, hashes: Sequence[bytes]) -> None:
         """Write the prefix line."""

@@ -721,6 +721,7 @@ class AuditLog:
         start: int = 0,
         end: int | None = None,
         keys: Sequence[Mapping[str, Any]] | None = None,
+        witnesses: Sequence[Mapping[str, Any]] = (),
         page: int = 2000,
     ) -> int:
         """Stream the bundle of entries ``[start, end)`` (DESIGN §7) to ``out``.
@@ -746,7 +747,7 @@ class AuditLog:
                 raise BadCheckpoint("no keys given and no signer to describe")
             keys = [self.signer.public_jwk()]
         w = BundleWriter(write)
-        w.header(self.origin, start, end, keys)
+        w.header(self.origin, start, end, keys, witnesses)
         c, cs, e = tables.checkpoints, tables.cosignatures, tables.entries
         with self.engine.connect() as conn:
             if start > 0:

@@ -303,6 +303,20 @@ class PrincipalStore:
             raise NotFound(f"principal {principal_id!r} has no key {kid!r}")
         return self.get(principal_id)
 
+    def with_role(self, role: Role) -> list[Principal]:
+        """Return every principal of ``role``, ordered by id."""
+        with self._engine.connect() as conn:
+            ids = (
+                conn.execute(
+                    sa.select(principals.c.id)
+                    .where(principals.c.role == role.value)
+                    .order_by(principals.c.id)
+                )
+                .scalars()
+                .all()
+            )
+        return [self.get(str(i)) for i in ids]
+
     def count(self) -> int:
         with self._engine.connect() as conn:
             return int(

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -20,7 +21,7 @@ from policies.budget import BudgetLedger
 from policies.calls import CallPolicy
 from policies.limits import RateLimiter
 from policies.nonces import NonceStore
-from policies.principals import PrincipalStore
+from policies.principals import KeyAlg, PrincipalStore, Role, public_jwk
 from policies.scopes import ScopeStore
 from products.catalogue import Catalogue
 from products.loader import LoadLimits
@@ -131,6 +132,19 @@ class Runtime:
 
         self._checkpointer = threading.Thread(target=run, name="checkpointer", daemon=True)
         self._checkpointer.start()
+
+    def bundle_keys(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Return the JWKs for an audit bundle header: the platform's keys, and the
+        regulators' Ed25519 keys as witnesses (named by principal id, the name their
+        cosignature lines carry)."""
+        keys = [dict(k) for k in self.keys.jwks()["keys"]]
+        witnesses = [
+            {**public_jwk(k.pem), "kid": k.kid, "name": p.id}
+            for p in self.principals.with_role(Role.REGULATOR)
+            for k in p.keys
+            if k.active and k.alg is KeyAlg.EDDSA
+        ]
+        return keys, witnesses
 
     def close(self) -> None:
         """Stop background work and release connections."""

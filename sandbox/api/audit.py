@@ -155,11 +155,6 @@ def consistency() -> dict[str, Any]:
     return log.consistency_proof(first, second).to_api()
 
 
-def bundle_keys() -> list[dict[str, Any]]:
-    """The platform's public keys as bundle-header JWKs (each with kid and name)."""
-    return [dict(k) for k in runtime().keys.jwks()["keys"]]
-
-
 @blp.route("/export", methods=["GET"])
 @blp.doc(summary="An audit bundle (JSON Lines, DESIGN §7) of entries start ≤ i < end (regulator)")
 def export() -> Response:
@@ -171,7 +166,8 @@ def export() -> Response:
     n.extra["range"] = f"{start}-{end}"
     spool = tempfile.TemporaryFile(dir=rt.settings.data_dir)  # noqa: SIM115 - streamed out
     try:
-        rt.audit.export(spool, start=start, end=end, keys=bundle_keys())
+        keys, witnesses = rt.bundle_keys()
+        rt.audit.export(spool, start=start, end=end, keys=keys, witnesses=witnesses)
     except BaseException:
         spool.close()
         raise

@@ -37,12 +37,12 @@ def audit() -> None:
 def export(ctx: CliContext, out: str, start: int, end: int | None) -> None:
     """Write an audit bundle of entries START ≤ i < END (audited as audit.export)."""
     rt = ctx.runtime()
-    keys = [dict(k) for k in rt.keys.jwks()["keys"]]
+    keys, witnesses = rt.bundle_keys()
     path = Path(out)
     tmp = path.with_name(path.name + ".partial")
     try:
         with tmp.open("wb") as f:
-            end = rt.audit.export(f, start=start, end=end, keys=keys)
+            end = rt.audit.export(f, start=start, end=end, keys=keys, witnesses=witnesses)
         tmp.replace(path)
     except AuditError as exc:
         tmp.unlink(missing_ok=True)

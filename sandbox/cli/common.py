@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import getpass
-from collections.abc import Callable
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from audit.entry import request_hash, result_hash

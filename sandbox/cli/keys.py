@@ -58,8 +58,9 @@ def rotate(ctx: CliContext) -> None:
     rt = ctx.runtime()
     old = rt.keys.current.kid
     kid = PlatformKeys.rotate(ctx.settings.keys_dir)
-    ctx.audit_local("platform.key_rotate", {}, shlex.join(["sandbox", *sys.argv[1:]]),
-                    {"old": old, "new": kid})
+    ctx.audit_local(
+        "platform.key_rotate", {}, shlex.join(["sandbox", *sys.argv[1:]]), {"old": old, "new": kid}
+    )
     ctx.close()
     click.echo(f"platform key rotated: {old} -> {kid} (restart the servers to sign with it)")
 

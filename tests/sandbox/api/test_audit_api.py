@@ -122,7 +122,7 @@ def test_export_bundle_verifies_offline(tmp_path: Path, regulator: Caller) -> No
 
 
 def test_regulator_cosigns_and_the_cosignature_is_served(
-    regulator: Caller, enterprise: Caller
+    tmp_path: Path, regulator: Caller, enterprise: Caller
 ) -> None:
     enterprise.get("/v1/products")
     cp = regulator.get("/v1/audit/checkpoint").get_json()

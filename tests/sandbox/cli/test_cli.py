@@ -30,8 +30,17 @@ def one_line_error(result: Result) -> str:
 def test_help_lists_the_commands(tmp_path: Path) -> None:
     result = run(tmp_path, "--help")
     assert result.exit_code == 0
-    for command in ("init", "keys", "principals", "products", "serve", "demo", "audit", "call",
-                    "scopes"):
+    for command in (
+        "init",
+        "keys",
+        "principals",
+        "products",
+        "serve",
+        "demo",
+        "audit",
+        "call",
+        "scopes",
+    ):
         assert command in result.output
 
 
@@ -50,16 +59,43 @@ def test_keys_and_principals(tmp_path: Path) -> None:
     assert (out.with_suffix(".key")).stat().st_mode & 0o777 == 0o600
     again = run(tmp_path, "keys", "generate", "--out", str(out))
     assert "exists" in one_line_error(again)
-    ok = run(tmp_path, "principals", "add", "--id", "op-1", "--role", "operator",
-             "--public-key", str(out.with_suffix(".pub")))
+    ok = run(
+        tmp_path,
+        "principals",
+        "add",
+        "--id",
+        "op-1",
+        "--role",
+        "operator",
+        "--public-key",
+        str(out.with_suffix(".pub")),
+    )
     assert ok.exit_code == 0 and "audit index" in ok.output
-    dup = run(tmp_path, "principals", "add", "--id", "op-1", "--role", "operator",
-              "--public-key", str(out.with_suffix(".pub")))
+    dup = run(
+        tmp_path,
+        "principals",
+        "add",
+        "--id",
+        "op-1",
+        "--role",
+        "operator",
+        "--public-key",
+        str(out.with_suffix(".pub")),
+    )
     assert one_line_error(dup).startswith("error: conflict")
     junk = tmp_path / "junk.pub"
     junk.write_text("not a key")
-    bad = run(tmp_path, "principals", "add", "--id", "op-2", "--role", "operator",
-              "--public-key", str(junk))
+    bad = run(
+        tmp_path,
+        "principals",
+        "add",
+        "--id",
+        "op-2",
+        "--role",
+        "operator",
+        "--public-key",
+        str(junk),
+    )
     assert one_line_error(bad).startswith("error: invalid_request")
     es = tmp_path / "es"
     assert run(tmp_path, "keys", "generate", "--out", str(es), "--alg", "es256").exit_code == 0
@@ -78,17 +114,18 @@ def test_products_register_with_data_and_errors(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("id: BAD\ntitle: x\n")
     assert one_line_error(run(tmp_path, "products", "register", str(broken))).startswith(
-        "error: invalid_request")
+        "error: invalid_request"
+    )
     not_yaml = tmp_path / "x.yaml"
     not_yaml.write_text("id: [unclosed")
-    assert "not valid YAML" in one_line_error(run(tmp_path, "products", "register",
-                                                  str(not_yaml)))
+    assert "not valid YAML" in one_line_error(run(tmp_path, "products", "register", str(not_yaml)))
     bad_rows = tmp_path / "bad.csv"
     bad_rows.write_text(rows.read_text().replace(",active,", ",closed,", 1))
     other = dict(manifest_data()["enterprise_registry"], id="registry_two")
     manifest.write_text(json.dumps(other))
-    failed = run(tmp_path, "products", "register", str(manifest), "--data", str(bad_rows),
-                 "--quiet")
+    failed = run(
+        tmp_path, "products", "register", str(manifest), "--data", str(bad_rows), "--quiet"
+    )
     line = one_line_error(failed)
     assert "line 2 status" in line and "closed" not in line
     rt = Runtime.open(Settings(data_dir=tmp_path))
@@ -115,8 +152,9 @@ def test_demo_export_verify_and_tamper(tmp_path: Path) -> None:
     bundle.write_text("\n".join(lines) + "\n")
     tampered = run(tmp_path, "audit", "verify", str(bundle))
     assert tampered.exit_code != 0
-    partial = run(tmp_path, "audit", "export", "--out", str(tmp_path / "b2"), "--start", "5",
-                  "--end", "2")
+    partial = run(
+        tmp_path, "audit", "export", "--out", str(tmp_path / "b2"), "--start", "5", "--end", "2"
+    )
     assert partial.exit_code != 0 and not (tmp_path / "b2").exists()
 
 
@@ -125,7 +163,8 @@ def test_call_needs_identity(tmp_path: Path) -> None:
     assert "--id and --key" in one_line_error(result)
 
 
-@pytest.mark.parametrize("args", [["audit", "verify", "/nonexistent"],
-                                  ["products", "register", "/nonexistent.yaml"]])
+@pytest.mark.parametrize(
+    "args", [["audit", "verify", "/nonexistent"], ["products", "register", "/nonexistent.yaml"]]
+)
 def test_missing_files(tmp_path: Path, args: list[str]) -> None:
     assert run(tmp_path, *args).exit_code != 0

@@ -29,13 +29,27 @@ scopes:
 def test_call_apply_and_witness(tmp_path: Path) -> None:
     runner = CliRunner()
     data = tmp_path / "var"
-    assert runner.invoke(main, ["--data-dir", str(data), "demo", "--rows", "40",
-                                "--quiet"]).exit_code == 0
+    assert (
+        runner.invoke(main, ["--data-dir", str(data), "demo", "--rows", "40", "--quiet"]).exit_code
+        == 0
+    )
     keys = data / "demo" / "keys"
     with running(data, None, workers=1) as server:
+
         def cli(*args: str, who: str = "op-demo") -> tuple[int, str]:
-            r = runner.invoke(main, [*args[:1], *args[1:], "--url", server.url, "--id", who,
-                                     "--key", str(keys / f"{who}.key")])
+            r = runner.invoke(
+                main,
+                [
+                    *args[:1],
+                    *args[1:],
+                    "--url",
+                    server.url,
+                    "--id",
+                    who,
+                    "--key",
+                    str(keys / f"{who}.key"),
+                ],
+            )
             return r.exit_code, r.output
 
         code, out = cli("call", "GET", "/v1/products", who="ent-demo")
