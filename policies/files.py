@@ -31,9 +31,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import yaml
-
 from products.errors import InvalidRequest
+from products.yamlfile import load_yaml
 
 STATUS_STEPS = {
     ("active", "suspended"): "suspend",
@@ -95,10 +94,7 @@ def _json_safe(value: Any) -> Any:
 
 def load_policy_file(text: str) -> list[dict[str, Any]]:
     """Parse a policy file. Returns its scopes. Raises ``InvalidRequest``."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidRequest(f"policy file is not YAML: {str(exc).splitlines()[0]}") from None
+    data = load_yaml(text, "policy file")
     if not isinstance(data, Mapping) or not isinstance(data.get("scopes"), list):
         raise InvalidRequest("a policy file is a mapping with a 'scopes:' list")
     scopes = []

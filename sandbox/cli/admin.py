@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from policies.principals import Role, jwk_thumbprint, parse_key
 from products.errors import DomainError, InvalidRequest
 from products.loader import DataFormat
+from products.yamlfile import load_yaml
 from sandbox.actions.products import load_product_data, register_product
 from sandbox.cli.common import CliContext
 
@@ -99,9 +99,11 @@ def read_manifest(path: Path) -> Any:
     """Return the manifest data of a YAML or JSON file. Raises ``InvalidRequest``."""
     try:
         text = path.read_text(encoding="utf-8")
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+        if path.suffix == ".json":
+            return json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidRequest(f"{path} is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+    return load_yaml(text, str(path))
 
 
 @products.command("register")

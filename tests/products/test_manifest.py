@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from products.errors import InvalidRequest
 from products.manifest import Classification, ColumnType, parse_manifest
@@ -163,3 +166,50 @@ def test_unique_keys() -> None:
     assert m.is_unique_key(["uscc"])  # privacy unit with one row per unit
     assert m.is_unique_key(["district", "founded", "active"])
     assert not m.is_unique_key(["district"])
+
+
+def test_design_example_yaml_numbers_are_numbers() -> None:
+    from products.yamlfile import load_yaml
+
+    data = load_yaml("bounds: [0, 1.0e8]\nother: [1e3, -2.5E-3, 7, .5, '1.0e8']\n")
+    assert data == {"bounds": [0, 1.0e8], "other": [1e3, -2.5e-3, 7, 0.5, "1.0e8"]}
+    assert isinstance(data["bounds"][1], float)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+    max_leaves=15,
+)
+_keys = st.sampled_from(
+    [
+        "id",
+        "title",
+        "privacy_unit",
+        "max_rows_per_unit",
+        "columns",
+        "unique",
+        "min_group_size",
+        "name",
+        "type",
+        "classification",
+        "bounds",
+        "public_values",
+        "bins",
+        "group_by",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_keys, _json, max_size=8) | _json)
+def test_any_input_is_a_manifest_or_an_invalid_request(data: Any) -> None:
+    with contextlib.suppress(InvalidRequest):
+        parse_manifest(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.dictionaries(_keys, _json, max_size=6), max_size=4))
+def test_any_columns_are_columns_or_an_invalid_request(columns: list[Any]) -> None:
+    with contextlib.suppress(InvalidRequest):
+        parse_manifest(manifest(columns=columns))
