@@ -62,12 +62,16 @@ def build(path: Path, rows: int, layout: str) -> Path:
     """Write the product file (once): unit = floor(i / 2.5), so units hold 2 or 3 rows.
 
     ``layout`` "window" stores rows in the order DuckDB's window operator emits them
-    (what products/loader.py writes today); "rank" stores them ORDER BY _unit_rank, so
-    that ``_unit_rank <= k`` selects a prefix and DuckDB's zone maps skip the rest.
+    (what products/loader.py wrote before it sorted); "rank" stores them ORDER BY
+    _unit_rank, so that ``_unit_rank <= k`` selects a prefix and DuckDB's zone maps skip
+    the rest; "loader" stores them ORDER BY _unit_rank, unit, as products/loader.py
+    writes product files now.
     """
     if path.exists():
         return path
-    order = "ORDER BY _unit_rank" if layout == "rank" else ""
+    order = {"window": "", "rank": "ORDER BY _unit_rank", "loader": "ORDER BY _unit_rank, unit"}[
+        layout
+    ]
     tmp = path.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
     con = duckdb.connect(str(tmp))
@@ -158,7 +162,10 @@ def main() -> None:
     parser.add_argument("--smartnoise-python", default=None)
     parser.add_argument("--smartnoise-max-rows", type=int, default=1_000_000)
     parser.add_argument(
-        "--layout", nargs="+", choices=["window", "rank"], default=["window", "rank"]
+        "--layout",
+        nargs="+",
+        choices=["window", "rank", "loader"],
+        default=["window", "rank", "loader"],
     )
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)

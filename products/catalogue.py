@@ -9,6 +9,7 @@ version through the control plane, so they never see half a load.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,6 +86,18 @@ def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+@functools.lru_cache(maxsize=256)
+def _manifest(text: str) -> DataProduct:
+    # Stored manifests never change (a product's schema is fixed at registration), so
+    # the validated object can be shared; parsing on every call showed in profiles.
+    return parse_manifest(json.loads(text))
+
+
+@functools.lru_cache(maxsize=1024)
+def _verification(text: str, manifest: DataProduct) -> VerificationProduct:
+    return parse_verification_product(json.loads(text), manifest)
+
+
 def manifest_json(manifest: DataProduct) -> str:
     return json.dumps(manifest.to_dict(), sort_keys=True, separators=(",", ":"))
 
@@ -152,7 +165,7 @@ class Catalogue:
                 finished_at=v.finished_at,
             )
         return ProductRecord(
-            manifest=parse_manifest(json.loads(row.manifest)),
+            manifest=_manifest(row.manifest),
             owner=row.owner,
             status=row.status,
             created_at=row.created_at,
@@ -275,7 +288,7 @@ class Catalogue:
         if row is None:
             raise NotFound(f"no verification product {vp_id!r}", {"verification_product": vp_id})
         record = self.get(row.product_id)
-        return parse_verification_product(json.loads(row.definition), record.manifest), record
+        return _verification(row.definition, record.manifest), record
 
     def verification_ids(self, product_id: str | None = None) -> list[str]:
         """Return the ids of verification products (of one data product), ordered."""
