@@ -136,7 +136,9 @@ def check_fields(fields: Mapping[str, Any]) -> None:
             raise BadEntry(f"field {name!r} must be 64 lowercase hex digits")
     if not fields["action"]:
         raise BadEntry("field 'action' may not be empty")
-    canonical.dumps(dict(fields))  # raises NotCanonical for floats and other non-JSON
+    # encode, not dumps: a lone surrogate passes str operations but not UTF-8, and must
+    # fail here, in its own caller, not in the group-commit leader for a whole batch.
+    canonical.encode(dict(fields))  # raises NotCanonical for floats and other non-JSON
 
 
 def build_entry(

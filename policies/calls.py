@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from policies.errors import BadSignature, Replayed, TokenExpired, Unauthenticated
 from policies.nonces import NonceStore
 from policies.principals import KeyAlg, Principal, PublicKey, load_public_key
+from products.text import is_utf8
 
 CALL_TYP = "pds-call+jwt"
 REQUIRED_CLAIMS = ("iss", "aud", "iat", "exp", "jti", "htm", "htu", "bh")
@@ -87,6 +88,19 @@ class VerifiedCall:
     jti: str
     issued_at: datetime
     expires_at: datetime
+    body_hash: str  # the signed ``bh`` claim
+
+    def check_body(self, body_sha256: bytes) -> None:
+        """Check a body read after the token was verified (streamed uploads).
+
+        Raises ``BadSignature`` (``bh_mismatch``).
+        """
+        if not hmac.compare_digest(self.body_hash.encode(), bh_of_digest(body_sha256).encode()):
+            raise BadSignature(
+                "request body does not match the signed body hash",
+                "bh_mismatch",
+                issuer=self.principal.id,
+            )
 
 
 @dataclass(frozen=True)
@@ -105,7 +119,9 @@ def claimed_issuer(token: str) -> str | None:
         iss = jwt.decode(token, options={"verify_signature": False}).get("iss")
     except jwt.PyJWTError:
         return None
-    return iss if isinstance(iss, str) and len(iss) <= 128 else None
+    if not isinstance(iss, str) or len(iss) > 128 or not is_utf8(iss):
+        return None
+    return iss
 
 
 def verify_call(
@@ -113,7 +129,7 @@ def verify_call(
     *,
     method: str,
     path_and_query: str,
-    body_sha256: bytes,
+    body_sha256: bytes | None,
     policy: CallPolicy,
     principals: PrincipalLookup,
     nonces: NonceStore,
@@ -124,6 +140,8 @@ def verify_call(
     Returns the verified call. Raises ``Unauthenticated``, ``BadSignature``,
     ``TokenExpired`` or ``Replayed``, each with ``details.reason`` naming the check.
     The nonce is claimed last, so a refused token never burns a nonce.
+    ``body_sha256`` None defers the ``bh`` check to ``VerifiedCall.check_body`` (for
+    bodies streamed to disk only once the caller is known).
     """
     if not authorization:
         raise Unauthenticated(
@@ -218,6 +236,10 @@ def verify_call(
     except jwt.PyJWTError as exc:
         raise Unauthenticated(f"token rejected: {exc}", "invalid_token", issuer=issuer) from None
 
+    if claims["aud"] != policy.audience:  # pyjwt also accepts a list containing it
+        raise BadSignature(
+            "token is addressed to another audience", "wrong_audience", issuer=issuer
+        )
     for name in ("iat", "exp"):
         if not isinstance(claims[name], int) or isinstance(claims[name], bool):
             raise Unauthenticated(
@@ -227,7 +249,7 @@ def verify_call(
                 details={"claim": name},
             )
     for name in ("jti", "htm", "htu", "bh"):
-        if not isinstance(claims[name], str):
+        if not isinstance(claims[name], str) or not is_utf8(claims[name]):
             raise Unauthenticated(
                 f"{name} must be a string", "invalid_claim", issuer=issuer, details={"claim": name}
             )
@@ -256,8 +278,9 @@ def verify_call(
         raise BadSignature("token is bound to another HTTP method", "htm_mismatch", issuer=issuer)
     if claims["htu"] != path_and_query:
         raise BadSignature("token is bound to another path or query", "htu_mismatch", issuer=issuer)
-    expected_bh = bh_of_digest(body_sha256)
-    if not hmac.compare_digest(claims["bh"].encode(), expected_bh.encode()):
+    if body_sha256 is not None and not hmac.compare_digest(
+        claims["bh"].encode(), bh_of_digest(body_sha256).encode()
+    ):
         raise BadSignature(
             "request body does not match the signed body hash", "bh_mismatch", issuer=issuer
         )
@@ -271,6 +294,7 @@ def verify_call(
         jti=claims["jti"],
         issued_at=datetime.fromtimestamp(iat, UTC),
         expires_at=datetime.fromtimestamp(exp, UTC),
+        body_hash=claims["bh"],
     )
 
 

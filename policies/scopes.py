@@ -240,13 +240,19 @@ def _parse_time(value: Any, field: str, errors: dict[str, list[str]]) -> datetim
         return None
     try:
         t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if t.tzinfo is None:
+            errors[field] = ["needs a time zone (e.g. Z)"]
+            return None
+        utc = t.astimezone(UTC)
+        if not 1970 <= utc.year <= 9998:
+            raise OverflowError
     except ValueError:
         errors[field] = ["not an RFC 3339 time"]
         return None
-    if t.tzinfo is None:
-        errors[field] = ["needs a time zone (e.g. Z)"]
+    except OverflowError:
+        errors[field] = ["must lie between 1970 and 9998"]
         return None
-    return t.astimezone(UTC)
+    return utc
 
 
 def _int_field(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import shutil
 import threading
 from collections.abc import Callable
@@ -323,17 +322,19 @@ def _write_table(con: duckdb.DuckDBPyConnection, manifest: DataProduct) -> tuple
     )
     unit = _quote(manifest.privacy_unit)
     table = _quote(manifest.id)
-    # A secret per-load salt makes hash(rowid, salt) a random permutation of each
-    # unit's rows (DuckDB refuses volatile window ordering such as random()).
+    # Each row draws an independent uniform number, materialised in a subquery (DuckDB
+    # refuses a volatile window ORDER BY); ranking a unit's rows by it is a uniformly
+    # random permutation that depends on nothing but that unit's own draws, so removing
+    # one unit changes no other unit's selection. (A hash of the row position would
+    # not be uniform, and would shift when rows before it are removed.)
     # Rows are stored in (_unit_rank, unit) order: contribution bounding
     # (_unit_rank <= k) then skips whole row groups, and keyed verification lookups
     # on the unit read one row group per rank (min/max statistics), measured in
     # docs/engine.md and docs/verification.md.
-    salt = secrets.randbits(62)
     con.execute(
-        f"CREATE TABLE {table} AS SELECT * FROM (SELECT {select}, "
-        f"(row_number() OVER (PARTITION BY {unit} ORDER BY hash(rowid, {salt})))::INTEGER "
-        f"AS _unit_rank FROM staged) ORDER BY _unit_rank, {unit}"
+        f"CREATE TABLE {table} AS SELECT * EXCLUDE (_draw) FROM (SELECT {select}, _draw, "
+        f"(row_number() OVER (PARTITION BY {unit} ORDER BY _draw))::INTEGER AS _unit_rank "
+        f"FROM (SELECT *, random() AS _draw FROM staged)) ORDER BY _unit_rank, {unit}"
     )
     con.execute("DROP TABLE staged")
     counts = con.execute(f"SELECT count(*), count(DISTINCT {unit}) FROM {table}").fetchone()

@@ -5,7 +5,8 @@ scope's ``verify`` list, parsed and normalised at the edge, answered by keyed
 lookups in the isolated DuckDB sandbox, and recorded for enumeration detection.
 The audit entry carries keyed hashes of the subjects (never the keys in clear) and
 the consent references; whether a subject exists is never recorded where the
-caller can read it, so its own audit trail does not leak what the answer hides.
+caller can read it (enumeration flags are separate platform entries), so its own
+audit trail does not leak what the answer hides.
 """
 
 from __future__ import annotations
@@ -114,14 +115,40 @@ def _record(
         [Probe(h, o.found) for h, o in zip(hashes, outcomes, strict=True)],
         rt.enumeration,
     )
-    if verdict.flag:
-        note.extra["enumeration_flag"] = verdict.reason
+    if not verdict.flag:
+        return
+    suspended = False
     if verdict.suspend:
         try:
-            rt.scopes.suspend(scope.id, verdict.reason)
-            note.extra["scope_suspended"] = True
+            # The scope's reason is shown to the enterprise: no statistics in it.
+            rt.scopes.suspend(
+                scope.id,
+                "suspended by the platform: possible enumeration of "
+                "verification subjects; an operator must review and resume it",
+            )
+            suspended = True
         except Conflict:
             pass  # already suspended (or revoked) by a concurrent call
+    # The flag is the platform's own entry, not a field of the caller's: the caller can
+    # read its own entries, and a flag that appears or not after a probe would tell it
+    # whether the probed subject exists. Regulators (and filters on actor=platform) see
+    # it; the enterprise sees only the suspension, once it happens.
+    rt.audit.append(
+        {
+            "actor": "platform",
+            "role": "platform",
+            "action": "scope.flag",
+            "target": {"scope": scope.id, "product": scope.product},
+            "request_hash": None,
+            "decision": "deny" if suspended else "allow",
+            "reason": verdict.reason,
+            "epsilon": "0",
+            "result_hash": None,
+            "jti": None,
+            "client": None,
+            "suspended": suspended,
+        }
+    )
 
 
 def verify(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import tempfile
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Response, request, send_file
 from flask_smorest import Blueprint
 
+from audit.entry import format_time
 from audit.errors import BadCheckpoint
 from audit.note import CosignatureVerifier
 from policies.principals import KeyAlg, Role
@@ -20,6 +22,9 @@ from sandbox.api.schemas import ref_response
 blp = Blueprint("audit", __name__, url_prefix="/v1/audit", description="Audit trail")
 
 MAX_PAGE = 1000
+
+
+MAX_INDEX = 2**62
 
 
 def _int_arg(name: str, *, default: int | None = None, lo: int = 0) -> int:
@@ -36,28 +41,26 @@ def _int_arg(name: str, *, default: int | None = None, lo: int = 0) -> int:
         raise InvalidRequest(
             f"{name} must be an integer", {"fields": {name: ["not an integer"]}}
         ) from None
-    if value < lo:
-        raise InvalidRequest(f"{name} must be ≥ {lo}", {"fields": {name: [f"must be ≥ {lo}"]}})
+    if not lo <= value <= MAX_INDEX:
+        raise InvalidRequest(
+            f"{name} must be in [{lo}, 2^62]", {"fields": {name: [f"must be in [{lo}, 2^62]"]}}
+        )
     return value
 
 
 def _time_arg(name: str) -> str | None:
-    from datetime import UTC, datetime
-
     raw = request.args.get(name)
     if not raw:
         return None
     try:
         t = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=UTC)
+        return format_time(t.astimezone(UTC))
+    except (ValueError, OverflowError):
         raise InvalidRequest(
             f"{name} must be an RFC 3339 time", {"fields": {name: ["not an RFC 3339 time"]}}
         ) from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    from audit.entry import format_time
-
-    return format_time(t)
 
 
 @blp.route("/entries", methods=["GET"])
@@ -79,7 +82,7 @@ def _time_arg(name: str) -> str | None:
     ],
 )
 def entries() -> dict[str, Any]:
-    note("audit.read")
+    note()
     me = caller()
     decision = request.args.get("decision")
     if decision not in (None, "allow", "deny"):
@@ -118,7 +121,7 @@ def entries() -> dict[str, Any]:
     responses={"200": ref_response("Checkpoint")},
 )
 def checkpoint() -> dict[str, Any]:
-    note("audit.checkpoint")
+    note()
     log = runtime().audit
     cp = log.checkpoint(force=True)
     body = cp.to_api()
@@ -136,7 +139,7 @@ def checkpoint() -> dict[str, Any]:
 )
 def inclusion() -> dict[str, Any]:
     index = _int_arg("index")
-    note("audit.proof")
+    note()
     log = runtime().audit
     tree_size = _int_arg("tree_size", default=log.size())
     return log.inclusion_proof(index, tree_size).to_api()
@@ -149,7 +152,7 @@ def inclusion() -> dict[str, Any]:
 )
 def consistency() -> dict[str, Any]:
     first = _int_arg("first")
-    note("audit.proof")
+    note()
     log = runtime().audit
     second = _int_arg("second", default=log.size())
     return log.consistency_proof(first, second).to_api()
@@ -162,7 +165,7 @@ def export() -> Response:
     size = rt.audit.size()
     start = _int_arg("start", default=0)
     end = _int_arg("end", default=size)
-    n = note("audit.export")
+    n = note()
     n.extra["range"] = f"{start}-{end}"
     spool = tempfile.TemporaryFile(dir=rt.settings.data_dir)  # noqa: SIM115 - streamed out
     try:
@@ -183,7 +186,7 @@ def export() -> Response:
 @blp.route("/cosignatures", methods=["POST"])
 @blp.doc(summary="Store a witness cosignature of a checkpoint (regulator)")
 def cosign() -> tuple[dict[str, Any], int]:
-    note("audit.cosign")
+    note()
     data = json_body()
     text = data.get("note")
     if not isinstance(text, str) or not text:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask import g
+from flask import g, request
 
 from policies.principals import Principal
 from sandbox.actions.note import AuditNote
+from sandbox.api.permissions import action_of
 
 
 @dataclass
@@ -35,9 +36,13 @@ def state() -> CallState:
     return st
 
 
-def note(action: str, **target: str | None) -> AuditNote:
-    """Start (or replace) the audit note of this call and return it."""
-    n = AuditNote(action=action, target={k: v for k, v in target.items() if v is not None})
+def note(**target: str | None) -> AuditNote:
+    """Start (or replace) the audit note of this call — its action is the endpoint's
+    (``permissions.ENDPOINTS``) — and return it."""
+    n = AuditNote(
+        action=action_of(request.endpoint),
+        target={k: v for k, v in target.items() if v is not None},
+    )
     state().note = n
     return n
 

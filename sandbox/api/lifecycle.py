@@ -31,10 +31,11 @@ from audit.receipts import receipt_claims
 from policies.calls import claimed_issuer, verify_call
 from policies.errors import AuthError
 from products.errors import DomainError, Forbidden, InvalidRequest
+from products.text import all_utf8
 from sandbox.actions.note import AuditNote
 from sandbox.api.context import CallState, state
 from sandbox.api.errors import CODE_BY_HTTP_STATUS, STATUS_BY_CODE, error_body, status_of
-from sandbox.api.permissions import allowed
+from sandbox.api.permissions import action_of, allowed
 from sandbox.runtime import Runtime
 
 UNAUDITED_ENDPOINTS = frozenset(
@@ -95,7 +96,11 @@ def before_request() -> None:
     if request.endpoint in UNAUDITED_ENDPOINTS:
         st.audited = False
         return
-    _read_body(st, rt)
+    # Uploads are streamed to disk only once the caller is known (and allowed):
+    # their body hash is checked after the token; JSON bodies are small and read first.
+    streamed = request.endpoint in UPLOAD_ENDPOINTS
+    if not streamed:
+        _read_body(st, rt)
     auth = request.headers.get("Authorization")
     st.claimed_issuer = claimed_issuer(auth.partition(" ")[2].strip()) if auth else None
     try:
@@ -103,7 +108,7 @@ def before_request() -> None:
             auth,
             method=st.method,
             path_and_query=st.target,
-            body_sha256=st.body_sha256,
+            body_sha256=None if streamed else st.body_sha256,
             policy=rt.call_policy,
             principals=rt.principals.find,
             nonces=rt.nonces,
@@ -123,10 +128,17 @@ def before_request() -> None:
             f"{request.url_rule.rule if request.url_rule else st.target}",
             {"role": call.principal.role.value},
         )
+    if streamed:
+        _read_body(st, rt)
+        try:
+            call.check_body(st.body_sha256)
+        except AuthError:
+            st.note = AuditNote(action="auth.refused")
+            raise
 
 
 def _default_action() -> str:
-    return request.endpoint or "http.unknown"
+    return action_of(request.endpoint)
 
 
 def _json_of(response: Response) -> Any:
@@ -170,7 +182,7 @@ def after_request(response: Response) -> Response:
     if note.request_id is not None:
         fields["request_id"] = note.request_id
     try:
-        appended = rt.audit.append(fields)
+        appended = rt.audit.append(_utf8_safe(fields))
     except Exception:
         current_app.logger.exception("audit append failed; answer withheld")
         return _error_response(
@@ -196,6 +208,18 @@ def after_request(response: Response) -> Response:
         body["receipt"] = rt.keys.sign_receipt(claims)
         response.set_data(json.dumps(body, ensure_ascii=False, separators=(",", ":")))
     return response
+
+
+def _utf8_safe(value: Any) -> Any:
+    """``value`` with any lone surrogate replaced (U+FFFD): inputs are checked at the
+    edge, this is the last guard so that one odd string can never fail an append."""
+    if isinstance(value, str):
+        return value if all_utf8(value) else value.encode("utf-8", "replace").decode()
+    if isinstance(value, dict):
+        return {_utf8_safe(k): _utf8_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_utf8_safe(v) for v in value]
+    return value
 
 
 def _result_hash(obj: Any) -> str | None:
@@ -288,4 +312,8 @@ def json_body() -> dict[str, Any]:
         raise InvalidRequest(f"malformed JSON body: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidRequest("the JSON body must be an object")
+    if not all_utf8(data):
+        raise InvalidRequest(
+            "the JSON body holds a lone surrogate (\\ud800-\\udfff); strings must be valid Unicode"
+        )
     return data

@@ -35,7 +35,7 @@ def _keys(data: dict[str, Any]) -> list[Any]:
 def create() -> tuple[dict[str, Any], int]:
     data = json_body()
     pid = data.get("id")
-    note("principal.register", principal=pid if isinstance(pid, str) else None)
+    note(principal=pid if isinstance(pid, str) else None)
     errors: dict[str, list[str]] = {}
     role = data.get("role")
     if role not in (Role.ENTERPRISE.value, Role.REGULATOR.value):
@@ -68,7 +68,7 @@ def _visible(principal_id: str) -> None:
 @blp.route("/<principal_id>", methods=["GET"])
 @blp.doc(summary="A principal and its keys (operator, regulator, or the principal itself)")
 def show(principal_id: str) -> dict[str, Any]:
-    note("principal.read", principal=principal_id)
+    note(principal=principal_id)
     _visible(principal_id)
     return runtime().principals.get(principal_id).to_dict()
 
@@ -76,7 +76,7 @@ def show(principal_id: str) -> dict[str, Any]:
 @blp.route("/<principal_id>/keys", methods=["POST"])
 @blp.doc(summary="Add a public key to a principal (operator)")
 def add_key(principal_id: str) -> tuple[dict[str, Any], int]:
-    note("principal.key_add", principal=principal_id)
+    note(principal=principal_id)
     key = parse_key(json_body())
     return runtime().principals.add_key(principal_id, key).to_dict(), 201
 
@@ -84,5 +84,5 @@ def add_key(principal_id: str) -> tuple[dict[str, Any], int]:
 @blp.route("/<principal_id>/keys/<kid>/disable", methods=["POST"])
 @blp.doc(summary="Disable a principal's key (operator)")
 def disable_key(principal_id: str, kid: str) -> dict[str, Any]:
-    note("principal.key_disable", principal=principal_id)
+    note(principal=principal_id)
     return runtime().principals.disable_key(principal_id, kid).to_dict()

@@ -36,7 +36,7 @@ def _include_counts() -> bool:
 @blp.doc(summary="The catalogue: every product's metadata (never rows)")
 @blp.doc(responses={"200": ref_response("ProductList")})
 def list() -> dict[str, Any]:
-    note("product.list")
+    note()
     counts = _include_counts()
     return {"products": [r.to_dict(include_counts=counts) for r in runtime().catalogue.products()]}
 
@@ -46,7 +46,7 @@ def list() -> dict[str, Any]:
 @blp.doc(requestBody=ref_body("Manifest"), responses={"201": ref_response("Product")})
 def create() -> tuple[dict[str, Any], int]:
     data = json_body()
-    note("product.register", product=str(data.get("id")) if "id" in data else None)
+    note(product=str(data.get("id")) if "id" in data else None)
     record = register_product(runtime(), data, caller().id)
     return record.to_dict(include_counts=True), 201
 
@@ -54,7 +54,7 @@ def create() -> tuple[dict[str, Any], int]:
 @blp.route("/<product_id>", methods=["GET"])
 @blp.doc(summary="One product's metadata", responses={"200": ref_response("Product")})
 def show(product_id: str) -> dict[str, Any]:
-    note("product.read", product=product_id)
+    note(product=product_id)
     return runtime().catalogue.get(product_id).to_dict(include_counts=_include_counts())
 
 
@@ -67,7 +67,7 @@ def show(product_id: str) -> dict[str, Any]:
     ],
 )
 def sample(product_id: str) -> dict[str, Any]:
-    note("product.sample", product=product_id)
+    note(product=product_id)
     record = runtime().catalogue.get(product_id)
     n, seed = _int_param("n", 20), _int_param("seed", 0)
     if not 0 <= n <= MAX_SAMPLE_ROWS:
@@ -102,7 +102,7 @@ def _int_param(name: str, default: int) -> int:
     },
 )
 def upload(product_id: str) -> dict[str, Any]:
-    note("product.data", product=product_id)
+    note(product=product_id)
     fmt = UPLOAD_TYPES.get(request.mimetype)
     if fmt is None:
         raise UnsupportedMediaType(

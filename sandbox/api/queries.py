@@ -22,7 +22,7 @@ blp = Blueprint("queries", __name__, url_prefix="/v1/queries", description="DP q
     responses={"200": ref_response("Preview")},
 )
 def preview() -> dict[str, Any]:
-    n = note("query.preview")
+    n = note()
     return preview_query(runtime(), caller(), json_body(), n)
 
 
@@ -33,6 +33,6 @@ def preview() -> dict[str, Any]:
     responses={"200": ref_response("QueryAnswer")},
 )
 def run() -> dict[str, Any]:
-    n = note("query.aggregate")
+    n = note()
     n.receipt = True
     return run_query(runtime(), caller(), json_body(), n)

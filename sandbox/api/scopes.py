@@ -48,9 +48,7 @@ def visible_scope(scope_id: str) -> Scope:
 )
 def create() -> tuple[dict[str, Any], int]:
     data = json_body()
-    n = note(
-        "scope.grant", product=data.get("product") if isinstance(data.get("product"), str) else None
-    )
+    n = note(product=data.get("product") if isinstance(data.get("product"), str) else None)
     rt = runtime()
     grant = parse_grant(
         data,
@@ -66,7 +64,7 @@ def create() -> tuple[dict[str, Any], int]:
 @blp.route("", methods=["GET"])
 @blp.doc(summary="Scopes with their budgets (enterprises: their own)")
 def list() -> dict[str, Any]:
-    note("scope.list")
+    note()
     me = caller()
     only = me.id if me.role is Role.ENTERPRISE else None
     return {"scopes": [s.to_dict() for s in runtime().scopes.list(enterprise=only)]}
@@ -78,7 +76,7 @@ def list() -> dict[str, Any]:
     responses={"200": ref_response("Scope")},
 )
 def show(scope_id: str) -> dict[str, Any]:
-    note("scope.read", scope=scope_id)
+    note(scope=scope_id)
     return visible_scope(scope_id).to_dict()
 
 
@@ -97,28 +95,28 @@ def _reason() -> str | None:
 @blp.route("/<scope_id>/revoke", methods=["POST"])
 @blp.doc(summary="Revoke a scope: final (operator)")
 def revoke(scope_id: str) -> dict[str, Any]:
-    note("scope.revoke", scope=scope_id)
+    note(scope=scope_id)
     return runtime().scopes.revoke(scope_id, _reason()).to_dict()
 
 
 @blp.route("/<scope_id>/suspend", methods=["POST"])
 @blp.doc(summary="Suspend a scope: reversible (operator)")
 def suspend(scope_id: str) -> dict[str, Any]:
-    note("scope.suspend", scope=scope_id)
+    note(scope=scope_id)
     return runtime().scopes.suspend(scope_id, _reason()).to_dict()
 
 
 @blp.route("/<scope_id>/resume", methods=["POST"])
 @blp.doc(summary="Resume a suspended scope (operator)")
 def resume(scope_id: str) -> dict[str, Any]:
-    note("scope.resume", scope=scope_id)
+    note(scope=scope_id)
     return runtime().scopes.resume(scope_id, _reason()).to_dict()
 
 
 @blp.route("/<scope_id>/charges", methods=["GET"])
 @blp.doc(summary="The scope's budget ledger: every charge with its audit index")
 def charges(scope_id: str) -> dict[str, Any]:
-    note("scope.charges", scope=scope_id)
+    note(scope=scope_id)
     rt = runtime()
     scope = rt.scopes.get(scope_id)
     return {

@@ -31,7 +31,6 @@ calls_blp = Blueprint(
 def create() -> tuple[dict[str, Any], int]:
     data = json_body()
     n = note(
-        "verification_product.register",
         product=data.get("product") if isinstance(data.get("product"), str) else None,
     )
     vp = define(runtime(), caller(), data)
@@ -42,7 +41,7 @@ def create() -> tuple[dict[str, Any], int]:
 @products_blp.route("", methods=["GET"])
 @products_blp.doc(summary="Verification products (optionally of one data product)")
 def list() -> dict[str, Any]:
-    note("verification_product.list")
+    note()
     rt = runtime()
     ids = rt.catalogue.verification_ids(request.args.get("product") or None)
     return {"verification_products": [rt.catalogue.verification(i)[0].to_dict() for i in ids]}
@@ -51,7 +50,7 @@ def list() -> dict[str, Any]:
 @products_blp.route("/<vp_id>", methods=["GET"])
 @products_blp.doc(summary="One verification product's definition")
 def show(vp_id: str) -> dict[str, Any]:
-    note("verification_product.read", verification_product=vp_id)
+    note(verification_product=vp_id)
     return runtime().catalogue.verification(vp_id)[0].to_dict()
 
 
@@ -62,7 +61,7 @@ def show(vp_id: str) -> dict[str, Any]:
     responses={"200": ref_response("VerificationAnswer")},
 )
 def verify_one(vp_id: str) -> dict[str, Any]:
-    n = note("verify", verification_product=vp_id)
+    n = note(verification_product=vp_id)
     n.receipt = True
     return verify(runtime(), caller(), vp_id, json_body(), n)
 
@@ -73,6 +72,6 @@ def verify_one(vp_id: str) -> dict[str, Any]:
     requestBody=ref_body("BatchRequest"),
 )
 def batch(vp_id: str) -> dict[str, Any]:
-    n = note("verify.batch", verification_product=vp_id)
+    n = note(verification_product=vp_id)
     n.receipt = True
     return verify_batch(runtime(), caller(), vp_id, json_body(), n)

@@ -875,6 +875,11 @@ def _int_literal(node: exp.Expr | None) -> int | None:
 
 
 def _number(text: str, context: str) -> int | float:
+    if len(text) > 400:  # also keeps int() below Python's digit limit
+        raise UnsupportedQuery(
+            f"WHERE {context}: a numeric literal of {len(text)} characters is too long",
+            {"clause": "WHERE", "rule": "literal"},
+        )
     if text.isdigit():
         return int(text)
     try:

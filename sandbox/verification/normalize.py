@@ -31,6 +31,7 @@ from typing import Any
 
 from products.errors import InvalidRequest
 from products.manifest import ColumnType, DataProduct, Scalar
+from products.text import is_utf8
 from products.verification import KeyFormat, VerificationProduct
 from sandbox.verification.codes import prc_id_problem, uscc_problem
 
@@ -66,16 +67,6 @@ def normalize_text(value: str, fmt: KeyFormat | None = None) -> str:
     if fmt is KeyFormat.PERSON_NAME:
         return text.translate(_MIDDLE_DOTS)
     return text
-
-
-def is_utf8(text: str) -> bool:
-    """True unless ``text`` holds lone surrogates (JSON ``"\\ud800"``), which no
-    UTF-8 store or answer can carry."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def format_problem(value: str, fmt: KeyFormat | None) -> str | None:

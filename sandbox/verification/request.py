@@ -16,8 +16,9 @@ from typing import Any
 
 from products.errors import InvalidRequest, TooLarge
 from products.manifest import DataProduct, Scalar
+from products.text import is_utf8
 from products.verification import Param, VerificationProduct, bind_params
-from sandbox.verification.normalize import is_utf8, strip_edges, subject_problems
+from sandbox.verification.normalize import strip_edges, subject_problems
 
 MAX_CONSENT_REF = 256
 ITEM_FIELDS = frozenset({"subject", "params", "consent_ref"})

@@ -186,3 +186,34 @@ def test_format_from_name() -> None:
     assert DataFormat.from_name("application/vnd.apache.parquet") is DataFormat.PARQUET
     with pytest.raises(InvalidRequest):
         DataFormat.from_name("rows.xlsx")
+
+
+def test_unit_rank_is_a_uniform_choice_independent_of_row_position(tmp_path: Path) -> None:
+    """Bounding keeps rank 1: each of a unit's rows must be rank 1 equally often,
+    wherever the unit sits in the file (a position-keyed hash fails this)."""
+    m = parse_manifest(
+        {
+            "id": "t",
+            "title": "T",
+            "privacy_unit": "u",
+            "max_rows_per_unit": 1,
+            "columns": [
+                {"name": "u", "type": "string", "classification": "identifier"},
+                {"name": "r", "type": "integer", "classification": "sensitive", "bounds": [0, 2]},
+            ],
+        }
+    )
+    # 4000 units of 3 rows, written at every offset modulo 3 by a one-row unit in front.
+    rows = "u,r\nlead,0\n" + "".join(f"U{i},{j}\n" for i in range(4000) for j in range(3))
+    src = write(tmp_path, rows)
+    dest = tmp_path / "v.duckdb"
+    load_file(m, src, DataFormat.CSV, dest)
+    con = duckdb.connect(str(dest), read_only=True)
+    counts = dict(
+        con.execute(
+            "SELECT r, count(*) FROM t WHERE _unit_rank = 1 AND u <> 'lead' GROUP BY r"
+        ).fetchall()
+    )
+    con.close()
+    # Binomial(4000, 1/3): sd ≈ 29.8; 8 sd bounds cannot flake.
+    assert all(abs(counts[r] - 4000 / 3) < 240 for r in range(3)), counts

@@ -287,16 +287,12 @@ def test_enumeration_is_flagged_and_suspends_the_scope(
     demo: dict[str, Any], operator: Caller, enterprise: Caller, regulator: Caller
 ) -> None:
     rng = random.Random(7)
+    alphabet = "0123456789ABCDEFGHJKLMNPQRTUWXY"
     probes = [
-        make_uscc(
-            "9",
-            "1",
-            "440106",
-            "".join(rng.choice("0123456789ABCDEFGHJKLMNPQRTUWXY") for _ in range(8)),
-        )
+        make_uscc("9", "1", "440106", "".join(rng.choice(alphabet) for _ in range(8)))
         for _ in range(1000)
     ]
-    flagged = []
+    statuses = []
     for start in range(0, 1000, 100):
         resp = enterprise.post(
             "/v1/verifications/enterprise-good-standing/batch",
@@ -305,14 +301,18 @@ def test_enumeration_is_flagged_and_suspends_the_scope(
                 "items": [{"subject": {"uscc": u}} for u in probes[start : start + 100]],
             },
         )
+        statuses.append(resp.status_code)
         if resp.status_code != 200:
             assert error_code(resp) == "scope_suspended"
             break
-        entry = regulator.get(
-            f"/v1/audit/entries?cursor={resp.headers['X-Audit-Index']}&limit=1"
-        ).get_json()["entries"][0]["entry"]
-        flagged.append(entry.get("enumeration_flag"))
-    assert flagged[0] is None and any(flagged), flagged
+    assert statuses[:5] == [200] * 5 and statuses[-1] == 403, statuses
+    flags = regulator.get("/v1/audit/entries?action=scope.flag").get_json()["entries"]
+    assert flags and flags[0]["entry"]["actor"] == "platform"
+    assert flags[-1]["entry"]["suspended"] is True and "enumeration" in flags[-1]["entry"]["reason"]
+    # The enterprise cannot see the flags: they would tell it which probes existed.
+    own = enterprise.get("/v1/audit/entries?limit=1000").get_json()["entries"]
+    assert all(e["entry"]["action"] != "scope.flag" for e in own)
+    assert all("distinct keys" not in json.dumps(e["entry"]) for e in own)
     blocked = verify(
         enterprise, "enterprise-good-standing", {"scope": "sc-kyc", "subject": {"uscc": probes[0]}}
     )
@@ -331,7 +331,8 @@ def test_honest_callers_are_not_flagged(
     entry = regulator.get(
         f"/v1/audit/entries?cursor={resp.headers['X-Audit-Index']}&limit=1"
     ).get_json()["entries"][0]["entry"]
-    assert "enumeration_flag" not in entry and entry["items"] == 250
+    assert entry["items"] == 250
+    assert regulator.get("/v1/audit/entries?action=scope.flag").get_json()["entries"] == []
 
 
 def test_operators_define_verification_products(

@@ -1,0 +1,27 @@
+"""Text that can cross every boundary: JSON may carry lone surrogates (``"\\ud800"``),
+which Python strings hold but no UTF-8 store, log or answer can. Every edge refuses them
+with this check, so they never reach a store or an audit entry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def is_utf8(text: str) -> bool:
+    """True unless ``text`` holds lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def all_utf8(value: Any) -> bool:
+    """True if every string in a JSON value (keys included) is clean UTF-8."""
+    if isinstance(value, str):
+        return is_utf8(value)
+    if isinstance(value, dict):
+        return all(is_utf8(str(k)) and all_utf8(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(all_utf8(v) for v in value)
+    return True

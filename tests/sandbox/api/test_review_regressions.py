@@ -1,0 +1,184 @@
+"""Attacks found in review, kept as tests: each must stay a clean 4xx with an entry."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import jwt
+
+from sandbox.runtime import Runtime
+from tests.sandbox.conftest import AUDIENCE, REGISTRY_MANIFEST, REGISTRY_ROWS, Caller, error_code
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_lone_surrogate_issuer_cannot_break_the_audit_log(enterprise: Caller, rt: Runtime) -> None:
+    token = (
+        b64(b'{"alg":"EdDSA","typ":"pds-call+jwt","kid":"k"}')
+        + "."
+        + b64(b'{"iss":"\\ud800","jti":"\\udfff"}')
+        + ".AAAA"
+    )
+    before = rt.audit.size()
+    bad = enterprise.get("/v1/products", token=token)
+    assert bad.status_code == 401 and int(bad.headers["X-Audit-Index"]) == before
+    good = enterprise.get("/v1/products")
+    assert good.status_code == 200 and int(good.headers["X-Audit-Index"]) == before + 1
+
+
+def test_lone_surrogates_in_bodies_are_refused_and_nothing_is_written(
+    operator: Caller, rt: Runtime
+) -> None:
+    body = (
+        json.dumps(REGISTRY_MANIFEST)
+        .replace('"Enterprise registrations"', '"bad \\ud800 title"')
+        .encode()
+    )
+    resp = operator.call("POST", "/v1/products", body=body, content_type="application/json")
+    assert resp.status_code == 400 and error_code(resp) == "invalid_request"
+    assert rt.catalogue.products() == []
+    assert operator.get("/v1/products").status_code == 200
+
+
+def _scope(operator: Caller) -> None:
+    operator.post("/v1/products", REGISTRY_MANIFEST)
+    operator.call(
+        "PUT",
+        "/v1/products/enterprise_registry/data",
+        body=REGISTRY_ROWS.encode(),
+        content_type="text/csv",
+    )
+    resp = operator.post(
+        "/v1/scopes",
+        {
+            "id": "sc",
+            "enterprise": "ent-acme",
+            "product": "enterprise_registry",
+            "purpose": "x",
+            "operations": {"aggregate": {"columns": ["registered_capital"]}},
+            "epsilon": 1,
+            "rate_per_minute": 100,
+            "daily_quota": 100,
+            "valid_from": "2026-01-01T00:00:00Z",
+            "valid_until": "2099-01-01T00:00:00Z",
+        },
+    )
+    assert resp.status_code == 201
+
+
+def test_hostile_literals_and_times(
+    operator: Caller, enterprise: Caller, regulator: Caller
+) -> None:
+    _scope(operator)
+    for sql in (
+        "SELECT COUNT(*) FROM enterprise_registry WHERE registered_capital > " + "9" * 5000,
+        "SELECT COUNT(*) FROM enterprise_registry WHERE registered_capital > 1 -- \ud800",
+    ):
+        body = json.dumps({"scope": "sc", "sql": sql, "epsilon": 0.1}).encode()
+        resp = enterprise.call("POST", "/v1/queries", body=body, content_type="application/json")
+        assert resp.status_code == 400, resp.get_json()
+    for when in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        resp = operator.post(
+            "/v1/scopes",
+            {
+                "id": "sc2",
+                "enterprise": "ent-acme",
+                "product": "enterprise_registry",
+                "purpose": "x",
+                "operations": {"verify": []},
+                "epsilon": 1,
+                "rate_per_minute": 1,
+                "daily_quota": 1,
+                "valid_from": when,
+                "valid_until": "2099-01-01T00:00:00Z" if when.startswith("0") else when,
+            },
+        )
+        assert resp.status_code == 400, resp.get_json()
+    for query in (
+        "from=0001-01-01T00:00:00%2B01:00",
+        "to=9999-12-31T23:59:59-01:00",
+        "cursor=100000000000000000000",
+        "limit=99999999999999999999",
+    ):
+        resp = regulator.get(f"/v1/audit/entries?{query}")
+        assert resp.status_code == 400, (query, resp.get_json())
+
+
+def test_uploads_are_not_stored_before_the_caller_is_known(
+    operator: Caller, enterprise: Caller, rt: Runtime
+) -> None:
+    operator.post("/v1/products", REGISTRY_MANIFEST)
+    uploads = rt.settings.products_dir / ".uploads"
+    anonymous = operator.client.put(
+        "/v1/products/enterprise_registry/data",
+        data=REGISTRY_ROWS.encode(),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert anonymous.status_code == 401
+    wrong_role = enterprise.call(
+        "PUT",
+        "/v1/products/enterprise_registry/data",
+        body=REGISTRY_ROWS.encode(),
+        content_type="text/csv",
+    )
+    assert wrong_role.status_code == 403
+    assert not uploads.exists() or not any(uploads.iterdir())
+    tampered = operator.call(
+        "PUT",
+        "/v1/products/enterprise_registry/data",
+        body=REGISTRY_ROWS.encode() + b"U9,x,A,active,1\n",
+        sign_body=REGISTRY_ROWS.encode(),
+        content_type="text/csv",
+    )
+    assert (
+        tampered.status_code == 401
+        and tampered.get_json()["error"]["details"]["reason"] == "bh_mismatch"
+    )
+    assert rt.catalogue.get("enterprise_registry").current is None
+    assert not any(uploads.iterdir())
+
+
+def test_refused_calls_are_recorded_under_the_endpoint_action(
+    operator: Caller, regulator: Caller
+) -> None:
+    resp = operator.post("/v1/queries", {"scope": "x", "sql": "SELECT 1", "epsilon": 1})
+    assert resp.status_code == 403
+    entry = regulator.get(
+        f"/v1/audit/entries?cursor={resp.headers['X-Audit-Index']}&limit=1"
+    ).get_json()["entries"][0]["entry"]
+    assert entry["action"] == "query.aggregate" and entry["decision"] == "deny"
+    bad_json = operator.call("POST", "/v1/scopes", body=b"{", content_type="application/json")
+    entry = regulator.get(
+        f"/v1/audit/entries?cursor={bad_json.headers['X-Audit-Index']}&limit=1"
+    ).get_json()["entries"][0]["entry"]
+    assert entry["action"] == "scope.grant"
+
+
+def test_audience_must_be_exactly_the_platform(enterprise: Caller) -> None:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": "ent-acme",
+        "aud": [AUDIENCE, "other"],
+        "jti": "a1",
+        "htm": "GET",
+        "htu": "/v1/products",
+        "bh": b64(hashlib.sha256(b"").digest()),
+        "iat": now,
+        "exp": now + 60,
+    }
+    token = jwt.encode(
+        claims,
+        enterprise.private_pem,
+        algorithm="EdDSA",
+        headers={"kid": enterprise.kid, "typ": "pds-call+jwt"},
+    )
+    resp = enterprise.get("/v1/products", token=token)
+    assert (
+        resp.status_code == 401
+        and resp.get_json()["error"]["details"]["reason"] == "wrong_audience"
+    )
