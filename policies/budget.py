@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from policies.errors import BudgetExhausted, OperationNotAllowed
 from policies.scopes import Budget, Scope, decimal_str, from_atto, from_nano, to_nano
 from policies.tables import budget_charges, released_answers, scopes
+from products.transactions import read_then_write
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ class BudgetLedger:
         ``BudgetExhausted`` when the charge would overdraw; then nothing is stored.
         """
         try:
-            with self._engine.begin() as conn:
+            with read_then_write(self._engine) as conn:
                 prior = conn.execute(
                     sa.select(released_answers.c.answer).where(
                         released_answers.c.scope_id == scope_id,

@@ -28,16 +28,21 @@ class RateLimiter:
         self._clock = clock
         self._calls = 0
 
-    def _bump(self, conn: sa.Connection, scope_id: str, window: str, start: int, n: int) -> int:
-        values = {"scope_id": scope_id, "window": window, "window_start": start, "count": n}
-        ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
-            rate_counters
-        ).values(**values)
+    @staticmethod
+    def _bump(conn: sa.Connection, scope_id: str, minute: int, day: int, n: int) -> dict[str, int]:
+        """Add ``n`` to the minute and day counters in one statement; return both."""
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        ins = insert(rate_counters).values(
+            [
+                {"scope_id": scope_id, "window": "minute", "window_start": minute, "count": n},
+                {"scope_id": scope_id, "window": "day", "window_start": day, "count": n},
+            ]
+        )
         stmt = ins.on_conflict_do_update(
             index_elements=["scope_id", "window", "window_start"],
             set_={"count": rate_counters.c.count + n},
-        ).returning(rate_counters.c.count)
-        return int(conn.execute(stmt).scalar_one())
+        ).returning(rate_counters.c.window, rate_counters.c.count)
+        return {str(w): int(c) for w, c in conn.execute(stmt).all()}
 
     def count(self, scope: Scope, n: int = 1) -> None:
         """Count ``n`` calls under ``scope`` now.
@@ -49,8 +54,8 @@ class RateLimiter:
         minute_start = now - now % MINUTE
         day_start = now - now % DAY
         with self._engine.begin() as conn:
-            per_minute = self._bump(conn, scope.id, "minute", minute_start, n)
-            per_day = self._bump(conn, scope.id, "day", day_start, n)
+            counts = self._bump(conn, scope.id, minute_start, day_start, n)
+        per_minute, per_day = counts["minute"], counts["day"]
         self._calls += 1
         if self._calls % 1000 == 0:
             self.prune(now)

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -194,11 +195,21 @@ def parse_key(spec: dict[str, Any]) -> PublicKey:
 
 
 class PrincipalStore:
-    """Principals and their keys in the control-plane store."""
+    """Principals and their keys in the control-plane store.
 
-    def __init__(self, engine: Engine, clock: Clock) -> None:
+    ``find`` (on every signed call) is served from a per-process cache for at most
+    ``cache_ttl_s`` seconds; this process's own changes clear it at once, another
+    process's changes (a disabled key) take effect here within that time.
+    """
+
+    def __init__(self, engine: Engine, clock: Clock, cache_ttl_s: float = 1.0) -> None:
         self._engine = engine
         self._clock = clock
+        self._ttl = cache_ttl_s
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    def _forget(self, principal_id: str) -> None:
+        self._cache.pop(principal_id, None)
 
     def add(
         self,
@@ -243,10 +254,22 @@ class PrincipalStore:
             raise Conflict(
                 f"principal {principal_id!r} already exists", {"principal": principal_id}
             ) from None
+        self._forget(principal_id)
         return self.get(principal_id)
 
     def find(self, principal_id: str) -> Principal | None:
         """Return the principal, or None."""
+        now = time.monotonic()
+        hit = self._cache.get(principal_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        found = self._load(principal_id)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[principal_id] = (now + self._ttl, found)
+        return found
+
+    def _load(self, principal_id: str) -> Principal | None:
         with self._engine.connect() as conn:
             row = conn.execute(sa.select(principals).where(principals.c.id == principal_id)).first()
             if row is None:
@@ -267,6 +290,7 @@ class PrincipalStore:
 
     def get(self, principal_id: str) -> Principal:
         """Return the principal. Raises ``NotFound``."""
+        self._forget(principal_id)
         found = self.find(principal_id)
         if found is None:
             raise NotFound(f"no principal {principal_id!r}", {"principal": principal_id})
@@ -289,6 +313,7 @@ class PrincipalStore:
                 )
         except IntegrityError:
             raise Conflict(f"principal {principal_id!r} already has kid {key.kid!r}") from None
+        self._forget(principal_id)
         return self.get(principal_id)
 
     def disable_key(self, principal_id: str, kid: str) -> Principal:
@@ -299,6 +324,7 @@ class PrincipalStore:
                 .where(principal_keys.c.principal_id == principal_id, principal_keys.c.kid == kid)
                 .values(status="disabled", disabled_at=self._clock())
             ).rowcount
+        self._forget(principal_id)
         if not n:
             raise NotFound(f"principal {principal_id!r} has no key {kid!r}")
         return self.get(principal_id)

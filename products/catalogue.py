@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from products.errors import Conflict, NotFound
 from products.manifest import DataProduct, parse_manifest
 from products.tables import product_versions, products, verification_products
+from products.transactions import read_then_write
 from products.verification import VerificationProduct, parse_verification_product
 
 Clock = Callable[[], datetime]
@@ -133,36 +134,51 @@ class Catalogue:
             ) from None
         return ProductRecord(manifest, owner, "active", now, None)
 
+    # One query per read: the product joined with its current version (on the hot path
+    # of every query and verification call).
+    _WITH_CURRENT = sa.select(
+        products,
+        product_versions.c.version,
+        product_versions.c.row_count,
+        product_versions.c.content_hash,
+        product_versions.c.data_file,
+        product_versions.c.loaded_by,
+        product_versions.c.finished_at,
+    ).select_from(
+        products.outerjoin(
+            product_versions,
+            sa.and_(
+                product_versions.c.product_id == products.c.id,
+                product_versions.c.version == products.c.current_version,
+            ),
+        )
+    )
+
     def get(self, product_id: str) -> ProductRecord:
         """Return the product. Raises ``NotFound``."""
         with self._engine.connect() as conn:
-            row = conn.execute(sa.select(products).where(products.c.id == product_id)).first()
-            if row is None:
-                raise NotFound(f"no product {product_id!r}", {"product": product_id})
-            return self._record(conn, row)
+            row = conn.execute(self._WITH_CURRENT.where(products.c.id == product_id)).first()
+        if row is None:
+            raise NotFound(f"no product {product_id!r}", {"product": product_id})
+        return self._record(row)
 
     def products(self) -> list[ProductRecord]:
         """Return every product, ordered by id."""
         with self._engine.connect() as conn:
-            rows = conn.execute(sa.select(products).order_by(products.c.id)).all()
-            return [self._record(conn, r) for r in rows]
+            rows = conn.execute(self._WITH_CURRENT.order_by(products.c.id)).all()
+        return [self._record(r) for r in rows]
 
-    def _record(self, conn: sa.Connection, row: Any) -> ProductRecord:
+    @staticmethod
+    def _record(row: Any) -> ProductRecord:
         current = None
         if row.current_version is not None:
-            v = conn.execute(
-                sa.select(product_versions).where(
-                    product_versions.c.product_id == row.id,
-                    product_versions.c.version == row.current_version,
-                )
-            ).one()
             current = ProductVersion(
-                version=v.version,
-                row_count=int(v.row_count),
-                content_hash=v.content_hash,
-                data_file=v.data_file,
-                loaded_by=v.loaded_by,
-                finished_at=v.finished_at,
+                version=row.version,
+                row_count=int(row.row_count),
+                content_hash=row.content_hash,
+                data_file=row.data_file,
+                loaded_by=row.loaded_by,
+                finished_at=row.finished_at,
             )
         return ProductRecord(
             manifest=_manifest(row.manifest),
@@ -179,7 +195,7 @@ class Catalogue:
         """
         self.get(product_id)
         for _ in range(20):
-            with self._engine.begin() as conn:
+            with read_then_write(self._engine) as conn:
                 latest = conn.execute(
                     sa.select(sa.func.max(product_versions.c.version)).where(
                         product_versions.c.product_id == product_id
@@ -281,13 +297,16 @@ class Catalogue:
 
         Raises ``NotFound``.
         """
+        vp = verification_products
         with self._engine.connect() as conn:
             row = conn.execute(
-                sa.select(verification_products).where(verification_products.c.id == vp_id)
+                self._WITH_CURRENT.add_columns(vp.c.definition)
+                .join_from(products, vp, vp.c.product_id == products.c.id)
+                .where(vp.c.id == vp_id)
             ).first()
         if row is None:
             raise NotFound(f"no verification product {vp_id!r}", {"verification_product": vp_id})
-        record = self.get(row.product_id)
+        record = self._record(row)
         return _verification(row.definition, record.manifest), record
 
     def verification_ids(self, product_id: str | None = None) -> list[str]:

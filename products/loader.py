@@ -8,7 +8,9 @@ are reported by line number and column with the rule broken, never with the valu
 The written file follows the data-plane contract the query engine relies on: one
 table named after the product, one typed column per manifest column, plus
 ``_unit_rank``: a random permutation rank of each privacy unit's rows, fixed at
-load, so that contribution bounding is the cheap filter ``_unit_rank <= k``.
+load, so that contribution bounding is the cheap filter ``_unit_rank <= k``, and
+``_unit_key``: ``md5_number_upper`` of the unit as text, the order of rows within a
+rank, which keyed lookups (verification) filter on to read a single row group.
 """
 
 from __future__ import annotations
@@ -331,10 +333,17 @@ def _write_table(con: duckdb.DuckDBPyConnection, manifest: DataProduct) -> tuple
     # (_unit_rank <= k) then skips whole row groups, and keyed verification lookups
     # on the unit read one row group per rank (min/max statistics), measured in
     # docs/engine.md and docs/verification.md.
+    # ``_unit_key`` (a stable 64-bit hash of the unit: md5, not DuckDB's hash(), which
+    # may change between releases) is what rows are ordered by within a rank: string
+    # zone maps keep only an 8-byte prefix, useless for codes sharing a region prefix,
+    # whereas integer min/max lets a keyed lookup read one row group.
+    unit_col = next(c for c in manifest.columns if c.name == manifest.privacy_unit)
+    unit_typed = f"({_typed_expr(unit_col, unit)})::{DUCKDB_TYPES[unit_col.type]}"
     con.execute(
         f"CREATE TABLE {table} AS SELECT * EXCLUDE (_draw) FROM (SELECT {select}, _draw, "
-        f"(row_number() OVER (PARTITION BY {unit} ORDER BY _draw))::INTEGER AS _unit_rank "
-        f"FROM (SELECT *, random() AS _draw FROM staged)) ORDER BY _unit_rank, {unit}"
+        f"(row_number() OVER (PARTITION BY {unit} ORDER BY _draw))::INTEGER AS _unit_rank, "
+        f"md5_number_upper(CAST({unit_typed} AS VARCHAR)) AS _unit_key "
+        f"FROM (SELECT *, random() AS _draw FROM staged)) ORDER BY _unit_rank, _unit_key"
     )
     con.execute("DROP TABLE staged")
     counts = con.execute(f"SELECT count(*), count(DISTINCT {unit}) FROM {table}").fetchone()

@@ -23,6 +23,7 @@ from audit.log import create_tables as create_audit_tables
 from policies import tables as policies_tables
 from products import tables as products_tables
 from products.errors import InvalidRequest
+from products.transactions import IMMEDIATE_OPTION, read_then_write
 from sandbox.settings import Settings
 from sandbox.verification import tables as verification_tables
 
@@ -39,9 +40,9 @@ schema_migrations = sa.Table(
 def create_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
     """Return an engine for the control plane.
 
-    SQLite gets WAL, foreign keys and a busy timeout, and every transaction begins
-    with ``BEGIN IMMEDIATE`` so that read-then-write transactions (budget charges,
-    audit appends) serialise instead of failing with "database is locked" on upgrade.
+    SQLite gets WAL, foreign keys and a busy timeout; transactions begin deferred,
+    except those opened with ``products.transactions.read_then_write``, which begin
+    ``IMMEDIATE`` so that they serialise instead of failing on lock upgrade.
     Raises ``InvalidRequest`` for a URL SQLAlchemy cannot use.
     """
     try:
@@ -80,7 +81,11 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers and write-first transactions begin deferred (WAL readers never wait);
+        # read-then-write transactions take the write lock up front
+        # (products.transactions.read_then_write).
+        immediate = conn.get_execution_options().get(IMMEDIATE_OPTION)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -111,13 +116,16 @@ def migrate(engine: Engine, migrations: Sequence[Migration] = MIGRATIONS) -> lis
     regulator's copy of the log needs no code of ours).
     """
     try:
-        migrations_table_meta.create_all(engine)
-        create_audit_tables(engine)
+        # Several processes may start at once: schema creation reads, then writes.
+        locking = engine.execution_options(**{IMMEDIATE_OPTION: True})
+        with locking.begin() as conn:
+            migrations_table_meta.create_all(conn)
+        create_audit_tables(locking)
     except OperationalError as exc:
         raise InvalidRequest(f"cannot open the control-plane store: {exc.orig}") from None
     applied: list[int] = []
     for m in sorted(migrations, key=lambda m: m.version):
-        with engine.begin() as conn:
+        with read_then_write(engine) as conn:
             if engine.dialect.name == "postgresql":
                 conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7262001)")
             done = conn.execute(

@@ -116,7 +116,7 @@ def _types(vp: VerificationProduct, product: DataProduct) -> dict[str, str]:
 
 
 def _point_query(
-    vp: VerificationProduct, product: DataProduct, item: Item
+    vp: VerificationProduct, product: DataProduct, item: Item, unit_key: bool = False
 ) -> tuple[str, list[Any]]:
     """One keyed lookup: ``WHERE key = ?`` lets DuckDB skip every row group whose
     min/max excludes the key (and use an index if the file has one)."""
@@ -127,9 +127,18 @@ def _point_query(
         t = types[check.column]
         cell = f"t.{_quote(check.column)}"
         exprs.append(_check_sql(check, cell, _param_sql(st, check, item.params[check.name], t)))
-    where = " AND ".join(
+    conds = [
         f"t.{_quote(k)} = {st.bind(v, types[k])}" for k, v in zip(vp.key, item.key, strict=True)
-    )
+    ]
+    if unit_key and product.privacy_unit in vp.key:
+        # Rows are stored by _unit_key within each rank: this integer filter lets the
+        # zone maps skip every other row group (see products/loader.py).
+        value = item.key[vp.key.index(product.privacy_unit)]
+        unit_type = types[product.privacy_unit]
+        conds.append(
+            f"t._unit_key = md5_number_upper(CAST({st.bind(value, unit_type)} AS VARCHAR))"
+        )
+    where = " AND ".join(conds)
     sql = f"SELECT {', '.join(exprs)} FROM {SCHEMA}.{_quote(product.id)} AS t WHERE {where} LIMIT 2"
     return sql, st.params
 
@@ -147,7 +156,7 @@ def _param_sql(st: _Statement, check: Check, value: Param | None, t: str) -> str
 
 
 def _batch_query(
-    vp: VerificationProduct, product: DataProduct, items: Sequence[Item]
+    vp: VerificationProduct, product: DataProduct, items: Sequence[Item], unit_key: bool = False
 ) -> tuple[str, list[Any]]:
     """All items in one statement: the subjects (and the parameters each chose) are
     bound as parallel lists, unnested into a relation and left-joined on the key.
@@ -184,7 +193,13 @@ def _batch_query(
         # the join alone scans it all. Past a few hundred keys nearly every row group
         # holds one of them and the list only costs (docs/verification.md).
         in_list = ", ".join(st.bind(v, types[vp.key[0]]) for v in first)
-        table = f"(SELECT * FROM {table} WHERE {_quote(vp.key[0])} IN ({in_list}))"
+        prefilter = f"{_quote(vp.key[0])} IN ({in_list})"
+        if unit_key and vp.key[0] == product.privacy_unit:
+            hashes = ", ".join(
+                f"md5_number_upper(CAST({st.bind(v, types[vp.key[0]])} AS VARCHAR))" for v in first
+            )
+            prefilter += f" AND _unit_key IN ({hashes})"
+        table = f"(SELECT * FROM {table} WHERE {prefilter})"
     # count(t.key) counts matched rows only: the key columns of an unmatched
     # (left-joined) row are NULL.
     sql = (
@@ -211,6 +226,7 @@ class _Database:
     root: duckdb.DuckDBPyConnection
     users: int = 0
     retired: bool = False
+    unit_key: bool = False  # the file has the loader's _unit_key column
 
 
 class VerificationRunner:
@@ -252,7 +268,12 @@ class VerificationRunner:
             db = self._open.get(path)
             if db is None:
                 try:
-                    db = _Database(self._connect(path))
+                    root = self._connect(path)
+                    found = root.execute(
+                        "SELECT count(*) FROM duckdb_columns() "
+                        f"WHERE database_name = '{SCHEMA}' AND column_name = '_unit_key'"
+                    ).fetchone()
+                    db = _Database(root, unit_key=bool(found and found[0]))
                 except duckdb.Error:
                     raise ServiceUnavailable(
                         "the product's data file cannot be opened", {"data_file": Path(path).name}
@@ -307,10 +328,12 @@ class VerificationRunner:
         if not items:
             return []
         single = len(items) == 1
-        sql, params = (
-            _point_query(vp, product, items[0]) if single else _batch_query(vp, product, items)
-        )
         db, cursor = self._acquire(data_path)
+        sql, params = (
+            _point_query(vp, product, items[0], db.unit_key)
+            if single
+            else _batch_query(vp, product, items, db.unit_key)
+        )
         timer = None
         if not single:
             timer = threading.Timer(self.limits.batch_timeout_s, cursor.interrupt)

@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from sandbox.verification.enumeration import EnumerationPolicy, Verdict, WindowStats, assess
+from sandbox.verification.tables import verification_probe_totals as totals_table
 from sandbox.verification.tables import verification_probes as probes_table
 
 
@@ -55,6 +56,13 @@ def record_probes(
         for h, c in sorted(counts.items())
     ]
     dialect = conn.dialect.name
+    _add_totals(
+        conn,
+        scope_id,
+        bucket,
+        sum(sum(c) for c in counts.values()),
+        sum(c[1] for c in counts.values()),
+    )
     stmt: sa.Executable
     if dialect == "postgresql":
         pg = postgresql.insert(probes_table)
@@ -77,6 +85,36 @@ def record_probes(
     else:  # pragma: no cover - the control plane is SQLite or PostgreSQL (DESIGN §3)
         raise ValueError(f"unsupported control-plane dialect {dialect!r}")
     conn.execute(stmt, rows)
+
+
+def _add_totals(conn: Connection, scope_id: str, bucket: int, lookups: int, misses: int) -> None:
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    ins = insert(totals_table).values(
+        scope_id=scope_id, bucket=bucket, lookups=lookups, misses=misses
+    )
+    conn.execute(
+        ins.on_conflict_do_update(
+            index_elements=["scope_id", "bucket"],
+            set_={
+                "lookups": totals_table.c.lookups + lookups,
+                "misses": totals_table.c.misses + misses,
+            },
+        )
+    )
+
+
+def window_misses(conn: Connection, scope_id: str, now: datetime, policy: EnumerationPolicy) -> int:
+    """Return the missed lookups (not distinct keys) of the scope's window: an upper
+    bound of its missed distinct keys, read from one row per bucket."""
+    last = _bucket(now, policy)
+    first = last - policy.window_s // policy.bucket_s + 1
+    t = totals_table
+    total = conn.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(t.c.misses), 0)).where(
+            t.c.scope_id == scope_id, t.c.bucket >= first, t.c.bucket <= last
+        )
+    ).scalar_one()
+    return int(total)
 
 
 def window_stats(
@@ -113,14 +151,22 @@ def record_and_assess(
     probes: Iterable[Probe],
     policy: EnumerationPolicy,
 ) -> Verdict:
-    """Record ``probes`` and return the verdict on the scope's window, in one transaction."""
+    """Record ``probes`` and return the verdict on the scope's window, in one transaction.
+
+    A flag needs at least ``miss_ratio × min_keys`` distinct missed keys, and each of
+    them is at least one missed lookup: while the window's missed lookups stay below
+    that, the verdict is "no flag" without reading the window's keys (the common case
+    of an honest caller, and O(buckets) instead of O(keys))."""
     with engine.begin() as conn:
         record_probes(conn, scope_id, now, probes, policy)
+        if window_misses(conn, scope_id, now, policy) < policy.miss_ratio * policy.min_keys:
+            return Verdict(False, False)
         return assess(window_stats(conn, scope_id, now, policy), policy)
 
 
 def purge_expired(conn: Connection, now: datetime, policy: EnumerationPolicy) -> int:
     """Delete buckets that left every window ending at or after ``now``; return the count."""
     first = _bucket(now, policy) - policy.window_s // policy.bucket_s + 1
+    conn.execute(sa.delete(totals_table).where(totals_table.c.bucket < first))
     result = conn.execute(sa.delete(probes_table).where(probes_table.c.bucket < first))
     return int(result.rowcount or 0)

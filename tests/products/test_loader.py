@@ -83,6 +83,7 @@ def test_valid_csv_loads_typed_rows_with_unit_ranks(product: DataProduct, tmp_pa
         "founded": "DATE",
         "active": "BOOLEAN",
         "_unit_rank": "INTEGER",
+        "_unit_key": "UBIGINT",
     }
     ranks = con.execute(
         "SELECT uscc, list_sort(list(_unit_rank)) FROM registry GROUP BY uscc ORDER BY uscc"
