@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from policies.scopes import GRANT_FIELDS
 from products.errors import InvalidRequest
 from products.yamlfile import load_yaml
 
@@ -40,19 +41,8 @@ STATUS_STEPS = {
     ("active", "revoked"): "revoke",
     ("suspended", "revoked"): "revoke",
 }
-COMPARED = (
-    "enterprise",
-    "product",
-    "purpose",
-    "operations",
-    "epsilon",
-    "delta",
-    "max_epsilon_per_query",
-    "rate_per_minute",
-    "daily_quota",
-    "valid_from",
-    "valid_until",
-)
+# Every granted term (everything of a grant request but its id).
+COMPARED = tuple(sorted(GRANT_FIELDS - {"id"}))
 
 
 @dataclass(frozen=True)

@@ -287,20 +287,22 @@ class ScopeGrant:
     valid_until: datetime
 
 
-ALLOWED_FIELDS = {
-    "id",
-    "enterprise",
-    "product",
-    "purpose",
-    "operations",
-    "epsilon",
-    "delta",
-    "max_epsilon_per_query",
-    "rate_per_minute",
-    "daily_quota",
-    "valid_from",
-    "valid_until",
-}
+GRANT_FIELDS = frozenset(
+    {
+        "id",
+        "enterprise",
+        "product",
+        "purpose",
+        "operations",
+        "epsilon",
+        "delta",
+        "max_epsilon_per_query",
+        "rate_per_minute",
+        "daily_quota",
+        "valid_from",
+        "valid_until",
+    }
+)
 
 
 def parse_grant(
@@ -319,7 +321,7 @@ def parse_grant(
     if not isinstance(data, Mapping):
         raise InvalidRequest("a scope must be a JSON object")
     errors: dict[str, list[str]] = {}
-    unknown = sorted(set(data) - ALLOWED_FIELDS)
+    unknown = sorted(set(data) - GRANT_FIELDS)
     if unknown:
         errors["_schema"] = [f"unknown field(s): {', '.join(unknown)}"]
     scope_id = data.get("id") or "sc_" + secrets.token_hex(8)

@@ -31,6 +31,7 @@ from sandbox.platform_keys import PlatformKeys, subject_key_secret
 from sandbox.settings import Settings
 from sandbox.verification.enumeration import EnumerationPolicy
 from sandbox.verification.lookup import VerificationLimits, VerificationRunner
+from sandbox.verification.probes import purge_expired
 
 Clock = Callable[[], datetime]
 
@@ -118,7 +119,8 @@ class Runtime:
 
     def start_checkpointer(self) -> None:
         """Sign a checkpoint every ``checkpoint_interval_s`` / ``checkpoint_every_entries``
-        (DESIGN §7), from a daemon thread of this process. Idempotent."""
+        (DESIGN §7) and sweep expired counters, from a daemon thread of this process.
+        Idempotent."""
         if self._checkpointer is not None or self.settings.checkpoint_interval_s <= 0:
             return
         period = min(self.settings.checkpoint_interval_s, 10.0)
@@ -127,11 +129,19 @@ class Runtime:
             while not self._stop.wait(period):
                 try:
                     self.audit.maybe_checkpoint()
+                    self.sweep()
                 except Exception:
                     logging.getLogger(__name__).exception("periodic checkpoint failed")
 
         self._checkpointer = threading.Thread(target=run, name="checkpointer", daemon=True)
         self._checkpointer.start()
+
+    def sweep(self) -> None:
+        """Forget what can no longer matter: enumeration buckets that left every window
+        and nonces whose tokens have expired (rate counters prune themselves)."""
+        with self.engine.begin() as conn:
+            purge_expired(conn, self.clock(), self.enumeration)
+        self.nonces.prune()
 
     def bundle_keys(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Return the JWKs for an audit bundle header: the platform's keys, and the

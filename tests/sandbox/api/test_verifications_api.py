@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -355,3 +356,25 @@ def test_operators_define_verification_products(
     assert enterprise.post("/v1/verification-products", body).status_code == 403
     listed = enterprise.get("/v1/verification-products?product=enterprise_registry").get_json()
     assert "active-check" in [v["id"] for v in listed["verification_products"]]
+
+
+def test_sweep_forgets_expired_probes(
+    demo: dict[str, Any], enterprise: Caller, rt: Runtime
+) -> None:
+    import sqlalchemy as sa
+
+    from sandbox.verification.tables import verification_probes
+
+    uscc = demo["enterprise_registry"][0]["uscc"]
+    verify(enterprise, "enterprise-good-standing", {"scope": "sc-kyc", "subject": {"uscc": uscc}})
+    with rt.engine.connect() as conn:
+        count = sa.select(sa.func.count()).select_from(verification_probes)
+        assert conn.execute(count).scalar_one() == 1
+    real_clock = rt.clock
+    rt.clock = lambda: real_clock() + timedelta(hours=1)
+    try:
+        rt.sweep()
+    finally:
+        rt.clock = real_clock
+    with rt.engine.connect() as conn:
+        assert conn.execute(count).scalar_one() == 0
