@@ -24,6 +24,7 @@ record whose cell is not NULL.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -33,12 +34,15 @@ from typing import Any
 
 import duckdb
 
-from products.loader import DUCKDB_TYPES
 from products.manifest import DataProduct
-from products.verification import AnswerShape, Check, Op, Param, VerificationProduct
+from products.verification import AnswerShape, Op, VerificationProduct
 from sandbox.errors import QueryFailed, ServiceUnavailable
 from sandbox.settings import Settings
+from sandbox.verification.index import AnswerIndex, Layout, build, index_path, indexable
 from sandbox.verification.request import Item, parse_item, parse_items
+from sandbox.verification.sql import Statement, check_sql, column_types, param_sql, quote
+
+logger = logging.getLogger(__name__)
 
 SCHEMA = "product"  # the alias the data file is attached under
 IN_PREFILTER_MAX = 256  # batches with at most this many distinct first-key values
@@ -53,6 +57,8 @@ class VerificationLimits:
     max_batch_items: int = 1000
     max_open_files: int = 32
     batch_timeout_s: float = 10.0
+    answer_indexes: bool = True  # answer from precomputed indexes once built (index.py)
+    build_in_background: bool = True  # False: the first call builds the index and waits
 
     @classmethod
     def from_settings(cls, settings: Settings) -> VerificationLimits:
@@ -72,63 +78,20 @@ class Outcome:
     found: bool
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-class _Statement:
-    """The parameters of a statement being built; ``bind`` returns the numbered
-    placeholder (``$n``), so SQL fragments may be assembled in any order."""
-
-    def __init__(self) -> None:
-        self.params: list[Any] = []
-
-    def bind(self, value: Any, sql_type: str) -> str:
-        self.params.append(value)
-        return f"CAST(${len(self.params)} AS {sql_type})"
-
-
-def _check_sql(check: Check, cell: str, value: str | tuple[str, str]) -> str:
-    """Return a boolean SQL expression, never NULL, for ``check`` on ``cell``.
-
-    ``value`` is the SQL of the parameter (a pair for ``between``).
-    """
-    if check.op is Op.EXISTS:
-        return f"({cell} IS NOT NULL)"
-    if check.op is Op.BETWEEN:
-        assert isinstance(value, tuple)
-        return f"coalesce({cell} BETWEEN {value[0]} AND {value[1]}, false)"
-    assert isinstance(value, str)
-    if check.op is Op.IN:
-        return f"coalesce(list_contains({value}, {cell}), false)"
-    sql_op = {Op.EQ: "=", Op.NE: "<>", Op.LT: "<", Op.LE: "<=", Op.GT: ">", Op.GE: ">="}
-    return f"coalesce({cell} {sql_op[check.op]} {value}, false)"
-
-
-def _types(vp: VerificationProduct, product: DataProduct) -> dict[str, str]:
-    out = {}
-    for name in (*vp.key, *(c.column for c in vp.checks)):
-        col = product.column(name)
-        if col is None:
-            raise ValueError(f"{vp.id!r} does not fit product {product.id!r}: no {name!r}")
-        out[name] = DUCKDB_TYPES[col.type]
-    return out
-
-
 def _point_query(
     vp: VerificationProduct, product: DataProduct, item: Item, unit_key: bool = False
 ) -> tuple[str, list[Any]]:
     """One keyed lookup: ``WHERE key = ?`` lets DuckDB skip every row group whose
     min/max excludes the key (and use an index if the file has one)."""
-    types = _types(vp, product)
-    st = _Statement()
+    types = column_types(vp, product)
+    st = Statement()
     exprs = []
     for check in vp.checks:
         t = types[check.column]
-        cell = f"t.{_quote(check.column)}"
-        exprs.append(_check_sql(check, cell, _param_sql(st, check, item.params[check.name], t)))
+        cell = f"t.{quote(check.column)}"
+        exprs.append(check_sql(check, cell, param_sql(st, check, item.params[check.name], t)))
     conds = [
-        f"t.{_quote(k)} = {st.bind(v, types[k])}" for k, v in zip(vp.key, item.key, strict=True)
+        f"t.{quote(k)} = {st.bind(v, types[k])}" for k, v in zip(vp.key, item.key, strict=True)
     ]
     if unit_key and product.privacy_unit in vp.key:
         # Rows are stored by _unit_key within each rank: this integer filter lets the
@@ -139,20 +102,8 @@ def _point_query(
             f"t._unit_key = md5_number_upper(CAST({st.bind(value, unit_type)} AS VARCHAR))"
         )
     where = " AND ".join(conds)
-    sql = f"SELECT {', '.join(exprs)} FROM {SCHEMA}.{_quote(product.id)} AS t WHERE {where} LIMIT 2"
+    sql = f"SELECT {', '.join(exprs)} FROM {SCHEMA}.{quote(product.id)} AS t WHERE {where} LIMIT 2"
     return sql, st.params
-
-
-def _param_sql(st: _Statement, check: Check, value: Param | None, t: str) -> str | tuple[str, str]:
-    if check.op is Op.EXISTS:
-        return ""
-    if check.op is Op.BETWEEN:
-        assert isinstance(value, tuple)
-        return st.bind(value[0], t), st.bind(value[1], t)
-    if check.op is Op.IN:
-        assert isinstance(value, tuple)
-        return st.bind(list(value), f"{t}[]")
-    return st.bind(value, t)
 
 
 def _batch_query(
@@ -161,8 +112,8 @@ def _batch_query(
     """All items in one statement: the subjects (and the parameters each chose) are
     bound as parallel lists, unnested into a relation and left-joined on the key.
     One scan answers the whole batch, in item order."""
-    types = _types(vp, product)
-    st = _Statement()
+    types = column_types(vp, product)
+    st = Statement()
     columns = [f"unnest({st.bind(list(range(len(items))), 'BIGINT[]')}) AS _i"]
     for j, k in enumerate(vp.key):
         values = [item.key[j] for item in items]
@@ -170,10 +121,10 @@ def _batch_query(
     exprs = []
     for n, check in enumerate(vp.checks):
         t = types[check.column]
-        cell = f"t.{_quote(check.column)}"
+        cell = f"t.{quote(check.column)}"
         value: str | tuple[str, str]
         if not check.caller_supplied or check.op is Op.EXISTS:
-            value = _param_sql(st, check, check.param, t)
+            value = param_sql(st, check, check.param, t)
         else:
             chosen = [item.params[check.name] for item in items]
             if check.op in (Op.IN, Op.BETWEEN):
@@ -183,9 +134,9 @@ def _batch_query(
             else:
                 columns.append(f"unnest({st.bind(chosen, t + '[]')}) AS _p{n}")
                 value = f"q._p{n}"
-        exprs.append(f"coalesce(bool_and({_check_sql(check, cell, value)}), false)")
-    on = " AND ".join(f"t.{_quote(k)} = q._k{j}" for j, k in enumerate(vp.key))
-    table = f"{SCHEMA}.{_quote(product.id)}"
+        exprs.append(f"coalesce(bool_and({check_sql(check, cell, value)}), false)")
+    on = " AND ".join(f"t.{quote(k)} = q._k{j}" for j, k in enumerate(vp.key))
+    table = f"{SCHEMA}.{quote(product.id)}"
     first = sorted({item.key[0] for item in items}, key=str)
     if len(first) <= IN_PREFILTER_MAX:
         # A literal IN list (of bound parameters) on the first key column is pushed
@@ -193,7 +144,7 @@ def _batch_query(
         # the join alone scans it all. Past a few hundred keys nearly every row group
         # holds one of them and the list only costs (docs/verification.md).
         in_list = ", ".join(st.bind(v, types[vp.key[0]]) for v in first)
-        prefilter = f"{_quote(vp.key[0])} IN ({in_list})"
+        prefilter = f"{quote(vp.key[0])} IN ({in_list})"
         if unit_key and vp.key[0] == product.privacy_unit:
             hashes = ", ".join(
                 f"md5_number_upper(CAST({st.bind(v, types[vp.key[0]])} AS VARCHAR))" for v in first
@@ -204,7 +155,7 @@ def _batch_query(
     # (left-joined) row are NULL.
     sql = (
         f"WITH q AS (SELECT {', '.join(columns)}) "
-        f"SELECT q._i, count(t.{_quote(vp.key[0])}), {', '.join(exprs)} "
+        f"SELECT q._i, count(t.{quote(vp.key[0])}), {', '.join(exprs)} "
         f"FROM q LEFT JOIN {table} AS t ON {on} "
         "GROUP BY q._i ORDER BY q._i"
     )
@@ -219,6 +170,13 @@ def _answer(vp: VerificationProduct, results: Sequence[bool]) -> dict[str, Any]:
         "match": match,
         "checks": {c.name: bool(r) for c, r in zip(vp.checks, results, strict=True)},
     }
+
+
+def _indexed_outcome(vp: VerificationProduct, index: AnswerIndex, item: Item) -> Outcome:
+    layout = index.layout
+    bits = [layout.bit(c, item.params[c.name]) for c in vp.checks]
+    results, found = index.answers(bits, item.key)
+    return Outcome(_answer(vp, results), found)
 
 
 @dataclass
@@ -239,6 +197,10 @@ class VerificationRunner:
         self.limits = limits
         self._lock = threading.Lock()
         self._open: OrderedDict[str, _Database] = OrderedDict()
+        # (data file, verification product id) -> its index; a definition never changes
+        # under its id, and a data file never changes under its (versioned) name.
+        self._indexes: dict[tuple[str, str], AnswerIndex] = {}
+        self._unindexed: set[tuple[str, str]] = set()  # building, failed or not indexable
 
     # -- connections -------------------------------------------------------------
 
@@ -327,6 +289,10 @@ class VerificationRunner:
             raise ValueError(f"{vp.id!r} is defined on {vp.product!r}, not {product.id!r}")
         if not items:
             return []
+        if self.limits.answer_indexes:
+            index = self._index_of(vp, product, data_path)
+            if index is not None:
+                return [_indexed_outcome(vp, index, item) for item in items]
         single = len(items) == 1
         db, cursor = self._acquire(data_path)
         sql, params = (
@@ -367,6 +333,84 @@ class VerificationRunner:
             found = row[1] == 1
             outcomes.append(Outcome(_answer(vp, row[2:] if found else none), found))
         return outcomes
+
+    # -- answer indexes -------------------------------------------------------
+
+    def _index_of(
+        self, vp: VerificationProduct, product: DataProduct, data_path: Path
+    ) -> AnswerIndex | None:
+        """Return the loaded index, or ``None`` while there is none (building it in
+        the background the first time it is missing)."""
+        slot = (str(data_path), vp.id)
+        index = self._indexes.get(slot)
+        if index is not None or slot in self._unindexed:
+            return index
+        with self._lock:
+            if slot in self._indexes or slot in self._unindexed:
+                return self._indexes.get(slot)
+            self._unindexed.add(slot)
+        layout = indexable(vp, product)
+        if layout is None:
+            return None
+        try:
+            path = index_path(vp, product, data_path)
+            if path.exists():
+                return self._install(slot, AnswerIndex(path, layout))
+        except (OSError, ValueError):
+            logger.exception("answer index of %s unreadable; rebuilding", vp.id)
+        if not self.limits.build_in_background:
+            self._build_quietly(vp, product, data_path, layout, slot)
+            return self._indexes.get(slot)
+        threading.Thread(
+            target=self._build_quietly,
+            args=(vp, product, data_path, layout, slot),
+            name=f"answer-index-{vp.id}",
+            daemon=True,
+        ).start()
+        return None
+
+    def _install(self, slot: tuple[str, str], index: AnswerIndex) -> AnswerIndex:
+        with self._lock:
+            self._indexes[slot] = index
+            self._unindexed.discard(slot)
+        return index
+
+    def _build_quietly(
+        self,
+        vp: VerificationProduct,
+        product: DataProduct,
+        data_path: Path,
+        layout: Layout,
+        slot: tuple[str, str],
+    ) -> None:
+        try:
+            self._install(slot, self._build(vp, product, data_path, layout))
+        except Exception:  # point lookups keep answering; logged for the operator
+            logger.exception("building the answer index of %s failed", vp.id)
+
+    def _build(
+        self, vp: VerificationProduct, product: DataProduct, data_path: Path, layout: Layout
+    ) -> AnswerIndex:
+        path = index_path(vp, product, data_path)
+        db, cursor = self._acquire(data_path)
+        try:
+            build(cursor, f"{SCHEMA}.{quote(product.id)}", vp, product, layout, path)
+        finally:
+            self._release(db, cursor)
+        return AnswerIndex(path, layout)
+
+    def prepare(
+        self, vp: VerificationProduct, product: DataProduct, data_path: Path
+    ) -> AnswerIndex | None:
+        """Build (or load) the answer index of ``vp`` now; ``None`` if not indexable."""
+        layout = indexable(vp, product)
+        if layout is None:
+            return None
+        path = index_path(vp, product, data_path)
+        index = AnswerIndex(path, layout) if path.exists() else None
+        if index is None:
+            index = self._build(vp, product, data_path, layout)
+        return self._install((str(data_path), vp.id), index)
 
     def verify(
         self,

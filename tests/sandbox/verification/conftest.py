@@ -14,7 +14,7 @@ from products.loader import DataFormat, load_file
 from products.manifest import DataProduct
 from products.verification import VerificationProduct
 from sandbox.demo import DemoSizes, manifests, verification_products, write_all
-from sandbox.verification.lookup import VerificationRunner
+from sandbox.verification.lookup import VerificationLimits, VerificationRunner
 
 SIZES = DemoSizes(enterprises=400, social_insurance=1200, population=500)
 
@@ -42,8 +42,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> DemoStore:
     return DemoStore(products, files, rows, verification_products())
 
 
-@pytest.fixture
-def runner() -> Iterator[VerificationRunner]:
-    r = VerificationRunner()
+@pytest.fixture(params=["point-lookups", "answer-indexes"])
+def runner(request: pytest.FixtureRequest) -> Iterator[VerificationRunner]:
+    """Both ways of answering: DuckDB statements per call, and precomputed indexes
+    (built on first use, synchronously). Every lookup test runs against each."""
+    indexed = request.param == "answer-indexes"
+    r = VerificationRunner(VerificationLimits(answer_indexes=indexed, build_in_background=False))
     yield r
     r.close()
