@@ -58,6 +58,7 @@ __all__ = [
     "Appended",
     "AuditLog",
     "ConsistencyProof",
+    "Effect",
     "InclusionProof",
     "Page",
     "StoreError",
@@ -190,11 +191,39 @@ def create_tables(engine: Engine) -> None:
             conn.execute(tables.head.insert().values(id=1, size=0, frontier=b""))
 
 
-class _Pending:
-    __slots__ = ("done", "error", "fields", "result")
+class Effect:
+    """Writes to the same store that must commit in the same transaction as an entry.
 
-    def __init__(self, fields: dict[str, Any]) -> None:
+    A caller whose call changes other state (a replay guard, counters) can hand those
+    changes to ``AuditLog.append`` instead of committing them first: the leader applies
+    the effects of its whole batch in the append transaction, so they and the entries
+    commit together or not at all, at the cost of one transaction per batch instead of
+    one per call. Effects of one class are applied together by ``apply_all``, in queue
+    order; each may then rewrite its own entry (``entry_fields``), e.g. to record that
+    the call was refused after all. Subclasses live with the state they write; this
+    module knows nothing about it.
+    """
+
+    @classmethod
+    def apply_all(cls, conn: Connection, effects: Sequence[Any]) -> None:
+        """Apply ``effects`` (all of this class, in queue order) on ``conn``.
+
+        Runs inside the append transaction, after the log's head is locked: appends are
+        serialised across processes while it runs. Raising aborts the whole batch.
+        """
+        raise NotImplementedError
+
+    def entry_fields(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Return the fields to append once the effect is applied (default: as given)."""
+        return fields
+
+
+class _Pending:
+    __slots__ = ("done", "effect", "error", "fields", "result")
+
+    def __init__(self, fields: dict[str, Any], effect: Effect | None = None) -> None:
         self.fields = fields
+        self.effect = effect
         self.result: Appended | None = None
         self.error: BaseException | None = None
         self.done = False
@@ -291,17 +320,18 @@ class AuditLog:
 
     # ----------------------------------------------------------------- appending
 
-    def append(self, fields: Mapping[str, Any]) -> Appended:
+    def append(self, fields: Mapping[str, Any], effect: Effect | None = None) -> Appended:
         """Append one entry and return it once its transaction has committed.
 
         ``fields`` are the DESIGN §7 fields without ``index``/``time``/``prev``. Blocks
-        until durable. Raises :class:`~audit.errors.BadEntry` /
-        :class:`~audit.errors.NotCanonical` for invalid fields (nothing is written) and
-        :class:`StoreError` if the database fails (the entry is not acknowledged).
+        until durable. ``effect`` commits in the same transaction (see :class:`Effect`).
+        Raises :class:`~audit.errors.BadEntry` / :class:`~audit.errors.NotCanonical` for
+        invalid fields (nothing is written) and :class:`StoreError` if the database
+        fails (neither the entry nor its effect is committed).
         """
         check_fields(fields)
         self._after_fork()
-        req = _Pending(dict(fields))
+        req = _Pending(dict(fields), effect)
         cv = self._cv
         with cv:
             self._queue.append(req)
@@ -327,7 +357,7 @@ class AuditLog:
     def _commit(self, batch: list[_Pending]) -> None:
         """Write ``batch`` in one transaction; record each result or the error."""
         try:
-            results = self._write_batch([r.fields for r in batch])
+            results = self._write_batch([r.fields for r in batch], [r.effect for r in batch])
         except AuditError as exc:
             for r in batch:
                 r.error = exc
@@ -360,9 +390,15 @@ class AuditLog:
         now = format_time(self.clock())
         return last if last is not None and last > now else now
 
-    def _write_batch(self, batch: Sequence[Mapping[str, Any]]) -> list[Appended]:
+    def _write_batch(
+        self,
+        batch: Sequence[Mapping[str, Any]],
+        effects: Sequence[Effect | None] = (),
+    ) -> list[Appended]:
         with self._writer.begin() as conn:
             head = self._lock_head(conn)
+            if any(e is not None for e in effects):
+                batch = self._apply_effects(conn, batch, effects)
             cr = CompactRange(head.size, _split_hashes(head.frontier))
             prev: bytes | None = head.last_leaf_hash
             now = self._now(head.last_time)
@@ -415,6 +451,26 @@ class AuditLog:
                     last_time=now,
                 )
             )
+        return out
+
+    @staticmethod
+    def _apply_effects(
+        conn: Connection,
+        batch: Sequence[Mapping[str, Any]],
+        effects: Sequence[Effect | None],
+    ) -> list[Mapping[str, Any]]:
+        by_class: dict[type[Effect], list[Effect]] = {}
+        for e in effects:
+            if e is not None:
+                by_class.setdefault(type(e), []).append(e)
+        for cls, group in by_class.items():
+            cls.apply_all(conn, group)
+        out: list[Mapping[str, Any]] = []
+        for fields, e in zip(batch, effects, strict=True):
+            if e is not None:
+                fields = e.entry_fields(dict(fields))
+                check_fields(fields)  # a bad rewrite aborts the batch: nothing commits
+            out.append(fields)
         return out
 
     # ----------------------------------------------------------------- reading

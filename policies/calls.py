@@ -89,6 +89,7 @@ class VerifiedCall:
     issued_at: datetime
     expires_at: datetime
     body_hash: str  # the signed ``bh`` claim
+    replay_window_ends: datetime  # until when the nonce must be remembered (exp + skew)
 
     def check_body(self, body_sha256: bytes) -> None:
         """Check a body read after the token was verified (streamed uploads).
@@ -132,7 +133,7 @@ def verify_call(
     body_sha256: bytes | None,
     policy: CallPolicy,
     principals: PrincipalLookup,
-    nonces: NonceStore,
+    nonces: NonceStore | None,
     now: datetime,
 ) -> VerifiedCall:
     """Check the ``Authorization`` header of one request (DESIGN §6).
@@ -141,7 +142,8 @@ def verify_call(
     ``TokenExpired`` or ``Replayed``, each with ``details.reason`` naming the check.
     The nonce is claimed last, so a refused token never burns a nonce.
     ``body_sha256`` None defers the ``bh`` check to ``VerifiedCall.check_body`` (for
-    bodies streamed to disk only once the caller is known).
+    bodies streamed to disk only once the caller is known). ``nonces`` None leaves the
+    nonce to the caller, which must claim it (``NonceStore.claim_in``) before answering.
     """
     if not authorization:
         raise Unauthenticated(
@@ -286,7 +288,7 @@ def verify_call(
         )
 
     expires_at = datetime.fromtimestamp(exp + policy.clock_skew_s, UTC)
-    if not nonces.claim(issuer, claims["jti"], expires_at):
+    if nonces is not None and not nonces.claim(issuer, claims["jti"], expires_at):
         raise Replayed("this call (jti) was already used", "replayed", issuer=issuer)
     return VerifiedCall(
         principal=principal,
@@ -295,6 +297,7 @@ def verify_call(
         issued_at=datetime.fromtimestamp(iat, UTC),
         expires_at=datetime.fromtimestamp(exp, UTC),
         body_hash=claims["bh"],
+        replay_window_ends=expires_at,
     )
 
 

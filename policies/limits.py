@@ -7,8 +7,9 @@ is one atomic upsert, correct across processes and nodes sharing the store.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -22,6 +23,34 @@ MINUTE = 60
 DAY = 86_400
 
 
+def _bump_statement(insert: Any) -> sa.Executable:
+    # Built once per dialect, with bound parameters, so every call reuses one compiled
+    # statement (a statement built per call is compiled per call).
+    ins = insert(rate_counters).values(
+        [
+            {
+                "scope_id": sa.bindparam("scope_id"),
+                "window": "minute",
+                "window_start": sa.bindparam("minute"),
+                "count": sa.bindparam("n"),
+            },
+            {
+                "scope_id": sa.bindparam("scope_id"),
+                "window": "day",
+                "window_start": sa.bindparam("day"),
+                "count": sa.bindparam("n"),
+            },
+        ]
+    )
+    return ins.on_conflict_do_update(  # type: ignore[no-any-return]
+        index_elements=["scope_id", "window", "window_start"],
+        set_={"count": rate_counters.c.count + ins.excluded.count},
+    ).returning(rate_counters.c.window, rate_counters.c.count)
+
+
+_BUMP = {"postgresql": _bump_statement(postgresql.insert), "sqlite": _bump_statement(sqlite.insert)}
+
+
 class RateLimiter:
     def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
         self._engine = engine
@@ -31,18 +60,54 @@ class RateLimiter:
     @staticmethod
     def _bump(conn: sa.Connection, scope_id: str, minute: int, day: int, n: int) -> dict[str, int]:
         """Add ``n`` to the minute and day counters in one statement; return both."""
-        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-        ins = insert(rate_counters).values(
-            [
-                {"scope_id": scope_id, "window": "minute", "window_start": minute, "count": n},
-                {"scope_id": scope_id, "window": "day", "window_start": day, "count": n},
-            ]
-        )
-        stmt = ins.on_conflict_do_update(
-            index_elements=["scope_id", "window", "window_start"],
-            set_={"count": rate_counters.c.count + n},
-        ).returning(rate_counters.c.window, rate_counters.c.count)
-        return {str(w): int(c) for w, c in conn.execute(stmt).all()}
+        stmt = _BUMP[conn.dialect.name]
+        params = {"scope_id": scope_id, "minute": minute, "day": day, "n": n}
+        return {str(w): int(c) for w, c in conn.execute(stmt, params).all()}
+
+    def count_in(
+        self, conn: sa.Connection, scope: Scope, calls: Sequence[int]
+    ) -> list[RateLimited | QuotaExceeded | None]:
+        """Count several calls under ``scope`` inside the caller's transaction, in order.
+
+        One statement adds them all; each call is then judged on the count it reached
+        (its own calls included), as ``count`` would have judged it alone. Returns, per
+        call, the refusal (``RateLimited``/``QuotaExceeded``) or ``None``.
+        """
+        now = int(self._clock().timestamp())
+        minute_start = now - now % MINUTE
+        day_start = now - now % DAY
+        total = sum(calls)
+        counts = self._bump(conn, scope.id, minute_start, day_start, total)
+        per_minute, per_day = counts["minute"] - total, counts["day"] - total
+        out: list[RateLimited | QuotaExceeded | None] = []
+        for n in calls:
+            per_minute += n
+            per_day += n
+            out.append(self._refusal(scope, per_minute, per_day, now))
+        self._calls += 1
+        if self._calls % 1000 == 0:
+            conn.execute(rate_counters.delete().where(rate_counters.c.window_start < now - 2 * DAY))
+        return out
+
+    @staticmethod
+    def _refusal(
+        scope: Scope, per_minute: int, per_day: int, now: int
+    ) -> RateLimited | QuotaExceeded | None:
+        day_start = now - now % DAY
+        minute_start = now - now % MINUTE
+        if per_day > scope.daily_quota:
+            return QuotaExceeded(
+                f"scope {scope.id!r} used its daily quota of {scope.daily_quota} calls",
+                retry_after=day_start + DAY - now,
+                details={"scope": scope.id, "daily_quota": scope.daily_quota},
+            )
+        if per_minute > scope.rate_per_minute:
+            return RateLimited(
+                f"scope {scope.id!r} allows {scope.rate_per_minute} calls per minute",
+                retry_after=max(minute_start + MINUTE - now, 1),
+                details={"scope": scope.id, "rate_per_minute": scope.rate_per_minute},
+            )
+        return None
 
     def count(self, scope: Scope, n: int = 1) -> None:
         """Count ``n`` calls under ``scope`` now.
@@ -59,18 +124,9 @@ class RateLimiter:
         self._calls += 1
         if self._calls % 1000 == 0:
             self.prune(now)
-        if per_day > scope.daily_quota:
-            raise QuotaExceeded(
-                f"scope {scope.id!r} used its daily quota of {scope.daily_quota} calls",
-                retry_after=day_start + DAY - now,
-                details={"scope": scope.id, "daily_quota": scope.daily_quota},
-            )
-        if per_minute > scope.rate_per_minute:
-            raise RateLimited(
-                f"scope {scope.id!r} allows {scope.rate_per_minute} calls per minute",
-                retry_after=max(minute_start + MINUTE - now, 1),
-                details={"scope": scope.id, "rate_per_minute": scope.rate_per_minute},
-            )
+        refusal = self._refusal(scope, per_minute, per_day, now)
+        if refusal is not None:
+            raise refusal
 
     def prune(self, now: int) -> None:
         """Forget windows that ended more than a day ago."""

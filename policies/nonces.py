@@ -7,15 +7,19 @@ inside the database, whichever process tries it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from sqlalchemy.engine import Engine
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from policies.tables import nonces
 
 PRUNE_EVERY = 1000
+_SEEN = sa.select(nonces.c.issuer, nonces.c.jti).where(
+    nonces.c.jti.in_(sa.bindparam("jtis", expanding=True))
+)
 
 
 class NonceStore:
@@ -38,6 +42,38 @@ class NonceStore:
             self._since_prune = 0
             self.prune()
         return True
+
+    @staticmethod
+    def claim_in(conn: Connection, claims: Sequence[tuple[str, str, datetime]]) -> list[bool]:
+        """Record ``(issuer, jti, expires_at)`` claims inside the caller's transaction.
+
+        Returns, per claim, whether it is fresh: False for a nonce already recorded or
+        claimed earlier in ``claims``. One statement whatever the number of claims.
+        """
+        fresh: dict[tuple[str, str], datetime] = {}
+        first = []
+        for issuer, jti, expires_at in claims:
+            key = (issuer, jti)
+            first.append(key not in fresh)
+            fresh.setdefault(key, expires_at)
+        if not fresh:
+            return []
+        # Run under the audit log's head lock (audit.log.Effect): no other claim can
+        # slip in between the read and the insert; the primary key would refuse it.
+        seen = {
+            (str(i), str(j))
+            for i, j in conn.execute(_SEEN, {"jtis": sorted({j for _, j in fresh})})
+            if (str(i), str(j)) in fresh
+        }
+        new = [{"issuer": i, "jti": j, "expires_at": e} for (i, j), e in fresh.items()
+               if (i, j) not in seen]  # fmt: skip
+        if new:
+            conn.execute(nonces.insert(), new)
+        inserted = {(r["issuer"], r["jti"]) for r in new}
+        return [
+            is_first and (issuer, jti) in inserted
+            for is_first, (issuer, jti, _) in zip(first, claims, strict=True)
+        ]
 
     def prune(self) -> int:
         """Delete nonces whose tokens can no longer be accepted. Returns rows removed."""

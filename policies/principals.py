@@ -9,6 +9,7 @@ names any other algorithm for the key is refused.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -51,10 +52,12 @@ def _b64u(data: bytes) -> str:
 PublicKeyObject = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
 
 
+@functools.lru_cache(maxsize=4096)
 def load_public_key(pem: str | bytes) -> tuple[PublicKeyObject, KeyAlg]:
     """Parse an SPKI PEM public key. Returns the key and its pinned algorithm.
 
-    Raises ``InvalidRequest`` for anything but Ed25519 or P-256.
+    Raises ``InvalidRequest`` for anything but Ed25519 or P-256. Cached: every signed
+    call verifies with a registered key, and parsing costs as much as verifying.
     """
     data = pem.encode() if isinstance(pem, str) else pem
     try:

@@ -8,10 +8,12 @@ revocation is final; both, and expiry, refuse every call with their own code.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 import secrets
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +22,7 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from policies.errors import ScopeExpired, ScopeRevoked, ScopeSuspended
@@ -196,7 +198,7 @@ class Scope:
             "budget": self.budget.to_dict(),
         }
 
-    @property
+    @functools.cached_property
     def terms_hash(self) -> str:
         """Hex SHA-256 of the granted terms (everything but status and spending): the
         policy version an audit entry records. Terms never change after the grant."""
@@ -463,9 +465,41 @@ def _parse_verify(
 class ScopeStore:
     """Scopes in the control-plane store."""
 
-    def __init__(self, engine: Engine, clock: Clock) -> None:
+    def __init__(self, engine: Engine, clock: Clock, cache_ttl_s: float = 1.0) -> None:
         self._engine = engine
         self._clock = clock
+        self._ttl = cache_ttl_s
+        self._cache: dict[str, tuple[float, Scope]] = {}
+
+    def cached(self, scope_id: str) -> Scope:
+        """Return the scope as read at most ``cache_ttl_s`` seconds ago (this process's
+        own status changes clear it at once). Granted terms never change; a status read
+        here may be stale, so a caller must confirm it where it matters (``status_in``
+        inside the transaction that commits the call). Raises ``NotFound``."""
+        now = time.monotonic()
+        hit = self._cache.get(scope_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        scope = self.get(scope_id)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[scope_id] = (now + self._ttl, scope)
+        return scope
+
+    @staticmethod
+    def status_in(
+        conn: Connection, scope_ids: Iterable[str]
+    ) -> dict[str, tuple[ScopeStatus, str | None]]:
+        """Return the current status and reason of each scope, read on ``conn``."""
+        ids = sorted(set(scope_ids))
+        if not ids:
+            return {}
+        rows = conn.execute(
+            sa.select(scopes.c.id, scopes.c.status, scopes.c.status_reason).where(
+                scopes.c.id.in_(ids)
+            )
+        )
+        return {str(r.id): (ScopeStatus(r.status), r.status_reason) for r in rows}
 
     def grant(self, grant: ScopeGrant, granted_by: str) -> Scope:
         """Store a validated grant. Raises ``Conflict`` if the id is taken."""
@@ -534,6 +568,7 @@ class ScopeStore:
 
         Raises ``NotFound`` or ``Conflict`` (e.g. resuming a revoked scope).
         """
+        self._cache.pop(scope_id, None)
         current = self.get(scope_id)
         allowed = [s.value for s in allowed_from]
         with self._engine.begin() as conn:

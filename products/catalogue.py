@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -110,11 +111,14 @@ class Catalogue:
         self._engine = engine
         self.products_dir = products_dir
         self._clock = clock
+        self.cache_ttl_s = 1.0
+        self._cache: dict[str, tuple[float, tuple[VerificationProduct, ProductRecord]]] = {}
 
     def register(self, manifest: DataProduct, owner: str) -> ProductRecord:
         """Register a new product. Raises ``Conflict`` if the id is taken."""
         now = self._clock()
         try:
+            self._cache.clear()
             with self._engine.begin() as conn:
                 conn.execute(
                     products.insert().values(
@@ -227,6 +231,7 @@ class Catalogue:
     ) -> ProductRecord:
         """Mark a loaded version active and make it current, in one transaction."""
         now = self._clock()
+        self._cache.clear()
         with self._engine.begin() as conn:
             conn.execute(
                 product_versions.update()
@@ -257,6 +262,7 @@ class Catalogue:
 
     def fail_version(self, product_id: str, version: int) -> None:
         """Record that a load did not complete; its number is never reused."""
+        self._cache.clear()
         with self._engine.begin() as conn:
             conn.execute(
                 product_versions.update()
@@ -276,6 +282,7 @@ class Catalogue:
     def register_verification(self, vp: VerificationProduct, created_by: str) -> None:
         """Store a validated verification product. Raises ``Conflict`` if the id exists."""
         try:
+            self._cache.clear()
             with self._engine.begin() as conn:
                 conn.execute(
                     verification_products.insert().values(
@@ -308,6 +315,21 @@ class Catalogue:
             raise NotFound(f"no verification product {vp_id!r}", {"verification_product": vp_id})
         record = self._record(row)
         return _verification(row.definition, record.manifest), record
+
+    def verification_cached(self, vp_id: str) -> tuple[VerificationProduct, ProductRecord]:
+        """``verification`` as read at most ``cache_ttl_s`` seconds ago (this process's
+        own catalogue writes clear it at once): after another process activates a new
+        data version, calls may be answered from the previous, complete version for
+        that long. Raises ``NotFound`` (not cached)."""
+        now = time.monotonic()
+        hit = self._cache.get(vp_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        found = self.verification(vp_id)
+        if len(self._cache) > 1_000:
+            self._cache.clear()
+        self._cache[vp_id] = (now + self.cache_ttl_s, found)
+        return found
 
     def verification_ids(self, product_id: str | None = None) -> list[str]:
         """Return the ids of verification products (of one data product), ordered."""

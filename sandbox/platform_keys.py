@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from policies.principals import generate_keypair, jwk_thumbprint, public_jwk
 from products.errors import InvalidRequest
@@ -35,6 +37,7 @@ class PlatformKeys:
     def __init__(self, current: PlatformKey, public: dict[str, bytes], note_name: str) -> None:
         self.current = current
         self.public = public  # kid -> SPKI PEM, current included
+        self._loaded: dict[str, ed25519.Ed25519PrivateKey] = {}  # kid -> parsed key
         self.note_name = note_name
 
     @classmethod
@@ -95,11 +98,15 @@ class PlatformKeys:
 
     def sign_receipt(self, claims: dict[str, Any]) -> str:
         """Return the compact JWS receipt over ``claims`` with the current key."""
+        current = self.current
+        key = self._loaded.get(current.kid)
+        if key is None:  # parsing the PEM costs more than signing: once per key
+            loaded = serialization.load_pem_private_key(current.private_pem, password=None)
+            if not isinstance(loaded, ed25519.Ed25519PrivateKey):
+                raise InvalidRequest("the platform key is not an Ed25519 key")
+            key = self._loaded[current.kid] = loaded
         return jwt.encode(
-            claims,
-            self.current.private_pem,
-            algorithm="EdDSA",
-            headers={"kid": self.current.kid, "typ": RECEIPT_TYP},
+            claims, key, algorithm="EdDSA", headers={"kid": current.kid, "typ": RECEIPT_TYP}
         )
 
 

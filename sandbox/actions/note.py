@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sandbox.actions.admission import CallAdmission
 
 
 @dataclass
@@ -18,3 +21,5 @@ class AuditNote:
     receipt: bool = False
     request_id: str | None = None
     after_append: list[Callable[[int], None]] = field(default_factory=list)
+    # Verification calls: bookkeeping decided when the entry commits (admission.py).
+    admission: CallAdmission | None = None

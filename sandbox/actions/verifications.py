@@ -21,12 +21,12 @@ from policies.scopes import Scope
 from products.catalogue import ProductRecord
 from products.errors import Conflict, InvalidRequest, NotFound
 from products.verification import VerificationProduct, parse_verification_product
+from sandbox.actions.admission import CallAdmission
 from sandbox.actions.note import AuditNote
-from sandbox.actions.queries import usable_scope
 from sandbox.runtime import Runtime
-from sandbox.verification.enumeration import key_hash
+from sandbox.verification.enumeration import Verdict, key_hash
 from sandbox.verification.lookup import Outcome
-from sandbox.verification.probes import Probe, record_and_assess
+from sandbox.verification.probes import Probe
 from sandbox.verification.request import Item, parse_item, parse_items
 
 REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
@@ -73,7 +73,16 @@ def _scope_for(
     scope_id = data.get("scope")
     if not isinstance(scope_id, str) or not scope_id:
         raise InvalidRequest("scope is required", {"fields": {"scope": ["required"]}})
-    scope = usable_scope(rt, caller, scope_id, note, calls=calls)
+    admission = _admission(note)
+    # Granted terms never change; the status read here may be a second old, and is
+    # confirmed when the call commits (admission.py), as are the rate and quota.
+    scope = rt.scopes.cached(scope_id)
+    if scope.enterprise != caller.id:
+        raise NotFound(f"no scope {scope_id!r}", {"scope": scope_id})
+    note.target.update({"scope": scope.id, "product": scope.product})
+    note.extra["policy_version"] = scope.terms_hash
+    admission.count(scope, calls)
+    scope.check_usable(rt.clock())
     if scope.product != vp.product or vp.id not in scope.verify:
         granted = ", ".join(sorted(scope.verify)) or "none"
         raise OperationNotAllowed(
@@ -108,14 +117,21 @@ def _record(
         note.extra["consent_ref" if len(items) == 1 else "consent_refs"] = (
             consents[0] if len(items) == 1 else [item.consent_ref for item in items]
         )
-    verdict = record_and_assess(
-        rt.engine,
-        scope.id,
-        rt.clock(),
-        [Probe(h, o.found) for h, o in zip(hashes, outcomes, strict=True)],
-        rt.enumeration,
-    )
-    if not verdict.flag:
+    admission = _admission(note)
+    admission.record([Probe(h, o.found) for h, o in zip(hashes, outcomes, strict=True)])
+    note.after_append.append(lambda _index: _act_on(rt, scope, admission.verdict))
+
+
+def _admission(note: AuditNote) -> CallAdmission:
+    if note.admission is None:  # pragma: no cover - the HTTP layer always attaches one
+        raise RuntimeError("verification calls are admitted at commit (lifecycle.py)")
+    return note.admission
+
+
+def _act_on(rt: Runtime, scope: Scope, verdict: Verdict | None) -> None:
+    """Flag (and past the threshold, suspend) a scope whose window looks like
+    enumeration: after the call's entry committed, as the platform's own entries."""
+    if verdict is None or not verdict.flag:
         return
     suspended = False
     if verdict.suspend:
@@ -155,7 +171,7 @@ def verify(
     rt: Runtime, caller: Principal, vp_id: str, data: Mapping[str, Any], note: AuditNote
 ) -> dict[str, Any]:
     """Answer one verification call: ``{"match"}`` or ``{"match", "checks"}``."""
-    vp, record = rt.catalogue.verification(vp_id)
+    vp, record = rt.catalogue.verification_cached(vp_id)
     note.target.update({"verification_product": vp.id, "product": vp.product})
     unknown = sorted(set(data) - {"scope", "subject", "params", "consent_ref", "request_id"})
     if unknown:
@@ -179,7 +195,7 @@ def verify_batch(
     rt: Runtime, caller: Principal, vp_id: str, data: Mapping[str, Any], note: AuditNote
 ) -> dict[str, Any]:
     """Answer a batch: ``{"results": [answer, ...]}`` in item order; each item counts."""
-    vp, record = rt.catalogue.verification(vp_id)
+    vp, record = rt.catalogue.verification_cached(vp_id)
     note.target.update({"verification_product": vp.id, "product": vp.product})
     unknown = sorted(set(data) - {"scope", "items", "request_id"})
     if unknown:

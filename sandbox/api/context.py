@@ -8,6 +8,7 @@ from pathlib import Path
 from flask import g, request
 
 from policies.principals import Principal
+from sandbox.actions.admission import CallAdmission
 from sandbox.actions.note import AuditNote
 from sandbox.api.permissions import action_of
 
@@ -28,6 +29,7 @@ class CallState:
     claimed_issuer: str | None = None
     audited: bool = True
     note: AuditNote | None = None
+    admission: CallAdmission | None = None  # verification calls (admission.py)
 
 
 def state() -> CallState:
@@ -42,6 +44,7 @@ def note(**target: str | None) -> AuditNote:
     n = AuditNote(
         action=action_of(request.endpoint),
         target={k: v for k, v in target.items() if v is not None},
+        admission=state().admission,
     )
     state().note = n
     return n

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -28,10 +29,11 @@ from audit.entry import request_hash as audit_request_hash
 from audit.entry import result_hash as audit_result_hash
 from audit.errors import AuditError
 from audit.receipts import receipt_claims
-from policies.calls import claimed_issuer, verify_call
+from policies.calls import verify_call
 from policies.errors import AuthError
 from products.errors import DomainError, Forbidden, InvalidRequest
 from products.text import all_utf8
+from sandbox.actions.admission import CallAdmission
 from sandbox.actions.note import AuditNote
 from sandbox.api.context import CallState, state
 from sandbox.api.errors import CODE_BY_HTTP_STATUS, STATUS_BY_CODE, error_body, status_of
@@ -42,6 +44,9 @@ UNAUDITED_ENDPOINTS = frozenset(
     {"meta.health", "meta.keys", "meta.docs", "api-docs.openapi_json", "static"}
 )
 UPLOAD_ENDPOINTS = frozenset({"products.upload"})
+# Calls that change no data: their nonce, counters and probes are committed with their
+# audit entry, and they are admitted or refused there (sandbox/actions/admission.py).
+ADMITTED_AT_COMMIT = frozenset({"verifications.verify_one", "verifications.batch"})
 CHUNK = 1 << 20
 
 
@@ -101,24 +106,34 @@ def before_request() -> None:
     streamed = request.endpoint in UPLOAD_ENDPOINTS
     if not streamed:
         _read_body(st, rt)
-    auth = request.headers.get("Authorization")
-    st.claimed_issuer = claimed_issuer(auth.partition(" ")[2].strip()) if auth else None
+    deferred = request.endpoint in ADMITTED_AT_COMMIT
     try:
         call = verify_call(
-            auth,
+            request.headers.get("Authorization"),
             method=st.method,
             path_and_query=st.target,
             body_sha256=None if streamed else st.body_sha256,
             policy=rt.call_policy,
             principals=rt.principals.find,
-            nonces=rt.nonces,
+            nonces=None if deferred else rt.nonces,
             now=rt.clock(),
         )
-    except AuthError:
+    except AuthError as exc:
+        st.claimed_issuer = exc.issuer
         st.note = AuditNote(action="auth.refused")
         raise
     st.principal = call.principal
     st.jti = call.jti
+    if deferred:
+        st.admission = CallAdmission(
+            issuer=call.principal.id,
+            jti=call.jti,
+            nonce_expires_at=call.replay_window_ends,
+            limiter=rt.limiter,
+            enumeration=rt.enumeration,
+            clock=rt.clock,
+            render=_render_refusal,
+        )
     if request.endpoint is None:
         return  # unknown path: Flask raises 404 next, audited as the caller's call
     if not allowed(request.endpoint, call.principal.role):
@@ -181,8 +196,9 @@ def after_request(response: Response) -> Response:
     }
     if note.request_id is not None:
         fields["request_id"] = note.request_id
+    admission = st.admission
     try:
-        appended = rt.audit.append(_utf8_safe(fields))
+        appended = rt.audit.append(_utf8_safe(fields), admission)
     except Exception:
         current_app.logger.exception("audit append failed; answer withheld")
         return _error_response(
@@ -191,6 +207,9 @@ def after_request(response: Response) -> Response:
             {},
             503,
         )
+    if admission is not None and admission.refusal is not None:
+        response = _refusal_response(admission)
+        denied = True
     for callback in note.after_append:
         callback(appended.index)
     response.headers["X-Audit-Index"] = str(appended.index)
@@ -208,6 +227,35 @@ def after_request(response: Response) -> Response:
         body["receipt"] = rt.keys.sign_receipt(claims)
         response.set_data(json.dumps(body, ensure_ascii=False, separators=(",", ":")))
     return response
+
+
+def _render_refusal(fields: dict[str, Any], exc: DomainError) -> tuple[dict[str, Any], str, int]:
+    """The entry and the response of a call refused at commit (runs in the thread
+    that commits the batch: no request context here)."""
+    text = _error_text(exc.code, exc.message, exc.details)
+    status = status_of(exc)
+    refused = {
+        **fields,
+        "decision": "deny",
+        "reason": f"{exc.code}: {exc.message}"[:500],
+        "status": status,
+        "epsilon": "0",
+        "result_hash": audit_result_hash(json.loads(text)),
+    }
+    if isinstance(exc, AuthError):
+        refused["action"] = "auth.refused"
+    return _utf8_safe(refused), text, status
+
+
+def _refusal_response(admission: CallAdmission) -> Response:
+    resp = current_app.response_class(
+        admission.refusal_text, status=admission.refusal_status, mimetype="application/json"
+    )
+    assert admission.refusal is not None
+    retry = admission.refusal.details.get("retry_after")
+    if isinstance(retry, int):
+        resp.headers["Retry-After"] = str(retry)
+    return resp
 
 
 def _utf8_safe(value: Any) -> Any:
@@ -237,10 +285,17 @@ def _fallback_request_hash(st: CallState) -> str:
     return audit_request_hash(st.method, st.target, b"")
 
 
-def _error_response(code: str, message: str, details: dict[str, Any], status: int) -> Response:
-    text = json.dumps(
-        error_body(code, message, details), ensure_ascii=False, separators=(",", ":"), default=str
+def _error_text(code: str, message: str, details: Mapping[str, Any]) -> str:
+    return json.dumps(
+        error_body(code, message, dict(details)),
+        ensure_ascii=False,
+        separators=(",", ":"),
+        default=str,
     )
+
+
+def _error_response(code: str, message: str, details: dict[str, Any], status: int) -> Response:
+    text = _error_text(code, message, details)
     # What is hashed into the audit entry is exactly what the client parses (e.g.
     # marshmallow's integer list indices become string keys).
     g.response_obj = json.loads(text)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -56,51 +57,54 @@ def record_probes(
         for h, c in sorted(counts.items())
     ]
     dialect = conn.dialect.name
-    _add_totals(
-        conn,
-        scope_id,
-        bucket,
-        sum(sum(c) for c in counts.values()),
-        sum(c[1] for c in counts.values()),
-    )
-    stmt: sa.Executable
-    if dialect == "postgresql":
-        pg = postgresql.insert(probes_table)
-        stmt = pg.on_conflict_do_update(
-            index_elements=["scope_id", "bucket", "key_hash"],
-            set_={
-                "hits": probes_table.c.hits + pg.excluded.hits,
-                "misses": probes_table.c.misses + pg.excluded.misses,
-            },
-        )
-    elif dialect == "sqlite":
-        lite = sqlite.insert(probes_table)
-        stmt = lite.on_conflict_do_update(
-            index_elements=["scope_id", "bucket", "key_hash"],
-            set_={
-                "hits": probes_table.c.hits + lite.excluded.hits,
-                "misses": probes_table.c.misses + lite.excluded.misses,
-            },
-        )
-    else:  # pragma: no cover - the control plane is SQLite or PostgreSQL (DESIGN §3)
+    if dialect not in _UPSERTS:  # pragma: no cover - the control plane is SQLite or PostgreSQL
         raise ValueError(f"unsupported control-plane dialect {dialect!r}")
-    conn.execute(stmt, rows)
-
-
-def _add_totals(conn: Connection, scope_id: str, bucket: int, lookups: int, misses: int) -> None:
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    ins = insert(totals_table).values(
-        scope_id=scope_id, bucket=bucket, lookups=lookups, misses=misses
-    )
+    add_probes, add_totals = _UPSERTS[dialect]
     conn.execute(
-        ins.on_conflict_do_update(
+        add_totals,
+        {
+            "scope_id": scope_id,
+            "bucket": bucket,
+            "lookups": sum(sum(c) for c in counts.values()),
+            "misses": sum(c[1] for c in counts.values()),
+        },
+    )
+    conn.execute(add_probes, rows)
+
+
+def _upserts(insert: Any) -> tuple[sa.Executable, sa.Executable]:
+    # Built once per dialect: every call reuses the compiled statements.
+    probes = insert(probes_table)
+    totals = insert(totals_table).values(
+        scope_id=sa.bindparam("scope_id"),
+        bucket=sa.bindparam("bucket"),
+        lookups=sa.bindparam("lookups"),
+        misses=sa.bindparam("misses"),
+    )
+    return (
+        probes.on_conflict_do_update(
+            index_elements=["scope_id", "bucket", "key_hash"],
+            set_={
+                "hits": probes_table.c.hits + probes.excluded.hits,
+                "misses": probes_table.c.misses + probes.excluded.misses,
+            },
+        ),
+        totals.on_conflict_do_update(
             index_elements=["scope_id", "bucket"],
             set_={
-                "lookups": totals_table.c.lookups + lookups,
-                "misses": totals_table.c.misses + misses,
+                "lookups": totals_table.c.lookups + totals.excluded.lookups,
+                "misses": totals_table.c.misses + totals.excluded.misses,
             },
-        )
+        ),
     )
+
+
+_UPSERTS = {"postgresql": _upserts(postgresql.insert), "sqlite": _upserts(sqlite.insert)}
+_WINDOW_MISSES = sa.select(sa.func.coalesce(sa.func.sum(totals_table.c.misses), 0)).where(
+    totals_table.c.scope_id == sa.bindparam("scope_id"),
+    totals_table.c.bucket >= sa.bindparam("first"),
+    totals_table.c.bucket <= sa.bindparam("last"),
+)
 
 
 def window_misses(conn: Connection, scope_id: str, now: datetime, policy: EnumerationPolicy) -> int:
@@ -108,11 +112,8 @@ def window_misses(conn: Connection, scope_id: str, now: datetime, policy: Enumer
     bound of its missed distinct keys, read from one row per bucket."""
     last = _bucket(now, policy)
     first = last - policy.window_s // policy.bucket_s + 1
-    t = totals_table
     total = conn.execute(
-        sa.select(sa.func.coalesce(sa.func.sum(t.c.misses), 0)).where(
-            t.c.scope_id == scope_id, t.c.bucket >= first, t.c.bucket <= last
-        )
+        _WINDOW_MISSES, {"scope_id": scope_id, "first": first, "last": last}
     ).scalar_one()
     return int(total)
 
@@ -158,10 +159,21 @@ def record_and_assess(
     that, the verdict is "no flag" without reading the window's keys (the common case
     of an honest caller, and O(buckets) instead of O(keys))."""
     with engine.begin() as conn:
-        record_probes(conn, scope_id, now, probes, policy)
-        if window_misses(conn, scope_id, now, policy) < policy.miss_ratio * policy.min_keys:
-            return Verdict(False, False)
-        return assess(window_stats(conn, scope_id, now, policy), policy)
+        return record_and_assess_in(conn, scope_id, now, probes, policy)
+
+
+def record_and_assess_in(
+    conn: Connection,
+    scope_id: str,
+    now: datetime,
+    probes: Iterable[Probe],
+    policy: EnumerationPolicy,
+) -> Verdict:
+    """``record_and_assess`` inside the caller's transaction."""
+    record_probes(conn, scope_id, now, probes, policy)
+    if window_misses(conn, scope_id, now, policy) < policy.miss_ratio * policy.min_keys:
+        return Verdict(False, False)
+    return assess(window_stats(conn, scope_id, now, policy), policy)
 
 
 def purge_expired(conn: Connection, now: datetime, policy: EnumerationPolicy) -> int:

@@ -1,0 +1,130 @@
+"""Verification calls are admitted in the transaction that records them.
+
+A verification call changes no data: its answer is a function of the product version
+and the subject alone. What it changes is bookkeeping — its nonce (the replay guard),
+its scope's rate and quota counters, the enumeration probes — and whether it may be
+answered depends on that bookkeeping and on the scope still being usable. So the
+handler computes the answer first, and ``CallAdmission`` decides at commit, inside the
+audit log's append transaction (``audit.log.Effect``):
+
+1. claim the nonce — a replay (also two copies of one token in one batch) is refused;
+2. count the call(s) under the scope — over the rate or the daily quota is refused;
+3. confirm the scope's status as stored now (the handler read a cached copy);
+4. record the probes of admitted calls and assess the scope's window.
+
+A refused call's entry is rewritten into the refusal (``decision: deny``, its reason,
+status and the hash of the error body the caller receives), and the answer is never
+sent. Everything commits with the entries or not at all, in one transaction per batch
+of concurrent calls instead of four per call, and a crash can no longer leave a
+counted call without its entry. Across processes and nodes the append transaction is
+serialised by the log's head lock, so the checks see every earlier call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from audit.log import Effect
+from policies.errors import Replayed
+from policies.limits import RateLimiter
+from policies.nonces import NonceStore
+from policies.scopes import Scope, ScopeStatus, ScopeStore
+from products.errors import DomainError
+from sandbox.verification.enumeration import EnumerationPolicy, Verdict
+from sandbox.verification.probes import Probe, record_and_assess_in
+
+# Renders a refusal as the caller will receive it: (fields of the rewritten entry,
+# response text, HTTP status). Supplied by the HTTP layer, which owns error bodies.
+Render = Callable[[dict[str, Any], DomainError], tuple[dict[str, Any], str, int]]
+
+
+class CallAdmission(Effect):
+    """The bookkeeping of one verification call, applied when its entry commits."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        jti: str,
+        nonce_expires_at: datetime,
+        limiter: RateLimiter,
+        enumeration: EnumerationPolicy,
+        clock: Callable[[], datetime],
+        render: Render,
+    ) -> None:
+        self.issuer = issuer
+        self.jti = jti
+        self.nonce_expires_at = nonce_expires_at
+        self.limiter = limiter
+        self.enumeration = enumeration
+        self.clock = clock
+        self.render = render
+        self.scope: Scope | None = None
+        self.calls = 0
+        self.probes: list[Probe] = []
+        # Outcomes, set at commit:
+        self.refusal: DomainError | None = None
+        self.refusal_text = ""
+        self.refusal_status = 0
+        self.verdict: Verdict | None = None
+
+    def count(self, scope: Scope, calls: int) -> None:
+        """Count ``calls`` under ``scope`` when the entry commits (refused ones too)."""
+        self.scope = scope
+        self.calls = calls
+
+    def record(self, probes: Sequence[Probe]) -> None:
+        """Record ``probes`` for enumeration detection if the call is admitted."""
+        self.probes = list(probes)
+
+    @classmethod
+    def apply_all(cls, conn: Connection, effects: Sequence[Any]) -> None:
+        calls: list[CallAdmission] = list(effects)
+        fresh = NonceStore.claim_in(conn, [(c.issuer, c.jti, c.nonce_expires_at) for c in calls])
+        for call, ok in zip(calls, fresh, strict=True):
+            if not ok:
+                call.refusal = Replayed(
+                    "this call (jti) was already used", "replayed", issuer=call.issuer
+                )
+        by_scope: dict[str, list[CallAdmission]] = {}
+        for call in calls:
+            if call.refusal is None and call.scope is not None:
+                by_scope.setdefault(call.scope.id, []).append(call)
+        if not by_scope:
+            return
+        now = calls[0].clock()
+        statuses = ScopeStore.status_in(conn, by_scope)
+        for scope_id, group in by_scope.items():
+            first = group[0]
+            assert first.scope is not None
+            limits = first.limiter.count_in(conn, first.scope, [c.calls for c in group])
+            status, reason = statuses.get(scope_id, (ScopeStatus.REVOKED, None))
+            for call, over in zip(group, limits, strict=True):
+                assert call.scope is not None
+                call.refusal = over or _unusable(call.scope, status, reason, now)
+            admitted = [c for c in group if c.refusal is None and c.probes]
+            if admitted:
+                probes = [p for c in admitted for p in c.probes]
+                verdict = record_and_assess_in(conn, scope_id, now, probes, first.enumeration)
+                admitted[-1].verdict = verdict  # acted on once per scope and batch
+
+    def entry_fields(self, fields: dict[str, Any]) -> dict[str, Any]:
+        if self.refusal is None:
+            return fields
+        fields, self.refusal_text, self.refusal_status = self.render(fields, self.refusal)
+        return fields
+
+
+def _unusable(
+    scope: Scope, status: ScopeStatus, reason: str | None, now: datetime
+) -> DomainError | None:
+    try:
+        dataclasses.replace(scope, status=status, status_reason=reason).check_usable(now)
+    except DomainError as exc:
+        return exc
+    return None

@@ -1,0 +1,161 @@
+"""Verification calls are admitted when their audit entry commits (actions/admission.py):
+replays, limits and scope status are decided there, and a call refused there gets the
+refusal, never its answer, with an entry that says so."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from audit.entry import result_hash
+from policies.calls import sign_call
+from policies.scopes import ScopeStore
+from sandbox.runtime import Runtime
+from tests.sandbox.api.test_verifications_api import demo, grant  # noqa: F401  (fixture)
+from tests.sandbox.conftest import AUDIENCE, Caller, error_code
+
+PATH = "/v1/verifications/enterprise-good-standing"
+
+
+def _body(rows: dict[str, Any], n: int = 0, scope: str = "sc-kyc") -> dict[str, Any]:
+    return {"scope": scope, "subject": {"uscc": rows["enterprise_registry"][n]["uscc"]}}
+
+
+def _token(caller: Caller, body: bytes) -> str:
+    return sign_call(
+        caller.private_pem,
+        issuer=caller.id,
+        kid=caller.kid,
+        audience=AUDIENCE,
+        method="POST",
+        path_and_query=PATH,
+        body=body,
+    )
+
+
+def _entry(rt: Runtime, index: int) -> dict[str, Any]:
+    return json.loads(rt.audit.leaf(index))  # type: ignore[no-any-return]
+
+
+def test_a_replayed_verification_is_refused_and_recorded_as_such(
+    demo: dict[str, Any],  # noqa: F811
+    enterprise: Caller,
+    rt: Runtime,
+) -> None:
+    body = json.dumps(_body(demo)).encode()
+    token = _token(enterprise, body)
+    first = enterprise.call("POST", PATH, body=body, content_type="application/json", token=token)
+    assert first.status_code == 200
+    again = enterprise.call("POST", PATH, body=body, content_type="application/json", token=token)
+    assert again.status_code == 401
+    assert error_code(again) == "replayed"
+    assert "match" not in again.get_json() and "receipt" not in again.get_json()
+    entry = _entry(rt, int(again.headers["X-Audit-Index"]))
+    assert entry["action"] == "auth.refused"
+    assert entry["decision"] == "deny"
+    assert entry["status"] == 401
+    assert entry["reason"].startswith("replayed")
+    # The caller can recompute result_hash from exactly what it received.
+    assert entry["result_hash"] == result_hash(again.get_json())
+
+
+def test_one_token_sent_concurrently_is_answered_once(
+    demo: dict[str, Any],  # noqa: F811
+    enterprise: Caller,
+    rt: Runtime,
+) -> None:
+    # Copies of one token arriving together end up in the same commit batch or in
+    # consecutive ones: either way exactly one is answered.
+    body = json.dumps(_body(demo, 1)).encode()
+    token = _token(enterprise, body)
+
+    def send(_: int) -> int:
+        resp = enterprise.client.open(
+            PATH,
+            method="POST",
+            data=body,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        return resp.status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(send, range(16)))
+    assert statuses == [200] + [401] * 15
+
+
+def test_a_suspension_by_another_process_applies_to_the_next_call_at_once(
+    demo: dict[str, Any],  # noqa: F811
+    enterprise: Caller,
+    rt: Runtime,
+) -> None:
+    assert verify_status(enterprise, _body(demo, 2)) == 200  # the scope is now cached here
+    # Another process (its own store object; this process's cache is not told).
+    ScopeStore(rt.engine, rt.clock).suspend("sc-kyc", "operator review")
+    resp = enterprise.post(PATH, _body(demo, 3))
+    assert resp.status_code == 403
+    assert error_code(resp) == "scope_suspended"
+    entry = _entry(rt, int(resp.headers["X-Audit-Index"]))
+    assert (entry["decision"], entry["status"]) == ("deny", 403)
+    assert entry["result_hash"] == result_hash(resp.get_json())
+    ScopeStore(rt.engine, rt.clock).resume("sc-kyc")
+    ScopeStore(rt.engine, rt.clock).revoke("sc-kyc")
+    resp = enterprise.post(PATH, _body(demo, 3))
+    assert error_code(resp) == "scope_revoked"
+
+
+def verify_status(caller: Caller, body: dict[str, Any]) -> int:
+    return int(caller.post(PATH, body).status_code)
+
+
+def test_limits_are_decided_at_commit_with_retry_after(
+    demo: dict[str, Any],  # noqa: F811
+    operator: Caller,
+    enterprise: Caller,
+    rt: Runtime,
+) -> None:
+    grant(operator, "sc-tight", "enterprise_registry", ["enterprise-good-standing"],
+          rate_per_minute=3)  # fmt: skip
+
+    def send(n: int) -> tuple[int, str | None]:
+        resp = enterprise.post(PATH, _body(demo, n, "sc-tight"))
+        return resp.status_code, resp.headers.get("Retry-After")
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(send, range(6)))
+    assert sorted(s for s, _ in results) == [200, 200, 200, 429, 429, 429]
+    assert all(r is not None and int(r) >= 1 for s, r in results if s == 429)
+    assert all(r is None for s, r in results if s == 200)
+
+
+@pytest.mark.parametrize("refusal", ["replayed", "rate_limited"])
+def test_a_call_refused_at_commit_leaves_no_probe(
+    demo: dict[str, Any],  # noqa: F811
+    operator: Caller,
+    enterprise: Caller,
+    rt: Runtime,
+    refusal: str,
+) -> None:
+    import sqlalchemy as sa
+
+    from sandbox.verification.tables import verification_probe_totals as totals
+
+    grant(operator, "sc-one", "enterprise_registry", ["enterprise-good-standing"],
+          rate_per_minute=1)  # fmt: skip
+    body = json.dumps(_body(demo, 4, "sc-one")).encode()
+    token = _token(enterprise, body)
+    assert enterprise.call("POST", PATH, body=body, content_type="application/json",
+                           token=token).status_code == 200  # fmt: skip
+    if refusal == "replayed":
+        resp = enterprise.call("POST", PATH, body=body, content_type="application/json",
+                               token=token)  # fmt: skip
+    else:
+        resp = enterprise.post(PATH, _body(demo, 5, "sc-one"))
+    assert error_code(resp) == refusal
+    with rt.engine.connect() as conn:
+        lookups = conn.execute(
+            sa.select(sa.func.sum(totals.c.lookups)).where(totals.c.scope_id == "sc-one")
+        ).scalar()
+    assert lookups == 1  # only the admitted call was recorded for enumeration detection
