@@ -1,0 +1,97 @@
+"""``audit.log.Effect``: other writes committed in the same transaction as entries."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from audit.errors import BadEntry
+from audit.log import AuditLog, Effect, StoreError
+from tests.audit.audit_helpers import make_fields
+from tests.audit.test_audit_log import db_url, log  # noqa: F401  (fixtures)
+
+SIDE = sa.Table(
+    "side_effects",
+    sa.MetaData(),
+    sa.Column("tag", sa.String(32), primary_key=True),
+    sa.Column("n", sa.Integer, nullable=False),
+)
+
+
+class Tagged(Effect):
+    """Writes its tag; records each batch it was applied to."""
+
+    batches: ClassVar[list[list[str]]] = []
+
+    def __init__(self, tag: str, *, deny: bool = False, bad: bool = False) -> None:
+        self.tag, self.deny, self.bad = tag, deny, bad
+
+    @classmethod
+    def apply_all(cls, conn: Connection, effects: Sequence[Any]) -> None:
+        cls.batches.append([e.tag for e in effects])
+        conn.execute(SIDE.insert(), [{"tag": e.tag, "n": len(effects)} for e in effects])
+
+    def entry_fields(self, fields: dict[str, Any]) -> dict[str, Any]:
+        if self.bad:
+            return {**fields, "epsilon": 0.5}  # not a decimal string: refused
+        if self.deny:
+            return {**fields, "decision": "deny", "reason": "refused at commit"}
+        return fields
+
+
+@pytest.fixture
+def side(log: AuditLog) -> Iterator[AuditLog]:  # noqa: F811
+    SIDE.create(log.engine)
+    Tagged.batches = []
+    yield log
+
+
+def tags(log: AuditLog) -> set[str]:  # noqa: F811
+    with log.engine.connect() as conn:
+        return {str(t) for t in conn.execute(sa.select(SIDE.c.tag)).scalars()}
+
+
+def test_an_effect_commits_with_its_entry_and_may_rewrite_it(side: AuditLog) -> None:
+    kept = side.append(make_fields(0), Tagged("a"))
+    refused = side.append(make_fields(1), Tagged("b", deny=True))
+    assert tags(side) == {"a", "b"}
+    assert kept.leaf == side.leaf(kept.index)
+    assert side.entries().entries[kept.index].entry["decision"] == "allow"
+    assert side.entries().entries[refused.index].entry["decision"] == "deny"
+    assert side.entries().entries[refused.index].entry["reason"] == "refused at commit"
+
+
+def test_a_bad_rewrite_or_a_failing_write_commits_nothing(side: AuditLog) -> None:
+    side.append(make_fields(0), Tagged("a"))
+    with pytest.raises(BadEntry):
+        side.append(make_fields(1), Tagged("b", bad=True))
+    with pytest.raises(StoreError):
+        side.append(make_fields(2), Tagged("a"))  # duplicate key in the side table
+    assert tags(side) == {"a"}
+    assert side.size() == 1
+
+
+def test_effects_of_a_batch_are_applied_together_in_queue_order(side: AuditLog) -> None:
+    n = 40
+    start = threading.Barrier(8)
+
+    def run(k: int) -> None:
+        start.wait()
+        for i in range(k, n, 8):
+            side.append(make_fields(i, who=f"t{i}"), Tagged(f"t{i}"))
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert tags(side) == {f"t{i}" for i in range(n)}
+    assert sum(len(b) for b in Tagged.batches) == n
+    # Each batch saw its effects in the order their entries were appended.
+    order = [e.entry["who"] for e in side.entries(limit=1000).entries]
+    assert [t for b in Tagged.batches for t in b] == order
