@@ -48,7 +48,7 @@ class NonceStore:
         """Record ``(issuer, jti, expires_at)`` claims inside the caller's transaction.
 
         Returns, per claim, whether it is fresh: False for a nonce already recorded or
-        claimed earlier in ``claims``. One statement whatever the number of claims.
+        claimed earlier in ``claims``. Two statements (a read, an insert) for any number.
         """
         fresh: dict[tuple[str, str], datetime] = {}
         first = []

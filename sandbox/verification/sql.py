@@ -14,6 +14,7 @@ from products.verification import Check, Op, Param, VerificationProduct
 
 
 def quote(name: str) -> str:
+    """Return ``name`` as a quoted SQL identifier."""
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -47,6 +48,7 @@ def check_sql(check: Check, cell: str, value: str | tuple[str, str]) -> str:
 
 
 def column_types(vp: VerificationProduct, product: DataProduct) -> dict[str, str]:
+    """Return the DuckDB type of every key and checked column of ``vp``."""
     out = {}
     for name in (*vp.key, *(c.column for c in vp.checks)):
         col = product.column(name)
@@ -57,6 +59,7 @@ def column_types(vp: VerificationProduct, product: DataProduct) -> dict[str, str
 
 
 def param_sql(st: Statement, check: Check, value: Param | None, t: str) -> str | tuple[str, str]:
+    """Bind ``value`` (a pair for ``between``) as type ``t``; return its SQL."""
     if check.op is Op.EXISTS:
         return ""
     if check.op is Op.BETWEEN:
