@@ -71,6 +71,9 @@ DEFAULT_ORIGIN = "public-data-sandbox/audit"
 _PG_LOCK_KEY = 0x61756469  # "audi": advisory lock key for create_tables on PostgreSQL
 
 
+_HEAD_UPDATE = tables.head.update().where(tables.head.c.id == 1)
+
+
 class StoreError(AuditError):
     """The database failed while appending or reading; the entry was not acknowledged."""
 
@@ -295,6 +298,11 @@ class AuditLog:
             self._writer = _sqlite_writer(engine, sqlite_synchronous.upper())
         else:
             self._writer = engine
+        # Built once: a statement built per append costs its cache-key walk every time.
+        head_query = sa.select(tables.head).where(tables.head.c.id == 1)
+        self._head_query = (
+            head_query.with_for_update() if self._dialect == "postgresql" else head_query
+        )
         self._pid = os.getpid()
         self._cv = threading.Condition()
         self._queue: list[_Pending] = []
@@ -378,10 +386,7 @@ class AuditLog:
             r.done = True
 
     def _lock_head(self, conn: Connection) -> sa.Row[Any]:
-        query = sa.select(tables.head).where(tables.head.c.id == 1)
-        if self._dialect == "postgresql":
-            query = query.with_for_update()
-        row = conn.execute(query).first()
+        row = conn.execute(self._head_query).first()
         if row is None:
             raise StoreError("audit tables are not initialised (call create_tables)")
         return row
@@ -442,14 +447,13 @@ class AuditLog:
             if node_rows:
                 conn.execute(tables.nodes.insert(), node_rows)
             conn.execute(
-                tables.head.update()
-                .where(tables.head.c.id == 1)
-                .values(
-                    size=cr.size,
-                    frontier=b"".join(cr.hashes),
-                    last_leaf_hash=prev,
-                    last_time=now,
-                )
+                _HEAD_UPDATE,
+                {
+                    "size": cr.size,
+                    "frontier": b"".join(cr.hashes),
+                    "last_leaf_hash": prev,
+                    "last_time": now,
+                },
             )
         return out
 
@@ -468,8 +472,10 @@ class AuditLog:
         out: list[Mapping[str, Any]] = []
         for fields, e in zip(batch, effects, strict=True):
             if e is not None:
-                fields = e.entry_fields(dict(fields))
-                check_fields(fields)  # a bad rewrite aborts the batch: nothing commits
+                rewritten = e.entry_fields(dict(fields))
+                if rewritten != fields:
+                    check_fields(rewritten)  # a bad rewrite aborts the batch: nothing commits
+                fields = rewritten
             out.append(fields)
         return out
 

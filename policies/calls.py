@@ -125,6 +125,28 @@ def claimed_issuer(token: str) -> str | None:
     return iss
 
 
+def _unverified_parts(token: str) -> tuple[str | None, dict[str, Any]]:
+    """Return the token's claimed issuer (for the audit entry and the key lookup only)
+    and its header. Raises ``Unauthenticated`` if the token is not a compact JWS."""
+    try:
+        # One parse for both in the common case of a well-formed token.
+        parts = jwt.decode_complete(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        parts = None
+    if parts is not None and isinstance(parts["payload"], dict):
+        iss = parts["payload"].get("iss")
+        ok = isinstance(iss, str) and len(iss) <= 128 and is_utf8(iss)
+        return (iss if ok else None), parts["header"]
+    issuer = claimed_issuer(token)
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise Unauthenticated(
+            "the token is not a compact JWS", "malformed_token", issuer=issuer
+        ) from None
+    return issuer, header
+
+
 def verify_call(
     authorization: str | None,
     *,
@@ -153,14 +175,7 @@ def verify_call(
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthenticated("Authorization must be 'Bearer <JWT>'", "malformed_authorization")
-    issuer = claimed_issuer(token)
-
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError:
-        raise Unauthenticated(
-            "the token is not a compact JWS", "malformed_token", issuer=issuer
-        ) from None
+    issuer, header = _unverified_parts(token)
     alg = header.get("alg")
     if header.get("typ") != CALL_TYP:
         raise BadSignature(f"token typ must be {CALL_TYP!r}", "wrong_typ", issuer=issuer)

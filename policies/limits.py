@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from policies.errors import QuotaExceeded, RateLimited
@@ -23,32 +21,17 @@ MINUTE = 60
 DAY = 86_400
 
 
-def _bump_statement(insert: Any) -> sa.Executable:
-    # Built once per dialect, with bound parameters, so every call reuses one compiled
-    # statement (a statement built per call is compiled per call).
-    ins = insert(rate_counters).values(
-        [
-            {
-                "scope_id": sa.bindparam("scope_id"),
-                "window": "minute",
-                "window_start": sa.bindparam("minute"),
-                "count": sa.bindparam("n"),
-            },
-            {
-                "scope_id": sa.bindparam("scope_id"),
-                "window": "day",
-                "window_start": sa.bindparam("day"),
-                "count": sa.bindparam("n"),
-            },
-        ]
-    )
-    return ins.on_conflict_do_update(  # type: ignore[no-any-return]
-        index_elements=["scope_id", "window", "window_start"],
-        set_={"count": rate_counters.c.count + ins.excluded.count},
-    ).returning(rate_counters.c.window, rate_counters.c.count)
-
-
-_BUMP = {"postgresql": _bump_statement(postgresql.insert), "sqlite": _bump_statement(sqlite.insert)}
+# Both counters in one upsert. Written as text because SQLAlchemy does not cache a
+# multi-row VALUES construct: built from Core it was compiled anew on every call
+# (about a quarter of a millisecond each). The SQL is the common subset of SQLite
+# (>= 3.35, for RETURNING) and PostgreSQL; "window" is quoted, a keyword in both.
+_BUMP = sa.text(
+    'INSERT INTO rate_counters (scope_id, "window", window_start, count) '
+    "VALUES (:scope_id, 'minute', :minute, :n), (:scope_id, 'day', :day, :n) "
+    'ON CONFLICT (scope_id, "window", window_start) '
+    "DO UPDATE SET count = rate_counters.count + excluded.count "
+    'RETURNING "window", count'
+).columns(sa.column("window", sa.String), sa.column("count", sa.BigInteger))
 
 
 class RateLimiter:
@@ -60,9 +43,8 @@ class RateLimiter:
     @staticmethod
     def _bump(conn: sa.Connection, scope_id: str, minute: int, day: int, n: int) -> dict[str, int]:
         """Add ``n`` to the minute and day counters in one statement; return both."""
-        stmt = _BUMP[conn.dialect.name]
         params = {"scope_id": scope_id, "minute": minute, "day": day, "n": n}
-        return {str(w): int(c) for w, c in conn.execute(stmt, params).all()}
+        return {str(w): int(c) for w, c in conn.execute(_BUMP, params).all()}
 
     def count_in(
         self, conn: sa.Connection, scope: Scope, calls: Sequence[int]

@@ -9,17 +9,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from policies.tables import nonces
 
 PRUNE_EVERY = 1000
-_SEEN = sa.select(nonces.c.issuer, nonces.c.jti).where(
-    nonces.c.jti.in_(sa.bindparam("jtis", expanding=True))
-)
+
+
+def _claim_statement(insert: Any) -> sa.Executable:
+    # One statement claims any number of nonces: the rows it returns are the ones it
+    # inserted, so a nonce already recorded (a replay) is simply not returned.
+    stmt = insert(nonces).on_conflict_do_nothing(index_elements=["issuer", "jti"])
+    return stmt.returning(nonces.c.issuer, nonces.c.jti)  # type: ignore[no-any-return]
+
+
+_CLAIM = {
+    "postgresql": _claim_statement(postgresql.insert),
+    "sqlite": _claim_statement(sqlite.insert),
+}
 
 
 class NonceStore:
@@ -48,7 +60,7 @@ class NonceStore:
         """Record ``(issuer, jti, expires_at)`` claims inside the caller's transaction.
 
         Returns, per claim, whether it is fresh: False for a nonce already recorded or
-        claimed earlier in ``claims``. Two statements (a read, an insert) for any number.
+        claimed earlier in ``claims``. One statement for any number.
         """
         fresh: dict[tuple[str, str], datetime] = {}
         first = []
@@ -58,18 +70,9 @@ class NonceStore:
             fresh.setdefault(key, expires_at)
         if not fresh:
             return []
-        # Run under the audit log's head lock (audit.log.Effect): no other claim can
-        # slip in between the read and the insert; the primary key would refuse it.
-        seen = {
-            (str(i), str(j))
-            for i, j in conn.execute(_SEEN, {"jtis": sorted({j for _, j in fresh})})
-            if (str(i), str(j)) in fresh
-        }
-        new = [{"issuer": i, "jti": j, "expires_at": e} for (i, j), e in fresh.items()
-               if (i, j) not in seen]  # fmt: skip
-        if new:
-            conn.execute(nonces.insert(), new)
-        inserted = {(r["issuer"], r["jti"]) for r in new}
+        rows = [{"issuer": i, "jti": j, "expires_at": e} for (i, j), e in fresh.items()]
+        result = conn.execute(_CLAIM[conn.dialect.name], rows)
+        inserted = {(str(i), str(j)) for i, j in result}
         return [
             is_first and (issuer, jti) in inserted
             for is_first, (issuer, jti, _) in zip(first, claims, strict=True)

@@ -39,6 +39,12 @@ AGGREGATE_FUNCTIONS = ("count", "sum", "avg", "quantile", "histogram")
 Clock = Callable[[], datetime]
 
 
+# Prebuilt: a statement built per call is walked for its cache key on every call.
+_STATUS_IN = sa.select(scopes.c.id, scopes.c.status, scopes.c.status_reason).where(
+    scopes.c.id.in_(sa.bindparam("ids", expanding=True))
+)
+
+
 class ScopeStatus(StrEnum):
     ACTIVE = "active"
     SUSPENDED = "suspended"
@@ -494,11 +500,7 @@ class ScopeStore:
         ids = sorted(set(scope_ids))
         if not ids:
             return {}
-        rows = conn.execute(
-            sa.select(scopes.c.id, scopes.c.status, scopes.c.status_reason).where(
-                scopes.c.id.in_(ids)
-            )
-        )
+        rows = conn.execute(_STATUS_IN, {"ids": ids})
         return {str(r.id): (ScopeStatus(r.status), r.status_reason) for r in rows}
 
     def grant(self, grant: ScopeGrant, granted_by: str) -> Scope:
