@@ -24,7 +24,7 @@ from typing import Any
 
 from audit.errors import NotCanonical
 
-__all__ = ["MAX_SAFE_INTEGER", "dumps", "encode", "es_number", "loads"]
+__all__ = ["MAX_SAFE_INTEGER", "dumps", "dumps_general", "encode", "es_number", "loads"]
 
 #: Largest integer that every JSON implementation reads exactly (RFC 7493 §2.2).
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -120,6 +120,28 @@ def _encode(value: Any, out: list[str], floats: bool = False) -> None:
         raise NotCanonical(f"cannot encode {type(value).__name__} in an audit entry")
 
 
+def _plain(value: Any) -> bool:
+    """Whether ``json.dumps(sort_keys=True)`` already writes ``value`` as RFC 8785 does:
+    exact JSON types only, integers in the safe range, no floats, ASCII keys (whose
+    code-point order is their UTF-16 order)."""
+    t = type(value)
+    if t is str or value is None or t is bool:
+        return True
+    if t is int:
+        return bool(-MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER)
+    if t is dict:
+        for k, v in value.items():
+            if type(k) is not str or not k.isascii() or not _plain(v):
+                return False
+        return True
+    if t is list or t is tuple:
+        return all(_plain(v) for v in value)
+    return False
+
+
+_dump_plain = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
+
+
 def dumps(value: Any, *, floats: bool = False) -> str:
     """Return the RFC 8785 text of ``value``.
 
@@ -128,6 +150,14 @@ def dumps(value: Any, *, floats: bool = False) -> str:
     included unless ``floats=True`` (then written per RFC 8785 §3.2.2.3; only for
     hashing responses, never for entries).
     """
+    if _plain(value):  # the common case, written by the C encoder
+        return _dump_plain(value)
+    return dumps_general(value, floats=floats)
+
+
+def dumps_general(value: Any, *, floats: bool = False) -> str:
+    """``dumps`` without the fast path: every value walked in Python (tests compare the
+    two)."""
     out: list[str] = []
     _encode(value, out, floats)
     return "".join(out)

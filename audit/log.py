@@ -22,9 +22,11 @@ from __future__ import annotations
 import io
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 
 import sqlalchemy as sa
@@ -52,6 +54,7 @@ from audit.note import (
     checkpoint_text,
     parse_note,
 )
+from audit.writer_lock import WriterLock
 
 __all__ = [
     "DEFAULT_ORIGIN",
@@ -296,8 +299,10 @@ class AuditLog:
         database = engine.url.database or ""
         if self._dialect == "sqlite" and database not in ("", ":memory:"):
             self._writer = _sqlite_writer(engine, sqlite_synchronous.upper())
+            self._write_lock: WriterLock | None = WriterLock(Path(f"{database}-audit-writer.lock"))
         else:
             self._writer = engine
+            self._write_lock = None
         # Built once: a statement built per append costs its cache-key walk every time.
         head_query = sa.select(tables.head).where(tables.head.c.id == 1)
         self._head_query = (
@@ -314,6 +319,19 @@ class AuditLog:
         """Release the log's own connections (the caller's engine is left alone)."""
         if self._writer is not self.engine:
             self._writer.dispose()
+        if self._write_lock is not None:
+            self._write_lock.close()
+
+    @contextmanager
+    def _write_transaction(self) -> Iterator[Connection]:
+        """A write transaction on the log's writer; on a SQLite file, writers of all
+        processes queue on the :class:`WriterLock` first."""
+        if self._write_lock is None:
+            with self._writer.begin() as conn:
+                yield conn
+            return
+        with self._write_lock.held(), self._writer.begin() as conn:
+            yield conn
 
     def _after_fork(self) -> None:
         # A forked child (e.g. a gunicorn worker) must not inherit a held condition or
@@ -400,7 +418,7 @@ class AuditLog:
         batch: Sequence[Mapping[str, Any]],
         effects: Sequence[Effect | None] = (),
     ) -> list[Appended]:
-        with self._writer.begin() as conn:
+        with self._write_transaction() as conn:
             head = self._lock_head(conn)
             if any(e is not None for e in effects):
                 batch = self._apply_effects(conn, batch, effects)
@@ -682,7 +700,7 @@ class AuditLog:
         if self.signer is None:
             raise BadCheckpoint("this audit log has no checkpoint signer")
         c = tables.checkpoints
-        with self._writer.begin() as conn:
+        with self._write_transaction() as conn:
             head = self._lock_head(conn)
             if size is None:
                 size = int(head.size)
@@ -728,7 +746,7 @@ class AuditLog:
         ts = witness.timestamp(parsed.text, sigs[0])
         line = sigs[0].line().rstrip("\n")
         cs = tables.cosignatures
-        with self._writer.begin() as conn:
+        with self._write_transaction() as conn:
             existing = conn.execute(
                 sa.select(cs.c.line).where(
                     cs.c.checkpoint_size == cp.size,
