@@ -80,9 +80,11 @@ def test_round_trip(value: Any) -> None:
 ascii_keys = st.text(st.characters(max_codepoint=127), max_size=8)
 mixed_values = st.recursive(
     scalars | st.integers() | st.floats(allow_nan=False, allow_infinity=False),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(ascii_keys | keys, inner, max_size=4)
-    | st.tuples(inner, inner),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(ascii_keys | keys, inner, max_size=4)
+        | st.tuples(inner, inner)
+    ),
     max_leaves=20,
 )
 

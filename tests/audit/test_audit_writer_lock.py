@@ -14,12 +14,11 @@ from audit.writer_lock import WriterLock
 
 def _hold(path: str, log: str, name: str, pause: float) -> None:
     lock = WriterLock(Path(path))
-    with lock.held():
-        with open(log, "a") as f:
-            f.write(f"{name} in\n")
-            f.flush()
-            time.sleep(pause)
-            f.write(f"{name} out\n")
+    with lock.held(), open(log, "a") as f:
+        f.write(f"{name} in\n")
+        f.flush()
+        time.sleep(pause)
+        f.write(f"{name} out\n")
     lock.close()
 
 
