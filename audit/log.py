@@ -240,24 +240,19 @@ def _split_hashes(blob: bytes) -> list[bytes]:
 
 
 def _sqlite_writer(engine: Engine, synchronous: str) -> Engine:
-    """A dedicated engine on the same SQLite file whose transactions BEGIN IMMEDIATE."""
+    """A dedicated engine on the same SQLite file, in driver autocommit so that
+    ``AuditLog._write_transaction`` can open every transaction with BEGIN IMMEDIATE."""
     writer = sa.create_engine(engine.url, connect_args={"timeout": 60})
 
     @event.listens_for(writer, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
-        # Driver autocommit: pysqlite issues no BEGIN of its own; we do, in "begin".
+        # Driver autocommit: pysqlite issues no BEGIN of its own; _write_transaction does.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA busy_timeout=60000")
         cur.close()
-
-    @event.listens_for(writer, "begin")
-    def _begin(conn: Connection) -> None:
-        # Takes the write lock up front: the head row read that follows is current, and
-        # no other process can append until we commit (sqlite.org/lang_transaction.html).
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return writer
 
@@ -331,6 +326,12 @@ class AuditLog:
                 yield conn
             return
         with self._write_lock.held(), self._writer.begin() as conn:
+            # Takes SQLite's write lock up front: the head row read that follows is
+            # current, and no other process appends until we commit
+            # (sqlite.org/lang_transaction.html). Emitted here rather than from a
+            # "begin" event: any connection event listener makes every statement on the
+            # engine pay for event dispatch.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
             yield conn
 
     def _after_fork(self) -> None:
