@@ -153,9 +153,7 @@ class Server:
                     "-w",
                     str(workers),
                     "-k",
-                    "gthread",
-                    "--threads",
-                    str(threads),
+                    *(["sync"] if threads == 0 else ["gthread", "--threads", str(threads)]),
                     "--keep-alive",
                     "60",
                     "--backlog",
@@ -427,7 +425,12 @@ def measure(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=100_000)
-    ap.add_argument("--configs", nargs="+", default=["2x8", "4x4"], help="WORKERSxTHREADS")
+    ap.add_argument(
+        "--configs",
+        nargs="+",
+        default=["2x8", "4x4"],
+        help="WORKERSxTHREADS (gthread) or Ws (W sync workers)",
+    )
     ap.add_argument("--clients", type=int, default=8, help="load-generator processes")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=5.0, help="length of one round")
@@ -456,7 +459,12 @@ def main() -> None:
         )
         results = []
         for spec in args.configs:
-            w, t = (int(x) for x in spec.lower().split("x"))
+            # WxT: W gthread workers of T threads; Ws: W sync workers (one request at
+            # a time per process, no keep-alive).
+            if spec.lower().endswith("s"):
+                w, t = int(spec[:-1]), 0
+            else:
+                w, t = (int(x) for x in spec.lower().split("x"))
             res = measure(data_dir, w, t, args, cfg)
             results.append(res)
             for kind in ("hello", "verify"):
