@@ -2,8 +2,9 @@
 
 Appends use *group commit*: concurrent callers in a process share one transaction. The
 first caller to find no commit in progress becomes the leader, takes every queued entry
-(up to ``max_batch``), commits them together and wakes the others; callers that arrived
-meanwhile form the next batch. A caller returns only after the transaction holding its
+(up to ``max_batch``), commits them together, wakes exactly the callers of that batch and
+hands the lead to the first caller still queued; callers that arrived meanwhile form the
+next batch. A caller returns only after the transaction holding its
 entry has committed, so an acknowledged entry survives a crash (DESIGN §2.5).
 
 Index assignment is serialised across processes and nodes by locking the single head
@@ -225,7 +226,7 @@ class Effect:
 
 
 class _Pending:
-    __slots__ = ("done", "effect", "error", "fields", "result")
+    __slots__ = ("done", "effect", "error", "fields", "parked", "result")
 
     def __init__(self, fields: dict[str, Any], effect: Effect | None = None) -> None:
         self.fields = fields
@@ -233,6 +234,10 @@ class _Pending:
         self.result: Appended | None = None
         self.error: BaseException | None = None
         self.done = False
+        # Held while the caller waits; released once: when its entry is done, or when
+        # it is to lead the next batch.
+        self.parked = threading.Lock()
+        self.parked.acquire()
 
 
 def _split_hashes(blob: bytes) -> list[bytes]:
@@ -304,7 +309,7 @@ class AuditLog:
             head_query.with_for_update() if self._dialect == "postgresql" else head_query
         )
         self._pid = os.getpid()
-        self._cv = threading.Condition()
+        self._mutex = threading.Lock()
         self._queue: list[_Pending] = []
         self._leading = False
 
@@ -339,7 +344,7 @@ class AuditLog:
         # another process's queue, nor share pooled connections with the parent.
         if os.getpid() != self._pid:
             self._pid = os.getpid()
-            self._cv = threading.Condition()
+            self._mutex = threading.Lock()
             self._queue = []
             self._leading = False
             if self._writer is not self.engine:
@@ -359,27 +364,39 @@ class AuditLog:
         check_fields(fields)
         self._after_fork()
         req = _Pending(dict(fields), effect)
-        cv = self._cv
-        with cv:
+        with self._mutex:
             self._queue.append(req)
-            while not req.done:
-                if self._leading:
-                    cv.wait()
-                    continue
-                self._leading = True
-                batch = self._queue[: self.max_batch]
-                del self._queue[: self.max_batch]
-                cv.release()
-                try:
-                    self._commit(batch)
-                finally:
-                    cv.acquire()
-                    self._leading = False
-                    cv.notify_all()
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            # Woken exactly once: done, or chosen to lead the next batch. (Waking every
+            # waiter after each commit cost a thread switch per waiter per batch.)
+            req.parked.acquire()
+        if not req.done:
+            self._lead()
         if req.error is not None:
             raise req.error
         assert req.result is not None
         return req.result
+
+    def _lead(self) -> None:
+        """Commit the next batch (which holds the caller's own entry: a leader's entry
+        is always first in the queue), then wake its callers and hand the lead to the
+        first caller still queued, if any."""
+        with self._mutex:
+            batch = self._queue[: self.max_batch]
+            del self._queue[: self.max_batch]
+        try:
+            self._commit(batch)
+        finally:
+            with self._mutex:
+                successor = self._queue[0] if self._queue else None
+                self._leading = successor is not None
+            for r in batch:
+                if r.parked.locked():
+                    r.parked.release()
+            if successor is not None:
+                successor.parked.release()
 
     def _commit(self, batch: list[_Pending]) -> None:
         """Write ``batch`` in one transaction; record each result or the error."""

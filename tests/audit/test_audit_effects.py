@@ -95,3 +95,35 @@ def test_effects_of_a_batch_are_applied_together_in_queue_order(side: AuditLog) 
     # Each batch saw its effects in the order their entries were appended.
     order = [e.entry["who"] for e in side.entries(limit=1000).entries]
     assert [t for b in Tagged.batches for t in b] == order
+
+
+def test_a_failed_batch_fails_only_its_callers_and_the_lead_passes_on(side: AuditLog) -> None:
+    # Every fifth call repeats a tag already written, so its whole batch fails; the
+    # calls of other batches must still commit, and no caller may be left waiting.
+    side.append(make_fields(0), Tagged("taken"))
+    outcomes: dict[str, str] = {}
+
+    def run(k: int) -> None:
+        for i in range(k, 120, 8):
+            tag = "taken" if i % 5 == 0 else f"t{i}"
+            try:
+                side.append(make_fields(i, who=f"w{i}"), Tagged(tag))
+            except StoreError:
+                outcomes[f"w{i}"] = "failed"
+            else:
+                outcomes[f"w{i}"] = "committed"
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+        assert not t.is_alive(), "an append never returned"
+    assert len(outcomes) == 120
+    committed = {w for w, o in outcomes.items() if o == "committed"}
+    assert all(outcomes[f"w{i}"] == "failed" for i in range(0, 120, 5))
+    assert committed  # batches without a repeated tag went through
+    entries = side.entries(limit=1000).entries
+    assert [e.index for e in entries] == list(range(len(entries)))
+    assert {e.entry["who"] for e in entries[1:]} == committed
+    assert tags(side) == {"taken"} | {f"t{w[1:]}" for w in committed}
