@@ -9,8 +9,9 @@ entry has committed, so an acknowledged entry survives a crash (DESIGN §2.5).
 
 Index assignment is serialised across processes and nodes by locking the single head
 row inside the transaction: ``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE``
-on SQLite (pysqlite is put in driver-autocommit mode on a dedicated engine and the BEGIN
-is emitted from a ``begin`` event, the SQLAlchemy recipe for pysqlite transactions).
+on SQLite (pysqlite is put in driver-autocommit mode on a dedicated engine and the write
+transaction emits the BEGIN itself; writers of all processes first queue on a
+``WriterLock``).
 Leaves carry their ``index``, ``time`` and ``prev`` (the previous leaf hash), so they are
 built inside that lock: no gaps, no duplicates.
 
