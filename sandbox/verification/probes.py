@@ -43,14 +43,19 @@ def record_probes(
     now: datetime,
     probes: Iterable[Probe],
     policy: EnumerationPolicy,
-) -> None:
-    """Add ``probes`` to the scope's counters of the bucket containing ``now``."""
+) -> int | None:
+    """Add ``probes`` to the scope's counters of the bucket containing ``now``.
+
+    Returns the missed lookups of the scope's window ending at ``now`` (as
+    ``window_misses``), read by the same statement that adds to the counters, or None
+    when there was nothing to record.
+    """
     counts: dict[str, list[int]] = {}
     for p in probes:
         c = counts.setdefault(p.key_hash, [0, 0])
         c[0 if p.found else 1] += 1
     if not counts:
-        return
+        return None
     bucket = _bucket(now, policy)
     rows = [
         {"scope_id": scope_id, "bucket": bucket, "key_hash": h, "hits": c[0], "misses": c[1]}
@@ -60,16 +65,18 @@ def record_probes(
     if dialect not in _UPSERTS:  # pragma: no cover - the control plane is SQLite or PostgreSQL
         raise ValueError(f"unsupported control-plane dialect {dialect!r}")
     add_probes, add_totals = _UPSERTS[dialect]
-    conn.execute(
+    current, earlier = conn.execute(
         add_totals,
         {
             "scope_id": scope_id,
             "bucket": bucket,
+            "first": bucket - policy.window_s // policy.bucket_s + 1,
             "lookups": sum(sum(c) for c in counts.values()),
             "misses": sum(c[1] for c in counts.values()),
         },
-    )
+    ).one()
     conn.execute(add_probes, rows)
+    return int(current) + int(earlier)
 
 
 def _upserts(insert: Any) -> tuple[sa.Executable, sa.Executable]:
@@ -89,13 +96,29 @@ def _upserts(insert: Any) -> tuple[sa.Executable, sa.Executable]:
                 "misses": probes_table.c.misses + probes.excluded.misses,
             },
         ),
+        # The upsert also returns the window's missed lookups: its own bucket's total
+        # after the update, plus the earlier buckets' (which it does not touch, so every
+        # store reads them alike), saving a statement per commit batch.
         totals.on_conflict_do_update(
             index_elements=["scope_id", "bucket"],
             set_={
                 "lookups": totals_table.c.lookups + totals.excluded.lookups,
                 "misses": totals_table.c.misses + totals.excluded.misses,
             },
-        ),
+        ).returning(totals_table.c.misses, _earlier_misses()),
+    )
+
+
+def _earlier_misses() -> sa.ScalarSelect[Any]:
+    w = totals_table.alias("earlier")
+    return (
+        sa.select(sa.func.coalesce(sa.func.sum(w.c.misses), 0))
+        .where(
+            w.c.scope_id == sa.bindparam("scope_id"),
+            w.c.bucket >= sa.bindparam("first"),
+            w.c.bucket < sa.bindparam("bucket"),
+        )
+        .scalar_subquery()
     )
 
 
@@ -170,8 +193,10 @@ def record_and_assess_in(
     policy: EnumerationPolicy,
 ) -> Verdict:
     """``record_and_assess`` inside the caller's transaction."""
-    record_probes(conn, scope_id, now, probes, policy)
-    if window_misses(conn, scope_id, now, policy) < policy.miss_ratio * policy.min_keys:
+    misses = record_probes(conn, scope_id, now, probes, policy)
+    if misses is None:
+        misses = window_misses(conn, scope_id, now, policy)
+    if misses < policy.miss_ratio * policy.min_keys:
         return Verdict(False, False)
     return assess(window_stats(conn, scope_id, now, policy), policy)
 

@@ -31,6 +31,7 @@ from sandbox.verification.probes import (
     purge_expired,
     record_and_assess,
     record_probes,
+    window_misses,
     window_stats,
 )
 from sandbox.verification.tables import metadata, verification_probes
@@ -205,6 +206,22 @@ def test_the_same_key_counts_once_and_a_hit_clears_it(engine: Engine) -> None:
         record_probes(conn, scope, T0, [], POLICY)
         stats = window_stats(conn, scope, T0 + timedelta(seconds=120), POLICY)
     assert stats == WindowStats(distinct_keys=2, missed_keys=1, lookups=5)
+
+
+def test_recording_returns_the_windows_missed_lookups(engine: Engine) -> None:
+    # What the counter upsert returns must be what a separate read of the window gives:
+    # the bucket it wrote, plus the earlier buckets still in the window, of this scope only.
+    scope, other = _scope(), _scope()
+    step = timedelta(seconds=POLICY.bucket_s)
+    with engine.begin() as conn:
+        record_probes(conn, other, T0, [_probe("x", False)] * 4, POLICY)
+        t = T0
+        for n in range(POLICY.window_s // POLICY.bucket_s + 3):  # the window slides past T0
+            probes = [_probe(f"m{n}-{i}", False) for i in range(n % 3)] + [_probe("hit", True)]
+            got = record_probes(conn, scope, t, probes, POLICY)
+            assert got == window_misses(conn, scope, t, POLICY)
+            t += step
+        assert record_probes(conn, scope, t, [], POLICY) is None
 
 
 def test_concurrent_recorders_lose_no_counts(engine: Engine) -> None:
