@@ -30,6 +30,7 @@ from sandbox.engine.isolation import WorkerPool
 from sandbox.platform_keys import PlatformKeys, subject_key_secret
 from sandbox.settings import Settings
 from sandbox.verification.enumeration import EnumerationPolicy
+from sandbox.verification.flags import FlagThrottle
 from sandbox.verification.lookup import VerificationLimits, VerificationRunner
 from sandbox.verification.probes import purge_expired
 
@@ -56,6 +57,7 @@ class Runtime:
     call_policy: CallPolicy
     verifier: VerificationRunner
     enumeration: EnumerationPolicy
+    flags: FlagThrottle
     subject_secret: bytes
     load_limits: LoadLimits = field(default_factory=LoadLimits)
 
@@ -80,6 +82,7 @@ class Runtime:
             checkpoint_interval=settings.checkpoint_interval_s,
             checkpoint_entries=settings.checkpoint_every_entries,
         )
+        enumeration = EnumerationPolicy.from_settings(settings)
         return cls(
             settings=settings,
             engine=engine,
@@ -98,7 +101,8 @@ class Runtime:
                 clock_skew_s=settings.clock_skew_s,
             ),
             verifier=VerificationRunner(VerificationLimits.from_settings(settings)),
-            enumeration=EnumerationPolicy.from_settings(settings),
+            enumeration=enumeration,
+            flags=FlagThrottle(enumeration),
             subject_secret=subject_key_secret(settings.keys_dir, create=create),
             load_limits=LoadLimits(
                 memory_limit=settings.query_memory_limit, threads=settings.query_threads

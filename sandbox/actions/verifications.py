@@ -133,6 +133,8 @@ def _act_on(rt: Runtime, scope: Scope, verdict: Verdict | None) -> None:
     enumeration: after the call's entry committed, as the platform's own entries."""
     if verdict is None or not verdict.flag:
         return
+    if not verdict.suspend and not rt.flags.due(scope.id, rt.clock()):
+        return  # flagged already in this bucket (sandbox/verification/flags.py)
     suspended = False
     if verdict.suspend:
         try:

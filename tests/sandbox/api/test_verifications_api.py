@@ -321,6 +321,36 @@ def test_enumeration_is_flagged_and_suspends_the_scope(
     assert operator.post("/v1/scopes/sc-kyc/resume").get_json()["status"] == "active"
 
 
+def test_a_flagged_scope_is_flagged_once_per_bucket_and_always_on_suspension(
+    demo: dict[str, Any], enterprise: Caller, regulator: Caller
+) -> None:
+    # Batches of 50 unknown keys: flagged from the 4th (200 keys), suspended at the
+    # 10th (500). Every batch from the 4th is flagged again; the trail keeps the first
+    # flag of each 60 s bucket (this test spans at most two) and the suspension.
+    rng = random.Random(11)
+    alphabet = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+    probes = [
+        make_uscc("9", "1", "440106", "".join(rng.choice(alphabet) for _ in range(8)))
+        for _ in range(500)
+    ]
+    for start in range(0, 500, 50):
+        resp = enterprise.post(
+            "/v1/verifications/enterprise-good-standing/batch",
+            {
+                "scope": "sc-kyc",
+                "items": [{"subject": {"uscc": u}} for u in probes[start : start + 50]],
+            },
+        )
+        assert resp.status_code == 200
+    flags = [
+        e["entry"]
+        for e in regulator.get("/v1/audit/entries?action=scope.flag").get_json()["entries"]
+    ]
+    assert flags[-1]["suspended"] is True
+    assert 1 <= len(flags[:-1]) <= 2, [f["reason"] for f in flags]  # not one per batch (6)
+    assert all(f["suspended"] is False for f in flags[:-1])
+
+
 def test_honest_callers_are_not_flagged(
     demo: dict[str, Any], enterprise: Caller, regulator: Caller
 ) -> None:
