@@ -94,11 +94,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     layouts = _prepare(args.rows, args.workdir, args.layouts)
+    loaded = layouts["loaded"]
     if "loaded" not in args.layouts:
         del layouts["loaded"]
     product = manifests()["enterprise_registry"]
     vp = verification_products()["enterprise-good-standing"]
-    sample = duckdb.connect(str(layouts["loaded"]), read_only=True)
+    sample = duckdb.connect(str(loaded), read_only=True)
     keys = [
         r[0]
         for r in sample.execute(
@@ -109,7 +110,6 @@ def main() -> None:
     rng = random.Random(1)
     runs = list(layouts.items())
     if "index" in args.layouts:
-        loaded = args.workdir / f"loaded_{args.rows}.duckdb"
         runs.append(("index", loaded))
     for name, path in runs:
         limits = (
