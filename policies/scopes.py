@@ -572,19 +572,41 @@ class ScopeStore:
         """
         self._cache.pop(scope_id, None)
         current = self.get(scope_id)
-        allowed = [s.value for s in allowed_from]
         with self._engine.begin() as conn:
-            n = conn.execute(
-                scopes.update()
-                .where(scopes.c.id == scope_id, scopes.c.status.in_(allowed))
-                .values(status=status.value, status_reason=reason, updated_at=self._clock())
-            ).rowcount
-        if not n:
+            changed = self.set_status_in(
+                conn, scope_id, status, reason, allowed_from=allowed_from, now=self._clock()
+            )
+        if not changed:
             raise Conflict(
                 f"scope {scope_id!r} is {current.status.value}; cannot become {status.value}",
                 {"scope": scope_id, "status": current.status.value},
             )
         return self.get(scope_id)
+
+    @staticmethod
+    def set_status_in(
+        conn: Connection,
+        scope_id: str,
+        status: ScopeStatus,
+        reason: str | None,
+        *,
+        allowed_from: Iterable[ScopeStatus],
+        now: datetime,
+    ) -> bool:
+        """``set_status`` inside the caller's transaction: returns whether the scope was
+        in one of ``allowed_from`` (and so was moved). The caller's process should
+        ``forget`` the scope once the transaction commits."""
+        allowed = [s.value for s in allowed_from]
+        n = conn.execute(
+            scopes.update()
+            .where(scopes.c.id == scope_id, scopes.c.status.in_(allowed))
+            .values(status=status.value, status_reason=reason, updated_at=now)
+        ).rowcount
+        return bool(n)
+
+    def forget(self, scope_id: str) -> None:
+        """Drop this process's cached copy of the scope (after a change made elsewhere)."""
+        self._cache.pop(scope_id, None)
 
     def revoke(self, scope_id: str, reason: str | None = None) -> Scope:
         return self.set_status(

@@ -11,15 +11,21 @@ audit trail does not leak what the answer hides.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
+from audit.errors import AuditError
+from audit.log import Effect
 from policies.errors import OperationNotAllowed
 from policies.principals import Principal
-from policies.scopes import Scope
+from policies.scopes import Scope, ScopeStatus, ScopeStore
 from products.catalogue import ProductRecord
-from products.errors import Conflict, InvalidRequest, NotFound
+from products.errors import InvalidRequest, NotFound
 from products.verification import VerificationProduct, parse_verification_product
 from sandbox.actions.admission import CallAdmission
 from sandbox.actions.note import AuditNote
@@ -29,6 +35,7 @@ from sandbox.verification.lookup import Outcome
 from sandbox.verification.probes import Probe
 from sandbox.verification.request import Item, parse_item, parse_items
 
+_log = logging.getLogger(__name__)
 REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 
@@ -128,45 +135,77 @@ def _admission(note: AuditNote) -> CallAdmission:
     return note.admission
 
 
+# The reason a platform suspension gives the enterprise: no statistics in it.
+SUSPENSION_REASON = (
+    "suspended by the platform: possible enumeration of verification subjects; "
+    "an operator must review and resume it"
+)
+
+
+class PlatformSuspension(Effect):
+    """Suspends a scope in the transaction that appends its flag entry, so that the
+    suspension and the entry recording it commit together or not at all."""
+
+    def __init__(self, scope_id: str, now: datetime) -> None:
+        self.scope_id = scope_id
+        self.now = now
+        self.suspended = False
+
+    @classmethod
+    def apply_all(cls, conn: Connection, effects: Sequence[Any]) -> None:
+        for e in effects:
+            e.suspended = ScopeStore.set_status_in(
+                conn,
+                e.scope_id,
+                ScopeStatus.SUSPENDED,
+                SUSPENSION_REASON,
+                allowed_from=(ScopeStatus.ACTIVE,),
+                now=e.now,
+            )
+
+    def entry_fields(self, fields: dict[str, Any]) -> dict[str, Any]:
+        if self.suspended:
+            return fields
+        # Suspended (or revoked) already, e.g. by a concurrent batch: a plain flag.
+        return {**fields, "decision": "allow", "suspended": False}
+
+
 def _act_on(rt: Runtime, scope: Scope, verdict: Verdict | None) -> None:
     """Flag (and past the threshold, suspend) a scope whose window looks like
     enumeration: after the call's entry committed, as the platform's own entries."""
     if verdict is None or not verdict.flag:
         return
-    if not verdict.suspend and not rt.flags.due(scope.id, rt.clock()):
+    now = rt.clock()
+    if not verdict.suspend and not rt.flags.due(scope.id, now):
         return  # flagged already in this bucket (sandbox/verification/flags.py)
-    suspended = False
-    if verdict.suspend:
-        try:
-            # The scope's reason is shown to the enterprise: no statistics in it.
-            rt.scopes.suspend(
-                scope.id,
-                "suspended by the platform: possible enumeration of "
-                "verification subjects; an operator must review and resume it",
-            )
-            suspended = True
-        except Conflict:
-            pass  # already suspended (or revoked) by a concurrent call
     # The flag is the platform's own entry, not a field of the caller's: the caller can
     # read its own entries, and a flag that appears or not after a probe would tell it
     # whether the probed subject exists. Regulators (and filters on actor=platform) see
     # it; the enterprise sees only the suspension, once it happens.
-    rt.audit.append(
-        {
-            "actor": "platform",
-            "role": "platform",
-            "action": "scope.flag",
-            "target": {"scope": scope.id, "product": scope.product},
-            "request_hash": None,
-            "decision": "deny" if suspended else "allow",
-            "reason": verdict.reason,
-            "epsilon": "0",
-            "result_hash": None,
-            "jti": None,
-            "client": None,
-            "suspended": suspended,
-        }
-    )
+    suspension = PlatformSuspension(scope.id, now) if verdict.suspend else None
+    fields = {
+        "actor": "platform",
+        "role": "platform",
+        "action": "scope.flag",
+        "target": {"scope": scope.id, "product": scope.product},
+        "request_hash": None,
+        "decision": "deny" if suspension else "allow",
+        "reason": verdict.reason,
+        "epsilon": "0",
+        "result_hash": None,
+        "jti": None,
+        "client": None,
+        "suspended": suspension is not None,
+    }
+    try:
+        rt.audit.append(fields, suspension)
+    except AuditError:
+        # The caller's own entry has committed and its answer stands; the window still
+        # trips, so the next batch of this scope flags (and suspends) it again.
+        _log.exception("could not record the flag of scope %s", scope.id)
+        return
+    if suspension is not None:
+        rt.scopes.forget(scope.id)
 
 
 def verify(

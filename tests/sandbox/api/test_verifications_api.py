@@ -351,6 +351,43 @@ def test_a_flagged_scope_is_flagged_once_per_bucket_and_always_on_suspension(
     assert all(f["suspended"] is False for f in flags[:-1])
 
 
+def test_a_platform_suspension_commits_only_with_its_flag_entry(
+    demo: dict[str, Any], rt: Runtime, enterprise: Caller, regulator: Caller
+) -> None:
+    # While the store refuses the flag entries (a trigger standing in for a full disk),
+    # the suspension they carry must not happen either: no unaudited state change.
+    rng = random.Random(13)
+    alphabet = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+    probes = [
+        make_uscc("9", "1", "440106", "".join(rng.choice(alphabet) for _ in range(8)))
+        for _ in range(600)
+    ]
+
+    def send(batch: list[str]) -> Any:
+        return enterprise.post(
+            "/v1/verifications/enterprise-good-standing/batch",
+            {"scope": "sc-kyc", "items": [{"subject": {"uscc": u}} for u in batch]},
+        )
+
+    with rt.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse_flags BEFORE INSERT ON audit_entries "
+            "WHEN NEW.action = 'scope.flag' BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+    for start in range(0, 500, 100):  # the 5th batch reaches the suspension threshold
+        assert send(probes[start : start + 100]).status_code == 200
+    assert rt.scopes.get("sc-kyc").status.value == "active"
+    assert regulator.get("/v1/audit/entries?action=scope.flag").get_json()["entries"] == []
+
+    with rt.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER refuse_flags")
+    assert send(probes[500:600]).status_code == 200  # still over the threshold
+    assert rt.scopes.get("sc-kyc").status.value == "suspended"
+    flags = regulator.get("/v1/audit/entries?action=scope.flag").get_json()["entries"]
+    assert [f["entry"]["suspended"] for f in flags] == [True]
+    assert send(probes[:1]).status_code == 403
+
+
 def test_honest_callers_are_not_flagged(
     demo: dict[str, Any], enterprise: Caller, regulator: Caller
 ) -> None:
