@@ -29,21 +29,17 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from audit.log import Effect
 from policies.errors import Replayed
 from policies.limits import RateLimiter
 from policies.nonces import NonceStore
 from policies.scopes import Scope, ScopeStatus, ScopeStore
 from products.errors import DomainError
+from sandbox.actions.at_commit import AtCommit, Render
 from sandbox.verification.enumeration import EnumerationPolicy, Verdict
 from sandbox.verification.probes import Probe, record_and_assess_in
 
-# Renders a refusal as the caller will receive it: (fields of the rewritten entry,
-# response text, HTTP status). Supplied by the HTTP layer, which owns error bodies.
-Render = Callable[[dict[str, Any], DomainError], tuple[dict[str, Any], str, int]]
 
-
-class CallAdmission(Effect):
+class CallAdmission(AtCommit):
     """The bookkeeping of one verification call, applied when its entry commits."""
 
     def __init__(
@@ -57,20 +53,17 @@ class CallAdmission(Effect):
         clock: Callable[[], datetime],
         render: Render,
     ) -> None:
+        super().__init__(render)
         self.issuer = issuer
         self.jti = jti
         self.nonce_expires_at = nonce_expires_at
         self.limiter = limiter
         self.enumeration = enumeration
         self.clock = clock
-        self.render = render
         self.scope: Scope | None = None
         self.calls = 0
         self.probes: list[Probe] = []
-        # Outcomes, set at commit:
-        self.refusal: DomainError | None = None
-        self.refusal_text = ""
-        self.refusal_status = 0
+        # Outcome, set at commit (and ``refusal``, if refused):
         self.verdict: Verdict | None = None
 
     def count(self, scope: Scope, calls: int) -> None:
@@ -112,12 +105,6 @@ class CallAdmission(Effect):
                 probes = [p for c in admitted for p in c.probes]
                 verdict = record_and_assess_in(conn, scope_id, now, probes, first.enumeration)
                 admitted[-1].verdict = verdict  # acted on once per scope and batch
-
-    def entry_fields(self, fields: dict[str, Any]) -> dict[str, Any]:
-        if self.refusal is None:
-            return fields
-        fields, self.refusal_text, self.refusal_status = self.render(fields, self.refusal)
-        return fields
 
 
 def _unusable(

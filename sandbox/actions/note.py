@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sandbox.actions.admission import CallAdmission
+    from sandbox.actions.at_commit import AtCommit
 
 
 @dataclass
@@ -23,3 +24,5 @@ class AuditNote:
     after_append: list[Callable[[int], None]] = field(default_factory=list)
     # Verification calls: bookkeeping decided when the entry commits (admission.py).
     admission: CallAdmission | None = None
+    # Other calls whose change is applied with their entry (at_commit.py).
+    effect: AtCommit | None = None

@@ -34,6 +34,7 @@ from policies.errors import AuthError
 from products.errors import DomainError, Forbidden, InvalidRequest
 from products.text import all_utf8
 from sandbox.actions.admission import CallAdmission
+from sandbox.actions.at_commit import AtCommit
 from sandbox.actions.note import AuditNote
 from sandbox.api.context import CallState, state
 from sandbox.api.errors import CODE_BY_HTTP_STATUS, STATUS_BY_CODE, error_body, status_of
@@ -132,7 +133,7 @@ def before_request() -> None:
             limiter=rt.limiter,
             enumeration=rt.enumeration,
             clock=rt.clock,
-            render=_render_refusal,
+            render=render_refusal,
         )
     if request.endpoint is None:
         return  # unknown path: Flask raises 404 next, audited as the caller's call
@@ -196,9 +197,9 @@ def after_request(response: Response) -> Response:
     }
     if note.request_id is not None:
         fields["request_id"] = note.request_id
-    admission = st.admission
+    effect = st.admission if st.admission is not None else note.effect
     try:
-        appended = rt.audit.append(_utf8_safe(fields), admission)
+        appended = rt.audit.append(_utf8_safe(fields), effect)
     except Exception:
         current_app.logger.exception("audit append failed; answer withheld")
         return _error_response(
@@ -207,8 +208,8 @@ def after_request(response: Response) -> Response:
             {},
             503,
         )
-    if admission is not None and admission.refusal is not None:
-        response = _refusal_response(admission)
+    if effect is not None and effect.refusal is not None:
+        response = _refusal_response(effect)
         denied = True
     for callback in note.after_append:
         callback(appended.index)
@@ -229,7 +230,7 @@ def after_request(response: Response) -> Response:
     return response
 
 
-def _render_refusal(fields: dict[str, Any], exc: DomainError) -> tuple[dict[str, Any], str, int]:
+def render_refusal(fields: dict[str, Any], exc: DomainError) -> tuple[dict[str, Any], str, int]:
     """The entry and the response of a call refused at commit (runs in the thread
     that commits the batch: no request context here)."""
     text = _error_text(exc.code, exc.message, exc.details)
@@ -247,12 +248,12 @@ def _render_refusal(fields: dict[str, Any], exc: DomainError) -> tuple[dict[str,
     return _utf8_safe(refused), text, status
 
 
-def _refusal_response(admission: CallAdmission) -> Response:
+def _refusal_response(effect: AtCommit) -> Response:
     resp = current_app.response_class(
-        admission.refusal_text, status=admission.refusal_status, mimetype="application/json"
+        effect.refusal_text, status=effect.refusal_status, mimetype="application/json"
     )
-    assert admission.refusal is not None
-    retry = admission.refusal.details.get("retry_after")
+    assert effect.refusal is not None
+    retry = effect.refusal.details.get("retry_after")
     if isinstance(retry, int):
         resp.headers["Retry-After"] = str(retry)
     return resp

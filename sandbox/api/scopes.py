@@ -7,10 +7,11 @@ from typing import Any
 from flask_smorest import Blueprint
 
 from policies.principals import Role
-from policies.scopes import Scope, parse_grant
+from policies.scopes import Scope, ScopeStatus, parse_grant
 from products.errors import InvalidRequest, NotFound
+from sandbox.actions.scopes import transition
 from sandbox.api.context import caller, note, state
-from sandbox.api.lifecycle import json_body, runtime
+from sandbox.api.lifecycle import json_body, render_refusal, runtime
 from sandbox.api.schemas import ref_body, ref_response
 
 blp = Blueprint("scopes", __name__, url_prefix="/v1/scopes", description="Authorisation scopes")
@@ -92,25 +93,27 @@ def _reason() -> str | None:
     return reason
 
 
+def _transition(scope_id: str, status: ScopeStatus) -> dict[str, Any]:
+    n = note(scope=scope_id)
+    return transition(runtime(), scope_id, status, _reason(), n, render_refusal)
+
+
 @blp.route("/<scope_id>/revoke", methods=["POST"])
 @blp.doc(summary="Revoke a scope: final (operator)")
 def revoke(scope_id: str) -> dict[str, Any]:
-    note(scope=scope_id)
-    return runtime().scopes.revoke(scope_id, _reason()).to_dict()
+    return _transition(scope_id, ScopeStatus.REVOKED)
 
 
 @blp.route("/<scope_id>/suspend", methods=["POST"])
 @blp.doc(summary="Suspend a scope: reversible (operator)")
 def suspend(scope_id: str) -> dict[str, Any]:
-    note(scope=scope_id)
-    return runtime().scopes.suspend(scope_id, _reason()).to_dict()
+    return _transition(scope_id, ScopeStatus.SUSPENDED)
 
 
 @blp.route("/<scope_id>/resume", methods=["POST"])
 @blp.doc(summary="Resume a suspended scope (operator)")
 def resume(scope_id: str) -> dict[str, Any]:
-    note(scope=scope_id)
-    return runtime().scopes.resume(scope_id, _reason()).to_dict()
+    return _transition(scope_id, ScopeStatus.ACTIVE)
 
 
 @blp.route("/<scope_id>/charges", methods=["GET"])

@@ -7,6 +7,9 @@ from typing import Any
 from flask import Flask
 
 from policies.principals import Role, generate_keypair
+from policies.scopes import ScopeStatus
+from sandbox.actions.scopes import ScopeTransition
+from sandbox.api.lifecycle import render_refusal
 from sandbox.runtime import Runtime
 from tests.sandbox.conftest import (
     REGISTRY_MANIFEST,
@@ -145,3 +148,65 @@ def test_every_call_has_an_audit_index(operator: Caller, rt: Runtime) -> None:
         indices.append(int(resp.headers["X-Audit-Index"]))
     assert indices == sorted(indices) and len(set(indices)) == 4
     assert rt.audit.size() == indices[-1] + 1
+
+
+def test_a_scope_transition_commits_only_with_its_entry(
+    rt: Runtime, operator: Caller, enterprise: Caller, regulator: Caller
+) -> None:
+    setup_product(operator)
+    assert operator.post("/v1/scopes", scope_request(id="sc-acme")).status_code == 201
+    # The store refuses the entry (a trigger standing in for a full disk): the caller
+    # gets a 503 and the scope is left as it was, not suspended without a trace.
+    with rt.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON audit_entries "
+            "WHEN NEW.action = 'scope.suspend' BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+    failed = operator.post("/v1/scopes/sc-acme/suspend", {"reason": "review"})
+    assert failed.status_code == 503 and error_code(failed) == "unavailable"
+    assert rt.scopes.get("sc-acme").status.value == "active"
+    with rt.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER refuse")
+    done = operator.post("/v1/scopes/sc-acme/suspend", {"reason": "review"})
+    assert done.status_code == 200 and done.get_json()["status"] == "suspended"
+    assert done.get_json() == operator.get("/v1/scopes/sc-acme").get_json()
+    entries = regulator.get("/v1/audit/entries?action=scope.suspend").get_json()["entries"]
+    assert [(e["entry"]["decision"], e["index"]) for e in entries] == [
+        ("allow", int(done.headers["X-Audit-Index"]))
+    ]
+
+
+def test_a_transition_made_impossible_before_its_commit_is_refused_and_recorded(
+    rt: Runtime, operator: Caller, enterprise: Caller
+) -> None:
+    # Another process revokes the scope between the handler's check and the commit.
+    setup_product(operator)
+    assert operator.post("/v1/scopes", scope_request(id="sc-acme")).status_code == 201
+
+    effect = ScopeTransition(
+        rt.scopes.get("sc-acme"), ScopeStatus.SUSPENDED, None, rt.clock(), render_refusal
+    )
+    rt.scopes.revoke("sc-acme")
+    appended = rt.audit.append(
+        {
+            "actor": "op-city",
+            "role": "operator",
+            "action": "scope.suspend",
+            "target": {"scope": "sc-acme"},
+            "request_hash": "0" * 64,
+            "decision": "allow",
+            "reason": None,
+            "status": 200,
+            "epsilon": "0",
+            "result_hash": None,
+            "jti": "j-1",
+            "client": "127.0.0.1",
+        },
+        effect,
+    )
+    assert effect.refusal is not None and effect.refusal_status == 409
+    assert '"conflict"' in effect.refusal_text
+    entry = rt.audit.entries(limit=1000).entries[-1].entry
+    assert entry["index"] == appended.index
+    assert (entry["decision"], entry["status"]) == ("deny", 409)
+    assert rt.scopes.get("sc-acme").status.value == "revoked"

@@ -1,0 +1,37 @@
+"""Changes decided when a call's audit entry commits, which may refuse the call there.
+
+An action whose state change must not outlive a failed audit append (nor be recorded
+without happening) hands the change to ``AuditLog.append`` as an ``AtCommit`` effect
+instead of committing it first: the change is applied in the append transaction, and
+when it turns out not to be possible after all (a replay, a limit, a scope that changed
+status meanwhile) the effect records a refusal, its entry is rewritten into that
+refusal, and the HTTP layer answers with it instead of the handler's response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from audit.log import Effect
+from products.errors import DomainError
+
+# Renders a refusal as the caller will receive it: (fields of the rewritten entry,
+# response text, HTTP status). Supplied by the HTTP layer, which owns error bodies.
+Render = Callable[[dict[str, Any], DomainError], tuple[dict[str, Any], str, int]]
+
+
+class AtCommit(Effect):
+    """An ``audit.log.Effect`` that may refuse its call; subclasses set ``refusal``."""
+
+    def __init__(self, render: Render) -> None:
+        self.render = render
+        self.refusal: DomainError | None = None
+        self.refusal_text = ""
+        self.refusal_status = 0
+
+    def entry_fields(self, fields: dict[str, Any]) -> dict[str, Any]:
+        if self.refusal is None:
+            return fields
+        fields, self.refusal_text, self.refusal_status = self.render(fields, self.refusal)
+        return fields
