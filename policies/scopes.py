@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
 
 from policies.errors import ScopeExpired, ScopeRevoked, ScopeSuspended
 from policies.tables import scopes
@@ -505,42 +506,28 @@ class ScopeStore:
 
     def grant(self, grant: ScopeGrant, granted_by: str) -> Scope:
         """Store a validated grant. Raises ``Conflict`` if the id is taken."""
-        now = self._clock()
-        ops: dict[str, Any] = {}
-        if grant.aggregate_columns is not None:
-            ops["aggregate"] = {
-                "columns": sorted(grant.aggregate_columns),
-                "functions": sorted(grant.aggregate_functions),
-            }
-        if grant.verify:
-            ops["verify"] = sorted(grant.verify)
-        try:
-            with self._engine.begin() as conn:
-                conn.execute(
-                    scopes.insert().values(
-                        id=grant.id,
-                        enterprise=grant.enterprise,
-                        product=grant.product,
-                        purpose=grant.purpose,
-                        operations=json.dumps(ops, sort_keys=True),
-                        epsilon_nano=to_nano(grant.epsilon),
-                        delta_atto=to_atto(grant.delta),
-                        delta_spent_atto=0,
-                        max_epsilon_per_query_nano=to_nano(grant.max_epsilon_per_query),
-                        spent_nano=0,
-                        rate_per_minute=grant.rate_per_minute,
-                        daily_quota=grant.daily_quota,
-                        valid_from=grant.valid_from,
-                        valid_until=grant.valid_until,
-                        status=ScopeStatus.ACTIVE.value,
-                        granted_by=granted_by,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-        except IntegrityError:
-            raise Conflict(f"scope {grant.id!r} already exists", {"scope": grant.id}) from None
-        return self.get(grant.id)
+        with self._engine.begin() as conn:
+            scope = self.grant_in(conn, grant, granted_by, self._clock())
+        if scope is None:
+            raise Conflict(f"scope {grant.id!r} already exists", {"scope": grant.id})
+        return scope
+
+    @staticmethod
+    def granted(grant: ScopeGrant, granted_by: str, now: datetime) -> Scope:
+        """Return the scope that storing ``grant`` at ``now`` creates (nothing is stored)."""
+        return _scope(SimpleNamespace(**_grant_values(grant, granted_by, now)))
+
+    @staticmethod
+    def grant_in(
+        conn: Connection, grant: ScopeGrant, granted_by: str, now: datetime
+    ) -> Scope | None:
+        """``grant`` inside the caller's transaction: returns the new scope, or None if
+        the id is taken (nothing is written then, and the transaction can go on)."""
+        values = _grant_values(grant, granted_by, now)
+        insert = _INSERT_IF_NEW[conn.dialect.name]
+        if conn.execute(insert, values).first() is None:  # the id was taken
+            return None
+        return _scope(SimpleNamespace(**values))
 
     def get(self, scope_id: str) -> Scope:
         """Return the scope. Raises ``NotFound``."""
@@ -625,6 +612,47 @@ class ScopeStore:
         return self.set_status(
             scope_id, ScopeStatus.ACTIVE, reason, allowed_from=(ScopeStatus.SUSPENDED,)
         )
+
+
+def _grant_values(grant: ScopeGrant, granted_by: str, now: datetime) -> dict[str, Any]:
+    ops: dict[str, Any] = {}
+    if grant.aggregate_columns is not None:
+        ops["aggregate"] = {
+            "columns": sorted(grant.aggregate_columns),
+            "functions": sorted(grant.aggregate_functions),
+        }
+    if grant.verify:
+        ops["verify"] = sorted(grant.verify)
+    return {
+        "id": grant.id,
+        "enterprise": grant.enterprise,
+        "product": grant.product,
+        "purpose": grant.purpose,
+        "operations": json.dumps(ops, sort_keys=True),
+        "epsilon_nano": to_nano(grant.epsilon),
+        "delta_atto": to_atto(grant.delta),
+        "delta_spent_atto": 0,
+        "max_epsilon_per_query_nano": to_nano(grant.max_epsilon_per_query),
+        "spent_nano": 0,
+        "rate_per_minute": grant.rate_per_minute,
+        "daily_quota": grant.daily_quota,
+        "valid_from": grant.valid_from,
+        "valid_until": grant.valid_until,
+        "status": ScopeStatus.ACTIVE.value,
+        "status_reason": None,
+        "granted_by": granted_by,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+# An id already taken inserts nothing instead of failing, so that a grant applied in
+# a shared transaction (the audit append's) cannot abort the others.
+# (Whether a row was inserted is read from RETURNING: psycopg reports no rowcount here.)
+_INSERT_IF_NEW = {
+    name: insert(scopes).on_conflict_do_nothing(index_elements=["id"]).returning(scopes.c.id)
+    for name, insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))
+}
 
 
 def _scope(row: Any) -> Scope:

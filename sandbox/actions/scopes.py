@@ -1,10 +1,12 @@
-"""Operators' scope transitions (suspend, resume, revoke), committed with their entry.
+"""Operators' scope grants and transitions (suspend, resume, revoke), committed with
+their audit entry.
 
-The status change is an ``AtCommit`` effect of the call's audit entry: it happens in
-the transaction that records it, so a failed append leaves the scope as it was (the
-caller gets a 503 and may retry), and a transition that another process made
-impossible in the meantime (say, a revocation) is refused there with ``conflict``
-and recorded as refused. The answer is the scope as it will be once the entry commits.
+Each change is an ``AtCommit`` effect of the call's entry: it happens in the
+transaction that records it, so a failed append leaves no scope granted or changed
+without a trace (the caller gets a 503 and may retry), and a change that another
+process made impossible in the meantime (the id taken, the scope revoked) is refused
+there with ``conflict`` and recorded as refused. The answer is the scope as it will be
+once the entry commits.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from policies.scopes import Scope, ScopeStatus, ScopeStore
-from products.errors import Conflict
+from policies.scopes import Scope, ScopeGrant, ScopeStatus, ScopeStore
+from products.errors import Conflict, NotFound
 from sandbox.actions.at_commit import AtCommit, Render
 from sandbox.actions.note import AuditNote
 from sandbox.runtime import Runtime
@@ -82,3 +84,35 @@ def transition(
     note.effect = ScopeTransition(current, status, reason, rt.clock(), render)
     note.after_append.append(lambda _index: rt.scopes.forget(scope_id))
     return dataclasses.replace(current, status=status, status_reason=reason).to_dict()
+
+
+class ScopeGrantAtCommit(AtCommit):
+    """Stores one grant when its entry commits, or refuses the call if the id is taken."""
+
+    def __init__(self, grant: ScopeGrant, granted_by: str, now: datetime, render: Render):
+        super().__init__(render)
+        self.grant = grant
+        self.granted_by = granted_by
+        self.now = now
+
+    @classmethod
+    def apply_all(cls, conn: Connection, effects: Sequence[Any]) -> None:
+        for e in effects:
+            if ScopeStore.grant_in(conn, e.grant, e.granted_by, e.now) is None:
+                e.refusal = Conflict(f"scope {e.grant.id!r} already exists", {"scope": e.grant.id})
+
+
+def grant(
+    rt: Runtime, grant: ScopeGrant, granted_by: str, note: AuditNote, render: Render
+) -> dict[str, Any]:
+    """Grant ``grant`` with the call's audit entry; return the scope as it will be.
+    Raises ``Conflict`` if the id is already taken."""
+    try:
+        rt.scopes.get(grant.id)
+    except NotFound:
+        pass
+    else:
+        raise Conflict(f"scope {grant.id!r} already exists", {"scope": grant.id})
+    now = rt.clock()
+    note.effect = ScopeGrantAtCommit(grant, granted_by, now, render)
+    return ScopeStore.granted(grant, granted_by, now).to_dict()

@@ -9,6 +9,7 @@ from flask_smorest import Blueprint
 from policies.principals import Role
 from policies.scopes import Scope, ScopeStatus, parse_grant
 from products.errors import InvalidRequest, NotFound
+from sandbox.actions.scopes import grant as grant_scope
 from sandbox.actions.scopes import transition
 from sandbox.api.context import caller, note, state
 from sandbox.api.lifecycle import json_body, render_refusal, runtime
@@ -59,7 +60,7 @@ def create() -> tuple[dict[str, Any], int]:
     )
     n.target["scope"] = grant.id
     n.target["enterprise"] = grant.enterprise
-    return rt.scopes.grant(grant, caller().id).to_dict(), 201
+    return grant_scope(rt, grant, caller().id, n, render_refusal), 201
 
 
 @blp.route("", methods=["GET"])

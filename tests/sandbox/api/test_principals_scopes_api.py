@@ -7,8 +7,8 @@ from typing import Any
 from flask import Flask
 
 from policies.principals import Role, generate_keypair
-from policies.scopes import ScopeStatus
-from sandbox.actions.scopes import ScopeTransition
+from policies.scopes import ScopeStatus, parse_grant
+from sandbox.actions.scopes import ScopeGrantAtCommit, ScopeTransition
 from sandbox.api.lifecycle import render_refusal
 from sandbox.runtime import Runtime
 from tests.sandbox.conftest import (
@@ -210,3 +210,61 @@ def test_a_transition_made_impossible_before_its_commit_is_refused_and_recorded(
     assert entry["index"] == appended.index
     assert (entry["decision"], entry["status"]) == ("deny", 409)
     assert rt.scopes.get("sc-acme").status.value == "revoked"
+
+
+def test_a_grant_commits_only_with_its_entry(
+    rt: Runtime, operator: Caller, enterprise: Caller, regulator: Caller
+) -> None:
+    setup_product(operator)
+    with rt.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON audit_entries "
+            "WHEN NEW.action = 'scope.grant' BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+    failed = operator.post("/v1/scopes", scope_request(id="sc-acme"))
+    assert failed.status_code == 503 and error_code(failed) == "unavailable"
+    assert operator.get("/v1/scopes/sc-acme").status_code == 404  # no grant without trace
+    with rt.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER refuse")
+    done = operator.post("/v1/scopes", scope_request(id="sc-acme"))
+    assert done.status_code == 201
+    assert done.get_json() == operator.get("/v1/scopes/sc-acme").get_json()
+    entries = regulator.get("/v1/audit/entries?action=scope.grant").get_json()["entries"]
+    assert [e["index"] for e in entries] == [int(done.headers["X-Audit-Index"])]
+    taken = operator.post("/v1/scopes", scope_request(id="sc-acme"))
+    assert taken.status_code == 409 and error_code(taken) == "conflict"
+
+
+def test_a_grant_whose_id_was_taken_before_its_commit_is_refused_and_recorded(
+    rt: Runtime, operator: Caller, enterprise: Caller
+) -> None:
+    setup_product(operator)
+    grant = parse_grant(
+        scope_request(id="sc-acme"),
+        product_of=lambda p: rt.catalogue.get(p).manifest,
+        enterprise_exists=lambda e: rt.principals.find(e) is not None,
+        verification_product_of=rt.catalogue.verification_product_owner,
+    )
+    effect = ScopeGrantAtCommit(grant, "op-city", rt.clock(), render_refusal)
+    rt.scopes.grant(grant, "op-other")  # another process, between check and commit
+    rt.audit.append(
+        {
+            "actor": "op-city",
+            "role": "operator",
+            "action": "scope.grant",
+            "target": {"scope": "sc-acme"},
+            "request_hash": "0" * 64,
+            "decision": "allow",
+            "reason": None,
+            "status": 201,
+            "epsilon": "0",
+            "result_hash": None,
+            "jti": "j-2",
+            "client": "127.0.0.1",
+        },
+        effect,
+    )
+    assert effect.refusal_status == 409 and '"conflict"' in effect.refusal_text
+    entry = rt.audit.entries(limit=1000).entries[-1].entry
+    assert (entry["decision"], entry["status"]) == ("deny", 409)
+    assert rt.scopes.get("sc-acme").granted_by == "op-other"
