@@ -23,8 +23,8 @@ from typing import Any
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
 
 from policies.tables import principal_keys, principals
 from products.errors import Conflict, InvalidRequest, NotFound
@@ -197,6 +197,33 @@ def parse_key(spec: dict[str, Any]) -> PublicKey:
     return PublicKey(kid=kid, alg=alg, pem=pem.strip() + "\n")
 
 
+def check_new_principal(principal_id: str, keys: Sequence[PublicKey]) -> None:
+    """Raise ``InvalidRequest`` for an id or key set that may not be registered."""
+    if not PRINCIPAL_ID.match(principal_id):
+        raise InvalidRequest(
+            "principal id must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}", {"field": "id"}
+        )
+    kids = [k.kid for k in keys]
+    if len(set(kids)) != len(kids):
+        raise InvalidRequest("two keys share a kid", {"field": "keys"})
+
+
+# Inserts that write nothing for a taken id or kid instead of failing, so that they can
+# run in a shared transaction (the audit append's); RETURNING tells whether they wrote.
+_INSERT_PRINCIPAL = {
+    name: insert(principals)
+    .on_conflict_do_nothing(index_elements=["id"])
+    .returning(principals.c.id)
+    for name, insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))
+}
+_INSERT_KEY = {
+    name: insert(principal_keys)
+    .on_conflict_do_nothing(index_elements=["principal_id", "kid"])
+    .returning(principal_keys.c.kid)
+    for name, insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))
+}
+
+
 class PrincipalStore:
     """Principals and their keys in the control-plane store.
 
@@ -223,42 +250,46 @@ class PrincipalStore:
         created_by: str | None,
     ) -> Principal:
         """Register a principal with its keys. Raises ``Conflict`` if the id exists."""
-        if not PRINCIPAL_ID.match(principal_id):
-            raise InvalidRequest(
-                "principal id must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}", {"field": "id"}
-            )
-        kids = [k.kid for k in keys]
-        if len(set(kids)) != len(kids):
-            raise InvalidRequest("two keys share a kid", {"field": "keys"})
-        now = self._clock()
-        try:
-            with self._engine.begin() as conn:
-                conn.execute(
-                    principals.insert().values(
-                        id=principal_id,
-                        role=role.value,
-                        name=name,
-                        created_by=created_by,
-                        created_at=now,
-                    )
-                )
-                for k in keys:
-                    conn.execute(
-                        principal_keys.insert().values(
-                            principal_id=principal_id,
-                            kid=k.kid,
-                            alg=k.alg.value,
-                            public_key=k.pem,
-                            status="active",
-                            created_at=now,
-                        )
-                    )
-        except IntegrityError:
+        check_new_principal(principal_id, keys)
+        with self._engine.begin() as conn:
+            added = self.add_in(conn, principal_id, role, name, keys, created_by, self._clock())
+        if not added:
             raise Conflict(
                 f"principal {principal_id!r} already exists", {"principal": principal_id}
-            ) from None
+            )
         self._forget(principal_id)
         return self.get(principal_id)
+
+    @staticmethod
+    def add_in(
+        conn: Connection,
+        principal_id: str,
+        role: Role,
+        name: str,
+        keys: Sequence[PublicKey],
+        created_by: str | None,
+        now: datetime,
+    ) -> bool:
+        """``add`` inside the caller's transaction (arguments checked by
+        ``check_new_principal``): returns False, writing nothing, if the id is taken."""
+        row = dict(id=principal_id, role=role.value, name=name, created_by=created_by)
+        inserted = conn.execute(
+            _INSERT_PRINCIPAL[conn.dialect.name], {**row, "created_at": now}
+        ).first()
+        if inserted is None:
+            return False
+        for k in keys:
+            conn.execute(
+                principal_keys.insert().values(
+                    principal_id=principal_id,
+                    kid=k.kid,
+                    alg=k.alg.value,
+                    public_key=k.pem,
+                    status="active",
+                    created_at=now,
+                )
+            )
+        return True
 
     def find(self, principal_id: str) -> Principal | None:
         """Return the principal, or None."""
@@ -302,35 +333,49 @@ class PrincipalStore:
     def add_key(self, principal_id: str, key: PublicKey) -> Principal:
         """Add a key to a principal. Raises ``NotFound`` or ``Conflict`` (kid taken)."""
         self.get(principal_id)
-        try:
-            with self._engine.begin() as conn:
-                conn.execute(
-                    principal_keys.insert().values(
-                        principal_id=principal_id,
-                        kid=key.kid,
-                        alg=key.alg.value,
-                        public_key=key.pem,
-                        status="active",
-                        created_at=self._clock(),
-                    )
-                )
-        except IntegrityError:
-            raise Conflict(f"principal {principal_id!r} already has kid {key.kid!r}") from None
+        with self._engine.begin() as conn:
+            added = self.add_key_in(conn, principal_id, key, self._clock())
+        if not added:
+            raise Conflict(f"principal {principal_id!r} already has kid {key.kid!r}")
         self._forget(principal_id)
         return self.get(principal_id)
+
+    @staticmethod
+    def add_key_in(conn: Connection, principal_id: str, key: PublicKey, now: datetime) -> bool:
+        """``add_key`` inside the caller's transaction, for an existing principal:
+        returns False, writing nothing, if the kid is taken."""
+        values = {
+            "principal_id": principal_id,
+            "kid": key.kid,
+            "alg": key.alg.value,
+            "public_key": key.pem,
+            "status": "active",
+            "created_at": now,
+        }
+        return conn.execute(_INSERT_KEY[conn.dialect.name], values).first() is not None
 
     def disable_key(self, principal_id: str, kid: str) -> Principal:
         """Disable a key; tokens signed with it are refused from now on."""
         with self._engine.begin() as conn:
-            n = conn.execute(
-                principal_keys.update()
-                .where(principal_keys.c.principal_id == principal_id, principal_keys.c.kid == kid)
-                .values(status="disabled", disabled_at=self._clock())
-            ).rowcount
+            disabled = self.disable_key_in(conn, principal_id, kid, self._clock())
         self._forget(principal_id)
-        if not n:
+        if not disabled:
             raise NotFound(f"principal {principal_id!r} has no key {kid!r}")
         return self.get(principal_id)
+
+    @staticmethod
+    def disable_key_in(conn: Connection, principal_id: str, kid: str, now: datetime) -> bool:
+        """``disable_key`` inside the caller's transaction: False if there is no such key."""
+        n = conn.execute(
+            principal_keys.update()
+            .where(principal_keys.c.principal_id == principal_id, principal_keys.c.kid == kid)
+            .values(status="disabled", disabled_at=now)
+        ).rowcount
+        return bool(n)
+
+    def forget(self, principal_id: str) -> None:
+        """Drop this process's cached copy (after a change committed elsewhere)."""
+        self._forget(principal_id)
 
     def with_role(self, role: Role) -> list[Principal]:
         """Return every principal of ``role``, ordered by id."""

@@ -8,8 +8,11 @@ from flask_smorest import Blueprint
 
 from policies.principals import Role, parse_key
 from products.errors import Forbidden, InvalidRequest
+from sandbox.actions.principals import add_key as add_key_with_entry
+from sandbox.actions.principals import disable_key as disable_key_with_entry
+from sandbox.actions.principals import register
 from sandbox.api.context import caller, note
-from sandbox.api.lifecycle import json_body, runtime
+from sandbox.api.lifecycle import json_body, render_refusal, runtime
 from sandbox.api.schemas import ref_body
 
 blp = Blueprint("principals", __name__, url_prefix="/v1/principals", description="Principals")
@@ -35,7 +38,7 @@ def _keys(data: dict[str, Any]) -> list[Any]:
 def create() -> tuple[dict[str, Any], int]:
     data = json_body()
     pid = data.get("id")
-    note(principal=pid if isinstance(pid, str) else None)
+    n = note(principal=pid if isinstance(pid, str) else None)
     errors: dict[str, list[str]] = {}
     role = data.get("role")
     if role not in (Role.ENTERPRISE.value, Role.REGULATOR.value):
@@ -55,8 +58,10 @@ def create() -> tuple[dict[str, Any], int]:
         raise InvalidRequest("invalid principal", {"fields": errors})
     keys = _keys(data)
     assert isinstance(pid, str) and isinstance(name, str) and isinstance(role, str)
-    p = runtime().principals.add(pid, Role(role), name.strip(), keys, created_by=caller().id)
-    return p.to_dict(), 201
+    answer = register(
+        runtime(), pid, Role(role), name.strip(), keys, caller().id, n, render_refusal
+    )
+    return answer, 201
 
 
 def _visible(principal_id: str) -> None:
@@ -76,13 +81,13 @@ def show(principal_id: str) -> dict[str, Any]:
 @blp.route("/<principal_id>/keys", methods=["POST"])
 @blp.doc(summary="Add a public key to a principal (operator)")
 def add_key(principal_id: str) -> tuple[dict[str, Any], int]:
-    note(principal=principal_id)
+    n = note(principal=principal_id)
     key = parse_key(json_body())
-    return runtime().principals.add_key(principal_id, key).to_dict(), 201
+    return add_key_with_entry(runtime(), principal_id, key, n, render_refusal), 201
 
 
 @blp.route("/<principal_id>/keys/<kid>/disable", methods=["POST"])
 @blp.doc(summary="Disable a principal's key (operator)")
 def disable_key(principal_id: str, kid: str) -> dict[str, Any]:
-    note(principal=principal_id)
-    return runtime().principals.disable_key(principal_id, kid).to_dict()
+    n = note(principal=principal_id)
+    return disable_key_with_entry(runtime(), principal_id, kid, n, render_refusal)

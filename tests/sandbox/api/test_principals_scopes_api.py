@@ -268,3 +268,56 @@ def test_a_grant_whose_id_was_taken_before_its_commit_is_refused_and_recorded(
     entry = rt.audit.entries(limit=1000).entries[-1].entry
     assert (entry["decision"], entry["status"]) == ("deny", 409)
     assert rt.scopes.get("sc-acme").granted_by == "op-other"
+
+
+def _refuse_entries(rt: Runtime, action: str) -> None:
+    # A trigger standing in for a store that fails the append (a full disk, say).
+    with rt.engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE TRIGGER refuse BEFORE INSERT ON audit_entries WHEN NEW.action = '{action}' "
+            "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+
+
+def _accept_entries(rt: Runtime) -> None:
+    with rt.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER refuse")
+
+
+def test_principals_and_keys_change_only_with_their_entries(
+    rt: Runtime, operator: Caller, regulator: Caller
+) -> None:
+    pub1, pub2 = (generate_keypair()[1].decode() for _ in range(2))
+    body = {"id": "ent-new", "role": "enterprise", "name": "New Co", "keys": [{"public_key": pub1}]}
+
+    _refuse_entries(rt, "principal.register")
+    assert operator.post("/v1/principals", body).status_code == 503
+    assert operator.get("/v1/principals/ent-new").status_code == 404
+    _accept_entries(rt)
+    created = operator.post("/v1/principals", body)
+    assert created.status_code == 201
+    assert created.get_json() == operator.get("/v1/principals/ent-new").get_json()
+
+    _refuse_entries(rt, "principal.key_add")
+    assert operator.post("/v1/principals/ent-new/keys", {"public_key": pub2}).status_code == 503
+    assert len(operator.get("/v1/principals/ent-new").get_json()["keys"]) == 1
+    _accept_entries(rt)
+    added = operator.post("/v1/principals/ent-new/keys", {"public_key": pub2})
+    assert added.status_code == 201 and len(added.get_json()["keys"]) == 2
+    assert added.get_json() == operator.get("/v1/principals/ent-new").get_json()
+    kid = added.get_json()["keys"][1]["kid"]
+
+    _refuse_entries(rt, "principal.key_disable")
+    assert operator.post(f"/v1/principals/ent-new/keys/{kid}/disable").status_code == 503
+    assert {k["status"] for k in operator.get("/v1/principals/ent-new").get_json()["keys"]} == {
+        "active"
+    }
+    _accept_entries(rt)
+    disabled = operator.post(f"/v1/principals/ent-new/keys/{kid}/disable")
+    assert disabled.status_code == 200
+    assert disabled.get_json() == operator.get("/v1/principals/ent-new").get_json()
+    assert [k["status"] for k in disabled.get_json()["keys"] if k["kid"] == kid] == ["disabled"]
+
+    for action in ("principal.register", "principal.key_add", "principal.key_disable"):
+        entries = regulator.get(f"/v1/audit/entries?action={action}").get_json()["entries"]
+        assert [e["entry"]["decision"] for e in entries] == ["allow"], action
