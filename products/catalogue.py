@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from products.errors import Conflict, NotFound
@@ -43,6 +44,20 @@ class ProductVersion:
     data_file: str
     loaded_by: str
     finished_at: datetime
+
+
+# Inserts that write nothing for a taken id instead of failing, so that they can run in
+# a shared transaction (the audit append's); RETURNING tells whether they wrote.
+_INSERT_PRODUCT = {
+    name: insert(products).on_conflict_do_nothing(index_elements=["id"]).returning(products.c.id)
+    for name, insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))
+}
+_INSERT_VERIFICATION = {
+    name: insert(verification_products)
+    .on_conflict_do_nothing(index_elements=["id"])
+    .returning(verification_products.c.id)
+    for name, insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))
+}
 
 
 @dataclass(frozen=True)
@@ -117,26 +132,33 @@ class Catalogue:
     def register(self, manifest: DataProduct, owner: str) -> ProductRecord:
         """Register a new product. Raises ``Conflict`` if the id is taken."""
         now = self._clock()
-        try:
-            self._cache.clear()
-            with self._engine.begin() as conn:
-                conn.execute(
-                    products.insert().values(
-                        id=manifest.id,
-                        owner=owner,
-                        manifest=manifest_json(manifest),
-                        status="active",
-                        current_version=None,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-        except IntegrityError:
+        self._cache.clear()
+        with self._engine.begin() as conn:
+            added = self.register_in(conn, manifest, owner, now)
+        if not added:
             raise Conflict(
-                f"product {manifest.id!r} is already registered",
-                {"product": manifest.id},
-            ) from None
+                f"product {manifest.id!r} is already registered", {"product": manifest.id}
+            )
         return ProductRecord(manifest, owner, "active", now, None)
+
+    @staticmethod
+    def register_in(conn: Connection, manifest: DataProduct, owner: str, now: datetime) -> bool:
+        """``register`` inside the caller's transaction: False, writing nothing, if the
+        id is taken."""
+        values = {
+            "id": manifest.id,
+            "owner": owner,
+            "manifest": manifest_json(manifest),
+            "status": "active",
+            "current_version": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        return conn.execute(_INSERT_PRODUCT[conn.dialect.name], values).first() is not None
+
+    def forget(self) -> None:
+        """Drop this process's cached definitions (after a change committed elsewhere)."""
+        self._cache.clear()
 
     # One query per read: the product joined with its current version (on the hot path
     # of every query and verification call).
@@ -281,23 +303,29 @@ class Catalogue:
 
     def register_verification(self, vp: VerificationProduct, created_by: str) -> None:
         """Store a validated verification product. Raises ``Conflict`` if the id exists."""
-        try:
-            self._cache.clear()
-            with self._engine.begin() as conn:
-                conn.execute(
-                    verification_products.insert().values(
-                        id=vp.id,
-                        product_id=vp.product,
-                        definition=json.dumps(vp.to_dict(), sort_keys=True),
-                        created_by=created_by,
-                        status="active",
-                        created_at=self._clock(),
-                    )
-                )
-        except IntegrityError:
+        self._cache.clear()
+        with self._engine.begin() as conn:
+            added = self.register_verification_in(conn, vp, created_by, self._clock())
+        if not added:
             raise Conflict(
                 f"verification product {vp.id!r} already exists", {"verification_product": vp.id}
-            ) from None
+            )
+
+    @staticmethod
+    def register_verification_in(
+        conn: Connection, vp: VerificationProduct, created_by: str, now: datetime
+    ) -> bool:
+        """``register_verification`` inside the caller's transaction: False, writing
+        nothing, if the id is taken."""
+        values = {
+            "id": vp.id,
+            "product_id": vp.product,
+            "definition": json.dumps(vp.to_dict(), sort_keys=True),
+            "created_by": created_by,
+            "status": "active",
+            "created_at": now,
+        }
+        return conn.execute(_INSERT_VERIFICATION[conn.dialect.name], values).first() is not None
 
     def verification(self, vp_id: str) -> tuple[VerificationProduct, ProductRecord]:
         """Return a verification product and the data product it is defined on.

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from products.catalogue import ProductRecord
-from products.errors import DomainError, Forbidden
+from sqlalchemy.engine import Connection
+
+from products.catalogue import Catalogue, ProductRecord
+from products.errors import Conflict, DomainError, Forbidden, NotFound
 from products.loader import DataFormat, Progress, load_file
-from products.manifest import parse_manifest
+from products.manifest import DataProduct, parse_manifest
+from sandbox.actions.at_commit import AtCommit, Render
+from sandbox.actions.note import AuditNote
 from sandbox.runtime import Runtime
 
 
@@ -16,6 +22,44 @@ def register_product(rt: Runtime, manifest_data: Any, owner: str) -> ProductReco
     """Validate a manifest and register the product. Raises ``InvalidRequest``/``Conflict``."""
     manifest = parse_manifest(manifest_data)
     return rt.catalogue.register(manifest, owner)
+
+
+class ProductRegistration(AtCommit):
+    """Registers a product when its audit entry commits (sandbox/actions/at_commit.py),
+    or refuses the call with ``conflict`` if the id was taken meanwhile."""
+
+    def __init__(self, manifest: DataProduct, owner: str, now: datetime, render: Render):
+        super().__init__(render)
+        self.manifest = manifest
+        self.owner = owner
+        self.now = now
+
+    @classmethod
+    def apply_all(cls, conn: Connection, effects: Sequence[Any]) -> None:
+        for e in effects:
+            if not Catalogue.register_in(conn, e.manifest, e.owner, e.now):
+                e.refusal = Conflict(
+                    f"product {e.manifest.id!r} is already registered",
+                    {"product": e.manifest.id},
+                )
+
+
+def register_product_with_entry(
+    rt: Runtime, manifest_data: Any, owner: str, note: AuditNote, render: Render
+) -> ProductRecord:
+    """``register_product``, committed with the call's audit entry; returns the record
+    as it will be. Raises ``InvalidRequest``/``Conflict``."""
+    manifest = parse_manifest(manifest_data)
+    try:
+        rt.catalogue.get(manifest.id)
+    except NotFound:
+        pass
+    else:
+        raise Conflict(f"product {manifest.id!r} is already registered", {"product": manifest.id})
+    now = rt.clock()
+    note.effect = ProductRegistration(manifest, owner, now, render)
+    note.after_append.append(lambda _index: rt.catalogue.forget())
+    return ProductRecord(manifest, owner, "active", now, None)
 
 
 def load_product_data(

@@ -24,10 +24,11 @@ from audit.log import Effect
 from policies.errors import OperationNotAllowed
 from policies.principals import Principal
 from policies.scopes import Scope, ScopeStatus, ScopeStore
-from products.catalogue import ProductRecord
-from products.errors import InvalidRequest, NotFound
+from products.catalogue import Catalogue, ProductRecord
+from products.errors import Conflict, InvalidRequest, NotFound
 from products.verification import VerificationProduct, parse_verification_product
 from sandbox.actions.admission import CallAdmission
+from sandbox.actions.at_commit import AtCommit, Render
 from sandbox.actions.note import AuditNote
 from sandbox.runtime import Runtime
 from sandbox.verification.enumeration import Verdict, key_hash
@@ -39,8 +40,8 @@ _log = logging.getLogger(__name__)
 REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 
-def define(rt: Runtime, caller: Principal, data: Mapping[str, Any]) -> VerificationProduct:
-    """Validate and store a verification product. Raises ``InvalidRequest``, ``Conflict``."""
+def _definition(rt: Runtime, data: Mapping[str, Any]) -> VerificationProduct:
+    """Parse a verification product against its data product. Raises ``InvalidRequest``."""
     product_id = data.get("product")
     if not isinstance(product_id, str):
         raise InvalidRequest(
@@ -52,8 +53,50 @@ def define(rt: Runtime, caller: Principal, data: Mapping[str, Any]) -> Verificat
         raise InvalidRequest(
             "invalid verification product", {"fields": {"product": [f"no product {product_id!r}"]}}
         ) from None
-    vp = parse_verification_product(dict(data), record.manifest)
+    return parse_verification_product(dict(data), record.manifest)
+
+
+def define(rt: Runtime, caller: Principal, data: Mapping[str, Any]) -> VerificationProduct:
+    """Validate and store a verification product. Raises ``InvalidRequest``, ``Conflict``."""
+    vp = _definition(rt, data)
     rt.catalogue.register_verification(vp, caller.id)
+    return vp
+
+
+class VerificationDefinition(AtCommit):
+    """Stores a verification product when its audit entry commits, or refuses the call
+    with ``conflict`` if the id was taken meanwhile."""
+
+    def __init__(
+        self, vp: VerificationProduct, created_by: str, now: datetime, render: Render
+    ) -> None:
+        super().__init__(render)
+        self.vp = vp
+        self.created_by = created_by
+        self.now = now
+
+    @classmethod
+    def apply_all(cls, conn: Connection, effects: Sequence[Any]) -> None:
+        for e in effects:
+            if not Catalogue.register_verification_in(conn, e.vp, e.created_by, e.now):
+                e.refusal = Conflict(
+                    f"verification product {e.vp.id!r} already exists",
+                    {"verification_product": e.vp.id},
+                )
+
+
+def define_with_entry(
+    rt: Runtime, caller: Principal, data: Mapping[str, Any], note: AuditNote, render: Render
+) -> VerificationProduct:
+    """``define``, committed with the call's audit entry (``sandbox/actions/at_commit.py``).
+    Raises ``InvalidRequest``, ``Conflict``."""
+    vp = _definition(rt, data)
+    if rt.catalogue.verification_product_owner(vp.id) is not None:
+        raise Conflict(
+            f"verification product {vp.id!r} already exists", {"verification_product": vp.id}
+        )
+    note.effect = VerificationDefinition(vp, caller.id, rt.clock(), render)
+    note.after_append.append(lambda _index: rt.catalogue.forget())
     return vp
 
 

@@ -10,9 +10,9 @@ from flask_smorest import Blueprint
 from policies.principals import Role
 from products.errors import InvalidRequest
 from products.loader import DataFormat
-from sandbox.actions.products import load_product_data, register_product
+from sandbox.actions.products import load_product_data, register_product_with_entry
 from sandbox.api.context import caller, note, state
-from sandbox.api.lifecycle import json_body, runtime
+from sandbox.api.lifecycle import json_body, render_refusal, runtime
 from sandbox.api.schemas import ref_body, ref_response
 from sandbox.engine.sample import MAX_SAMPLE_ROWS, synthetic_sample
 from sandbox.errors import UnsupportedMediaType
@@ -46,8 +46,8 @@ def list() -> dict[str, Any]:
 @blp.doc(requestBody=ref_body("Manifest"), responses={"201": ref_response("Product")})
 def create() -> tuple[dict[str, Any], int]:
     data = json_body()
-    note(product=str(data.get("id")) if "id" in data else None)
-    record = register_product(runtime(), data, caller().id)
+    n = note(product=str(data.get("id")) if "id" in data else None)
+    record = register_product_with_entry(runtime(), data, caller().id, n, render_refusal)
     return record.to_dict(include_counts=True), 201
 
 

@@ -7,9 +7,9 @@ from typing import Any
 from flask import request
 from flask_smorest import Blueprint
 
-from sandbox.actions.verifications import define, verify, verify_batch
+from sandbox.actions.verifications import define_with_entry, verify, verify_batch
 from sandbox.api.context import caller, note
-from sandbox.api.lifecycle import json_body, runtime
+from sandbox.api.lifecycle import json_body, render_refusal, runtime
 from sandbox.api.schemas import ref_body, ref_response
 
 products_blp = Blueprint(
@@ -33,7 +33,7 @@ def create() -> tuple[dict[str, Any], int]:
     n = note(
         product=data.get("product") if isinstance(data.get("product"), str) else None,
     )
-    vp = define(runtime(), caller(), data)
+    vp = define_with_entry(runtime(), caller(), data, n, render_refusal)
     n.target["verification_product"] = vp.id
     return vp.to_dict(), 201
 

@@ -89,3 +89,47 @@ def test_only_operators_register(enterprise: Caller, regulator: Caller) -> None:
 def test_unknown_product(enterprise: Caller) -> None:
     resp = enterprise.get("/v1/products/nope")
     assert resp.status_code == 404 and error_code(resp) == "not_found"
+
+
+def _refuse_entries(rt: Runtime, action: str) -> None:
+    # A trigger standing in for a store that fails the append (a full disk, say).
+    with rt.engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE TRIGGER refuse BEFORE INSERT ON audit_entries WHEN NEW.action = '{action}' "
+            "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+
+
+def _accept_entries(rt: Runtime) -> None:
+    with rt.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER refuse")
+
+
+def test_definitions_are_stored_only_with_their_entries(rt: Runtime, operator: Caller) -> None:
+    _refuse_entries(rt, "product.register")
+    assert operator.post("/v1/products", REGISTRY_MANIFEST).status_code == 503
+    assert operator.get("/v1/products/enterprise_registry").status_code == 404
+    _accept_entries(rt)
+    created = operator.post("/v1/products", REGISTRY_MANIFEST)
+    assert created.status_code == 201
+    again = operator.post("/v1/products", REGISTRY_MANIFEST)
+    assert again.status_code == 409 and error_code(again) == "conflict"
+
+    check = {
+        "id": "registry-active",
+        "product": "enterprise_registry",
+        "key": ["uscc"],
+        "checks": [{"name": "active", "column": "status", "op": "eq", "param": "active"}],
+        "answer": "all",
+    }
+    _refuse_entries(rt, "verification_product.register")
+    assert operator.post("/v1/verification-products", check).status_code == 503
+    assert operator.get("/v1/verification-products/registry-active").status_code == 404
+    _accept_entries(rt)
+    defined = operator.post("/v1/verification-products", check)
+    assert defined.status_code == 201, defined.get_json()
+    assert (
+        defined.get_json() == operator.get("/v1/verification-products/registry-active").get_json()
+    )
+    taken = operator.post("/v1/verification-products", check)
+    assert taken.status_code == 409 and error_code(taken) == "conflict"
