@@ -17,13 +17,21 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 
 from policies.errors import BudgetExhausted, OperationNotAllowed
 from policies.scopes import Budget, Scope, decimal_str, from_atto, from_nano, to_nano
 from policies.tables import budget_charges, released_answers, scopes
 from products.transactions import read_then_write
+
+# Stores an answer unless one is stored for the same query: RETURNING tells which.
+_STORE_ANSWER = {
+    name: insert(released_answers)
+    .on_conflict_do_nothing(index_elements=["scope_id", "query_key"])
+    .returning(released_answers.c.query_key)
+    for name, insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))
+}
 
 
 @dataclass(frozen=True)
@@ -84,13 +92,7 @@ class BudgetLedger:
     def reused(self, scope_id: str, query_key: str) -> dict[str, Any] | None:
         """Return the answer already released for this exact query, or None."""
         with self._engine.connect() as conn:
-            row = conn.execute(
-                sa.select(released_answers.c.answer).where(
-                    released_answers.c.scope_id == scope_id,
-                    released_answers.c.query_key == query_key,
-                )
-            ).first()
-        return json.loads(row.answer) if row else None
+            return self._stored(conn, scope_id, query_key)
 
     def budget(self, scope_id: str) -> Budget:
         with self._engine.connect() as conn:
@@ -111,67 +113,101 @@ class BudgetLedger:
         process), returns that stored answer without charging. Raises
         ``BudgetExhausted`` when the charge would overdraw; then nothing is stored.
         """
-        try:
-            with read_then_write(self._engine) as conn:
-                prior = conn.execute(
-                    sa.select(released_answers.c.answer).where(
-                        released_answers.c.scope_id == scope_id,
-                        released_answers.c.query_key == query_key,
-                    )
-                ).first()
-                if prior is not None:
-                    stored = json.loads(prior.answer)
-                    return Release(stored, 0, None, self._budget_in(conn, scope_id), True)
-                conn.execute(
-                    released_answers.insert().values(
-                        scope_id=scope_id,
-                        query_key=query_key,
-                        answer=json.dumps(answer, sort_keys=True),
-                        created_at=self._clock(),
-                    )
-                )
-                charged = conn.execute(
-                    scopes.update()
-                    .where(
-                        scopes.c.id == scope_id,
-                        scopes.c.spent_nano + cost_nano <= scopes.c.epsilon_nano,
-                        scopes.c.delta_spent_atto + delta_atto <= scopes.c.delta_atto,
-                    )
-                    .values(
-                        spent_nano=scopes.c.spent_nano + cost_nano,
-                        delta_spent_atto=scopes.c.delta_spent_atto + delta_atto,
-                    )
-                ).rowcount
-                if charged != 1:
-                    b = self._budget_in(conn, scope_id)
-                    if b.spent + from_nano(cost_nano) > b.epsilon:
-                        raise self._exhausted(
-                            scope_id, to_nano(b.epsilon), to_nano(b.spent), cost_nano
-                        )
-                    raise BudgetExhausted(
-                        f"scope {scope_id!r} has not enough delta left for this query",
-                        {"scope": scope_id, "budget": b.to_dict()},
-                    )
-                charge_id = conn.execute(
-                    budget_charges.insert().values(
-                        scope_id=scope_id,
-                        epsilon_nano=cost_nano,
-                        delta_atto=delta_atto,
-                        query_key=query_key,
-                        request_id=request_id,
-                        created_at=self._clock(),
-                    )
-                ).inserted_primary_key
-                budget = self._budget_in(conn, scope_id)
-            return Release(
-                answer, cost_nano, int(charge_id[0]) if charge_id else None, budget, False
+        with read_then_write(self._engine) as conn:
+            return self.release_in(
+                conn, scope_id, query_key, cost_nano, answer, request_id, delta_atto, self._clock()
             )
-        except IntegrityError:
-            # Another process released the identical query between our read and insert.
-            stored = self.reused(scope_id, query_key)
-            if stored is None:  # pragma: no cover - integrity error of another kind
-                raise
-            return Release(stored, 0, None, self.budget(scope_id), True)
+
+    @classmethod
+    def release_in(
+        cls,
+        conn: sa.Connection,
+        scope_id: str,
+        query_key: str,
+        cost_nano: int,
+        answer: dict[str, Any],
+        request_id: str | None,
+        delta_atto: int,
+        now: datetime,
+    ) -> Release:
+        """``release`` inside the caller's transaction (e.g. the audit append's).
+
+        Raises ``BudgetExhausted`` before writing anything, so the caller's transaction
+        can go on with its other work.
+        """
+        prior = cls._stored(conn, scope_id, query_key)
+        if prior is not None:
+            return Release(prior, 0, None, cls._budget_in(conn, scope_id), True)
+        charged = conn.execute(
+            scopes.update()
+            .where(
+                scopes.c.id == scope_id,
+                scopes.c.spent_nano + cost_nano <= scopes.c.epsilon_nano,
+                scopes.c.delta_spent_atto + delta_atto <= scopes.c.delta_atto,
+            )
+            .values(
+                spent_nano=scopes.c.spent_nano + cost_nano,
+                delta_spent_atto=scopes.c.delta_spent_atto + delta_atto,
+            )
+        ).rowcount
+        if charged != 1:
+            b = cls._budget_in(conn, scope_id)
+            if b.spent + from_nano(cost_nano) > b.epsilon:
+                raise cls._exhausted(scope_id, to_nano(b.epsilon), to_nano(b.spent), cost_nano)
+            raise BudgetExhausted(
+                f"scope {scope_id!r} has not enough delta left for this query",
+                {"scope": scope_id, "budget": b.to_dict()},
+            )
+        stored = conn.execute(
+            _STORE_ANSWER[conn.dialect.name],
+            {
+                "scope_id": scope_id,
+                "query_key": query_key,
+                "answer": json.dumps(answer, sort_keys=True),
+                "created_at": now,
+            },
+        ).first()
+        if stored is None:
+            # Released meanwhile by a writer outside this transaction's lock (only
+            # possible on PostgreSQL): take the charge back and send that answer.
+            conn.execute(
+                scopes.update()
+                .where(scopes.c.id == scope_id)
+                .values(
+                    spent_nano=scopes.c.spent_nano - cost_nano,
+                    delta_spent_atto=scopes.c.delta_spent_atto - delta_atto,
+                )
+            )
+            again = cls._stored(conn, scope_id, query_key)
+            assert again is not None
+            return Release(again, 0, None, cls._budget_in(conn, scope_id), True)
+        charge_id = conn.execute(
+            budget_charges.insert().values(
+                scope_id=scope_id,
+                epsilon_nano=cost_nano,
+                delta_atto=delta_atto,
+                query_key=query_key,
+                request_id=request_id,
+                created_at=now,
+            )
+        ).inserted_primary_key
+        return Release(
+            answer,
+            cost_nano,
+            int(charge_id[0]) if charge_id else None,
+            cls._budget_in(conn, scope_id),
+            False,
+        )
+
+    @staticmethod
+    def _stored(conn: sa.Connection, scope_id: str, query_key: str) -> dict[str, Any] | None:
+        row = conn.execute(
+            sa.select(released_answers.c.answer).where(
+                released_answers.c.scope_id == scope_id,
+                released_answers.c.query_key == query_key,
+            )
+        ).first()
+        return json.loads(row.answer) if row else None
 
     @staticmethod
     def _budget_in(conn: sa.Connection, scope_id: str) -> Budget:

@@ -5,7 +5,11 @@ without happening) hands the change to ``AuditLog.append`` as an ``AtCommit`` ef
 instead of committing it first: the change is applied in the append transaction, and
 when it turns out not to be possible after all (a replay, a limit, a scope that changed
 status meanwhile) the effect records a refusal, its entry is rewritten into that
-refusal, and the HTTP layer answers with it instead of the handler's response.
+refusal, and the HTTP layer answers with it instead of the handler's response. When
+the change succeeds with another answer than the handler foresaw (a query answered
+from a concurrent identical release, a budget that others spent meanwhile), the
+effect records a ``replacement`` answer, and the entry's ``result_hash`` and the
+response (and its receipt) are those of the replacement.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from audit.entry import result_hash
 from audit.log import Effect
 from products.errors import DomainError
 
@@ -29,9 +34,11 @@ class AtCommit(Effect):
         self.refusal: DomainError | None = None
         self.refusal_text = ""
         self.refusal_status = 0
+        self.replacement: dict[str, Any] | None = None
 
     def entry_fields(self, fields: dict[str, Any]) -> dict[str, Any]:
-        if self.refusal is None:
-            return fields
-        fields, self.refusal_text, self.refusal_status = self.render(fields, self.refusal)
+        if self.refusal is not None:
+            fields, self.refusal_text, self.refusal_status = self.render(fields, self.refusal)
+        elif self.replacement is not None:
+            fields = {**fields, "result_hash": result_hash(self.replacement)}
         return fields

@@ -7,22 +7,38 @@ The order of one query is fixed by the invariants:
 4. an identical query (scope, normalised SQL, epsilon, data version) already released
    returns the stored answer without a charge — averaging repeats gains nothing;
 5. otherwise refuse early if the budget cannot cover it, run the rewritten SQL in
-   the isolated engine, add OpenDP noise, and in ONE transaction charge the budget
-   and store the answer (``BudgetLedger.release``); only then is it returned.
+   the isolated engine, add OpenDP noise, and charge the budget and store the answer
+   in the transaction that appends the call's audit entry (``QueryRelease``,
+   ``BudgetLedger.release_in``): no charge without its entry, no answer without its
+   charge; only then is it returned.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
+from policies.budget import BudgetLedger, Release
 from policies.errors import BudgetExhausted, OperationNotAllowed
 from policies.principals import Principal
-from policies.scopes import Scope, decimal_str, from_atto, parse_epsilon, to_atto, to_nano
+from policies.scopes import (
+    Budget,
+    Scope,
+    decimal_str,
+    from_atto,
+    from_nano,
+    parse_epsilon,
+    to_atto,
+    to_nano,
+)
 from products.errors import InvalidRequest, NotFound
+from sandbox.actions.at_commit import AtCommit, Render
 from sandbox.actions.note import AuditNote
 from sandbox.engine import EngineLimits, PreparedQuery, execute, prepare
 from sandbox.engine.plan import OutputKind
@@ -170,7 +186,7 @@ def preview(
 
 
 def run_query(
-    rt: Runtime, caller: Principal, data: Mapping[str, Any], note: AuditNote
+    rt: Runtime, caller: Principal, data: Mapping[str, Any], note: AuditNote, render: Render
 ) -> dict[str, Any]:
     """Return the DP answer of DESIGN §5 (without its receipt, which the edge adds).
 
@@ -203,19 +219,91 @@ def run_query(
         runner=rt.query_runner(),
     )
     stored = {"columns": answer.columns, "rows": answer.rows, "accuracy": answer.accuracy}
-    release = rt.ledger.release(
-        scope.id, query_key, cost, stored, note.request_id, delta_atto=delta_cost
+    # Charged in the transaction that records the call (sandbox/actions/at_commit.py):
+    # no charge without its entry, and no answer without its charge.
+    now_spent = rt.ledger.budget(scope.id)
+    foreseen = Budget(
+        now_spent.epsilon,
+        now_spent.spent + from_nano(cost),
+        now_spent.delta,
+        now_spent.delta_spent + from_atto(delta_cost),
     )
-    if release.reused:
-        note.extra["reused"] = True
-        return _answer(release.answer, Decimal(0), release.budget.to_dict())
+    predicted = _answer(stored, req.epsilon, foreseen.to_dict())
+    release = QueryRelease(
+        scope.id, query_key, cost, delta_cost, stored, note.request_id, rt.clock(), render
+    )
+    release.predicted = predicted
+    note.effect = release
     note.epsilon = decimal_str(req.epsilon)
     if delta_cost:
         note.extra["delta"] = decimal_str(from_atto(delta_cost))
-    charge_id = release.charge_id
-    if charge_id is not None:
-        note.after_append.append(lambda index: rt.ledger.link_audit(charge_id, index))
-    return _answer(release.answer, req.epsilon, release.budget.to_dict())
+    note.after_append.append(lambda index: release.link(rt, index))
+    return predicted
+
+
+class QueryRelease(AtCommit):
+    """Charges the budget and stores the answer when the call's entry commits
+    (``BudgetLedger.release_in``): refused with ``budget_exhausted`` if others spent the
+    budget meanwhile, answered from the stored release if an identical query was
+    released meanwhile (then nothing is charged and the entry says so)."""
+
+    def __init__(
+        self,
+        scope_id: str,
+        query_key: str,
+        cost_nano: int,
+        delta_atto: int,
+        stored: dict[str, Any],
+        request_id: str | None,
+        now: datetime,
+        render: Render,
+    ) -> None:
+        super().__init__(render)
+        self.scope_id = scope_id
+        self.query_key = query_key
+        self.cost_nano = cost_nano
+        self.delta_atto = delta_atto
+        self.stored = stored
+        self.request_id = request_id
+        self.now = now
+        self.predicted: dict[str, Any] = {}
+        self.outcome: Release | None = None
+
+    @classmethod
+    def apply_all(cls, conn: Connection, effects: Sequence[Any]) -> None:
+        for e in effects:
+            try:
+                e.outcome = BudgetLedger.release_in(
+                    conn,
+                    e.scope_id,
+                    e.query_key,
+                    e.cost_nano,
+                    e.stored,
+                    e.request_id,
+                    e.delta_atto,
+                    e.now,
+                )
+            except BudgetExhausted as exc:
+                e.refusal = exc
+                continue
+            o = e.outcome
+            spent = from_nano(o.charged_nano)
+            final = _answer(o.answer, spent, o.budget.to_dict())
+            if final != e.predicted:
+                e.replacement = final
+
+    def entry_fields(self, fields: dict[str, Any]) -> dict[str, Any]:
+        fields = super().entry_fields(fields)
+        if self.outcome is not None and self.outcome.reused:
+            fields = {k: v for k, v in fields.items() if k != "delta"}
+            fields.update(epsilon="0", reused=True)
+        return fields
+
+    def link(self, rt: Runtime, index: int) -> None:
+        """Record the charge's audit index (after the commit; the entry's ``query_key``
+        links them as well)."""
+        if self.outcome is not None and self.outcome.charge_id is not None:
+            rt.ledger.link_audit(self.outcome.charge_id, index)
 
 
 def _answer(stored: Mapping[str, Any], spent: Decimal, budget: dict[str, float]) -> dict[str, Any]:

@@ -208,9 +208,15 @@ def after_request(response: Response) -> Response:
             {},
             503,
         )
+    result = fields["result_hash"]
     if effect is not None and effect.refusal is not None:
         response = _refusal_response(effect)
         denied = True
+    elif effect is not None and effect.replacement is not None:
+        # Decided at commit: the answer the entry records (at_commit.py).
+        obj = effect.replacement
+        result = audit_result_hash(obj)
+        response.set_data(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
     for callback in note.after_append:
         callback(appended.index)
     response.headers["X-Audit-Index"] = str(appended.index)
@@ -221,7 +227,7 @@ def after_request(response: Response) -> Response:
             audit_index=appended.index,
             leaf_hash=appended.leaf_hash,
             request_hash=fields["request_hash"],
-            result_hash=fields["result_hash"],
+            result_hash=result,
             request_id=note.request_id,
         )
         body = dict(obj)

@@ -9,7 +9,7 @@ from flask_smorest import Blueprint
 from sandbox.actions.queries import preview as preview_query
 from sandbox.actions.queries import run_query
 from sandbox.api.context import caller, note
-from sandbox.api.lifecycle import json_body, runtime
+from sandbox.api.lifecycle import json_body, render_refusal, runtime
 from sandbox.api.schemas import ref_body, ref_response
 
 blp = Blueprint("queries", __name__, url_prefix="/v1/queries", description="DP queries")
@@ -35,4 +35,4 @@ def preview() -> dict[str, Any]:
 def run() -> dict[str, Any]:
     n = note()
     n.receipt = True
-    return run_query(runtime(), caller(), json_body(), n)
+    return run_query(runtime(), caller(), json_body(), n, render_refusal)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,22 @@ def enterprise(app: Flask, rt: Runtime) -> Caller:
 @pytest.fixture
 def regulator(app: Flask, rt: Runtime) -> Caller:
     return make_caller(app, rt, "reg-bureau", Role.REGULATOR)
+
+
+@contextmanager
+def store_refuses_entries(rt: Runtime, action: str) -> Iterator[None]:
+    """Within the block, the SQLite store fails every append of an ``action`` entry (a
+    trigger standing in for a full disk): what the call would change must not happen."""
+    with rt.engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE TRIGGER refuse_entries BEFORE INSERT ON audit_entries "
+            f"WHEN NEW.action = '{action}' BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+    try:
+        yield
+    finally:
+        with rt.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER refuse_entries")
 
 
 def error_code(resp: TestResponse) -> str:

@@ -17,6 +17,7 @@ from tests.sandbox.conftest import (
     Caller,
     error_code,
     make_caller,
+    store_refuses_entries,
 )
 
 
@@ -157,16 +158,10 @@ def test_a_scope_transition_commits_only_with_its_entry(
     assert operator.post("/v1/scopes", scope_request(id="sc-acme")).status_code == 201
     # The store refuses the entry (a trigger standing in for a full disk): the caller
     # gets a 503 and the scope is left as it was, not suspended without a trace.
-    with rt.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE TRIGGER refuse BEFORE INSERT ON audit_entries "
-            "WHEN NEW.action = 'scope.suspend' BEGIN SELECT RAISE(ABORT, 'disk full'); END"
-        )
-    failed = operator.post("/v1/scopes/sc-acme/suspend", {"reason": "review"})
+    with store_refuses_entries(rt, "scope.suspend"):
+        failed = operator.post("/v1/scopes/sc-acme/suspend", {"reason": "review"})
     assert failed.status_code == 503 and error_code(failed) == "unavailable"
     assert rt.scopes.get("sc-acme").status.value == "active"
-    with rt.engine.begin() as conn:
-        conn.exec_driver_sql("DROP TRIGGER refuse")
     done = operator.post("/v1/scopes/sc-acme/suspend", {"reason": "review"})
     assert done.status_code == 200 and done.get_json()["status"] == "suspended"
     assert done.get_json() == operator.get("/v1/scopes/sc-acme").get_json()
@@ -216,16 +211,10 @@ def test_a_grant_commits_only_with_its_entry(
     rt: Runtime, operator: Caller, enterprise: Caller, regulator: Caller
 ) -> None:
     setup_product(operator)
-    with rt.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE TRIGGER refuse BEFORE INSERT ON audit_entries "
-            "WHEN NEW.action = 'scope.grant' BEGIN SELECT RAISE(ABORT, 'disk full'); END"
-        )
-    failed = operator.post("/v1/scopes", scope_request(id="sc-acme"))
+    with store_refuses_entries(rt, "scope.grant"):
+        failed = operator.post("/v1/scopes", scope_request(id="sc-acme"))
     assert failed.status_code == 503 and error_code(failed) == "unavailable"
     assert operator.get("/v1/scopes/sc-acme").status_code == 404  # no grant without trace
-    with rt.engine.begin() as conn:
-        conn.exec_driver_sql("DROP TRIGGER refuse")
     done = operator.post("/v1/scopes", scope_request(id="sc-acme"))
     assert done.status_code == 201
     assert done.get_json() == operator.get("/v1/scopes/sc-acme").get_json()
@@ -270,49 +259,32 @@ def test_a_grant_whose_id_was_taken_before_its_commit_is_refused_and_recorded(
     assert rt.scopes.get("sc-acme").granted_by == "op-other"
 
 
-def _refuse_entries(rt: Runtime, action: str) -> None:
-    # A trigger standing in for a store that fails the append (a full disk, say).
-    with rt.engine.begin() as conn:
-        conn.exec_driver_sql(
-            f"CREATE TRIGGER refuse BEFORE INSERT ON audit_entries WHEN NEW.action = '{action}' "
-            "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
-        )
-
-
-def _accept_entries(rt: Runtime) -> None:
-    with rt.engine.begin() as conn:
-        conn.exec_driver_sql("DROP TRIGGER refuse")
-
-
 def test_principals_and_keys_change_only_with_their_entries(
     rt: Runtime, operator: Caller, regulator: Caller
 ) -> None:
     pub1, pub2 = (generate_keypair()[1].decode() for _ in range(2))
     body = {"id": "ent-new", "role": "enterprise", "name": "New Co", "keys": [{"public_key": pub1}]}
 
-    _refuse_entries(rt, "principal.register")
-    assert operator.post("/v1/principals", body).status_code == 503
+    with store_refuses_entries(rt, "principal.register"):
+        assert operator.post("/v1/principals", body).status_code == 503
     assert operator.get("/v1/principals/ent-new").status_code == 404
-    _accept_entries(rt)
     created = operator.post("/v1/principals", body)
     assert created.status_code == 201
     assert created.get_json() == operator.get("/v1/principals/ent-new").get_json()
 
-    _refuse_entries(rt, "principal.key_add")
-    assert operator.post("/v1/principals/ent-new/keys", {"public_key": pub2}).status_code == 503
+    with store_refuses_entries(rt, "principal.key_add"):
+        assert operator.post("/v1/principals/ent-new/keys", {"public_key": pub2}).status_code == 503
     assert len(operator.get("/v1/principals/ent-new").get_json()["keys"]) == 1
-    _accept_entries(rt)
     added = operator.post("/v1/principals/ent-new/keys", {"public_key": pub2})
     assert added.status_code == 201 and len(added.get_json()["keys"]) == 2
     assert added.get_json() == operator.get("/v1/principals/ent-new").get_json()
     kid = added.get_json()["keys"][1]["kid"]
 
-    _refuse_entries(rt, "principal.key_disable")
-    assert operator.post(f"/v1/principals/ent-new/keys/{kid}/disable").status_code == 503
+    with store_refuses_entries(rt, "principal.key_disable"):
+        assert operator.post(f"/v1/principals/ent-new/keys/{kid}/disable").status_code == 503
     assert {k["status"] for k in operator.get("/v1/principals/ent-new").get_json()["keys"]} == {
         "active"
     }
-    _accept_entries(rt)
     disabled = operator.post(f"/v1/principals/ent-new/keys/{kid}/disable")
     assert disabled.status_code == 200
     assert disabled.get_json() == operator.get("/v1/principals/ent-new").get_json()

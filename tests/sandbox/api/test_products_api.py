@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from sandbox.runtime import Runtime
-from tests.sandbox.conftest import REGISTRY_MANIFEST, REGISTRY_ROWS, Caller, error_code
+from tests.sandbox.conftest import (
+    REGISTRY_MANIFEST,
+    REGISTRY_ROWS,
+    Caller,
+    error_code,
+    store_refuses_entries,
+)
 
 
 def register(operator: Caller, manifest: dict[str, Any] | None = None) -> Any:
@@ -91,25 +97,10 @@ def test_unknown_product(enterprise: Caller) -> None:
     assert resp.status_code == 404 and error_code(resp) == "not_found"
 
 
-def _refuse_entries(rt: Runtime, action: str) -> None:
-    # A trigger standing in for a store that fails the append (a full disk, say).
-    with rt.engine.begin() as conn:
-        conn.exec_driver_sql(
-            f"CREATE TRIGGER refuse BEFORE INSERT ON audit_entries WHEN NEW.action = '{action}' "
-            "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
-        )
-
-
-def _accept_entries(rt: Runtime) -> None:
-    with rt.engine.begin() as conn:
-        conn.exec_driver_sql("DROP TRIGGER refuse")
-
-
 def test_definitions_are_stored_only_with_their_entries(rt: Runtime, operator: Caller) -> None:
-    _refuse_entries(rt, "product.register")
-    assert operator.post("/v1/products", REGISTRY_MANIFEST).status_code == 503
+    with store_refuses_entries(rt, "product.register"):
+        assert operator.post("/v1/products", REGISTRY_MANIFEST).status_code == 503
     assert operator.get("/v1/products/enterprise_registry").status_code == 404
-    _accept_entries(rt)
     created = operator.post("/v1/products", REGISTRY_MANIFEST)
     assert created.status_code == 201
     again = operator.post("/v1/products", REGISTRY_MANIFEST)
@@ -122,10 +113,9 @@ def test_definitions_are_stored_only_with_their_entries(rt: Runtime, operator: C
         "checks": [{"name": "active", "column": "status", "op": "eq", "param": "active"}],
         "answer": "all",
     }
-    _refuse_entries(rt, "verification_product.register")
-    assert operator.post("/v1/verification-products", check).status_code == 503
+    with store_refuses_entries(rt, "verification_product.register"):
+        assert operator.post("/v1/verification-products", check).status_code == 503
     assert operator.get("/v1/verification-products/registry-active").status_code == 404
-    _accept_entries(rt)
     defined = operator.post("/v1/verification-products", check)
     assert defined.status_code == 201, defined.get_json()
     assert (

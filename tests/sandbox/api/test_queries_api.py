@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from audit.entry import result_hash
 from audit.receipts import check_receipt
+from policies.scopes import to_nano
+from sandbox.actions.queries import QueryRelease
+from sandbox.api.lifecycle import render_refusal
 from sandbox.runtime import Runtime
-from tests.sandbox.conftest import REGISTRY_MANIFEST, REGISTRY_ROWS, Caller, error_code
+from tests.sandbox.conftest import (
+    REGISTRY_MANIFEST,
+    REGISTRY_ROWS,
+    Caller,
+    error_code,
+    store_refuses_entries,
+)
 
 COUNT_BY_DISTRICT = (
     "SELECT district, COUNT(*) AS n, SUM(registered_capital) AS capital "
@@ -264,3 +274,62 @@ def test_unknown_keys_spend_delta_and_delta_is_never_overdrawn(
     refused = enterprise.post("/v1/queries", {"scope": "sc-nd", "sql": sql, "epsilon": 1})
     assert refused.status_code == 400 and error_code(refused) == "column_not_allowed"
     assert rt.scopes.get("sc-d").delta_spent_atto == 600_000_000_000
+
+
+def test_a_charge_commits_only_with_its_entry(
+    scope: str, enterprise: Caller, operator: Caller, rt: Runtime
+) -> None:
+    # While the store refuses the entry, no answer leaves, and no budget is spent nor
+    # any release stored.
+    with store_refuses_entries(rt, "query.aggregate"):
+        failed = query(enterprise, COUNT_BY_DISTRICT)
+    assert failed.status_code == 503 and error_code(failed) == "unavailable"
+    assert operator.get("/v1/scopes/sc-q").get_json()["budget"]["spent"] == 0.0
+    assert operator.get("/v1/scopes/sc-q/charges").get_json()["charges"] == []
+    done = query(enterprise, COUNT_BY_DISTRICT)
+    assert done.status_code == 200 and done.get_json()["epsilon_spent"] == 0.5  # not a reuse
+    charges = operator.get("/v1/scopes/sc-q/charges").get_json()["charges"]
+    assert [c["audit_index"] for c in charges] == [int(done.headers["X-Audit-Index"])]
+
+
+def _query_fields(jti: str) -> dict[str, Any]:
+    return {
+        "actor": "ent-acme",
+        "role": "enterprise",
+        "action": "query.aggregate",
+        "target": {"scope": "sc-q", "product": "enterprise_registry"},
+        "request_hash": "0" * 64,
+        "decision": "allow",
+        "reason": None,
+        "status": 200,
+        "epsilon": "0.5",
+        "result_hash": "1" * 64,
+        "jti": jti,
+        "client": "127.0.0.1",
+    }
+
+
+def test_what_others_did_before_the_commit_decides_the_answer(scope: str, rt: Runtime) -> None:
+    half = to_nano(Decimal("0.5"))
+    mine = {"columns": ["n"], "rows": [[10]], "accuracy": []}
+    theirs = {"columns": ["n"], "rows": [[12]], "accuracy": []}
+    # 1. An identical query was released meanwhile: its answer is sent, nothing charged.
+    same = QueryRelease("sc-q", "k-same", half, 0, mine, None, rt.clock(), render_refusal)
+    same.predicted = {"foreseen": True}
+    rt.ledger.release("sc-q", "k-same", half, theirs, None)
+    rt.audit.append(_query_fields("j-1"), same)
+    assert same.replacement is not None and same.replacement["rows"] == [[12]]
+    assert same.replacement["epsilon_spent"] == 0.0
+    entry = rt.audit.entries(limit=1000).entries[-1].entry
+    assert (entry["epsilon"], entry["reused"]) == ("0", True)
+    assert entry["result_hash"] == result_hash(same.replacement)
+    assert rt.ledger.budget("sc-q").spent == Decimal("0.5")  # the other release's charge only
+    # 2. Others spent the budget meanwhile: refused, nothing charged or stored.
+    rt.ledger.release("sc-q", "k-other", to_nano(Decimal("2.3")), theirs, None)
+    late = QueryRelease("sc-q", "k-late", half, 0, mine, None, rt.clock(), render_refusal)
+    rt.audit.append(_query_fields("j-2"), late)
+    assert late.refusal_status == 403 and '"budget_exhausted"' in late.refusal_text
+    entry = rt.audit.entries(limit=1000).entries[-1].entry
+    assert (entry["decision"], entry["epsilon"]) == ("deny", "0")
+    assert rt.ledger.reused("sc-q", "k-late") is None
+    assert rt.ledger.budget("sc-q").spent == Decimal("2.8")

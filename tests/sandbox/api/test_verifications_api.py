@@ -18,7 +18,7 @@ from sandbox.actions.verifications import define
 from sandbox.demo import DemoSizes, manifest_data, verification_data, write_all
 from sandbox.runtime import Runtime
 from sandbox.verification.codes import make_uscc
-from tests.sandbox.conftest import Caller, error_code
+from tests.sandbox.conftest import Caller, error_code, store_refuses_entries
 
 
 @pytest.fixture
@@ -369,18 +369,12 @@ def test_a_platform_suspension_commits_only_with_its_flag_entry(
             {"scope": "sc-kyc", "items": [{"subject": {"uscc": u}} for u in batch]},
         )
 
-    with rt.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE TRIGGER refuse_flags BEFORE INSERT ON audit_entries "
-            "WHEN NEW.action = 'scope.flag' BEGIN SELECT RAISE(ABORT, 'disk full'); END"
-        )
-    for start in range(0, 500, 100):  # the 5th batch reaches the suspension threshold
-        assert send(probes[start : start + 100]).status_code == 200
+    with store_refuses_entries(rt, "scope.flag"):
+        for start in range(0, 500, 100):  # the 5th batch reaches the suspension threshold
+            assert send(probes[start : start + 100]).status_code == 200
     assert rt.scopes.get("sc-kyc").status.value == "active"
     assert regulator.get("/v1/audit/entries?action=scope.flag").get_json()["entries"] == []
 
-    with rt.engine.begin() as conn:
-        conn.exec_driver_sql("DROP TRIGGER refuse_flags")
     assert send(probes[500:600]).status_code == 200  # still over the threshold
     assert rt.scopes.get("sc-kyc").status.value == "suspended"
     flags = regulator.get("/v1/audit/entries?action=scope.flag").get_json()["entries"]
