@@ -252,35 +252,51 @@ class Catalogue:
         self, product_id: str, version: int, row_count: int, content_hash: str
     ) -> ProductRecord:
         """Mark a loaded version active and make it current, in one transaction."""
-        now = self._clock()
         self._cache.clear()
         with self._engine.begin() as conn:
-            conn.execute(
-                product_versions.update()
-                .where(
-                    product_versions.c.product_id == product_id,
-                    product_versions.c.version == version,
-                )
-                .values(
-                    status="active",
-                    row_count=row_count,
-                    content_hash=content_hash,
-                    finished_at=now,
-                )
+            return self.activate_version_in(
+                conn, product_id, version, row_count, content_hash, self._clock()
             )
-            # A slower, older load finishing late must not replace a newer one.
-            conn.execute(
-                products.update()
-                .where(
-                    products.c.id == product_id,
-                    sa.or_(
-                        products.c.current_version.is_(None),
-                        products.c.current_version < version,
-                    ),
-                )
-                .values(current_version=version, updated_at=now)
+
+    @classmethod
+    def activate_version_in(
+        cls,
+        conn: Connection,
+        product_id: str,
+        version: int,
+        row_count: int,
+        content_hash: str,
+        now: datetime,
+    ) -> ProductRecord:
+        """``activate_version`` inside the caller's transaction; returns the product as
+        it then is (its current version may be a newer one, loaded meanwhile)."""
+        conn.execute(
+            product_versions.update()
+            .where(
+                product_versions.c.product_id == product_id,
+                product_versions.c.version == version,
             )
-        return self.get(product_id)
+            .values(
+                status="active",
+                row_count=row_count,
+                content_hash=content_hash,
+                finished_at=now,
+            )
+        )
+        # A slower, older load finishing late must not replace a newer one.
+        conn.execute(
+            products.update()
+            .where(
+                products.c.id == product_id,
+                sa.or_(
+                    products.c.current_version.is_(None),
+                    products.c.current_version < version,
+                ),
+            )
+            .values(current_version=version, updated_at=now)
+        )
+        row = conn.execute(cls._WITH_CURRENT.where(products.c.id == product_id)).one()
+        return cls._record(row)
 
     def fail_version(self, product_id: str, version: int) -> None:
         """Record that a load did not complete; its number is never reused."""

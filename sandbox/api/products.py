@@ -10,7 +10,7 @@ from flask_smorest import Blueprint
 from policies.principals import Role
 from products.errors import InvalidRequest
 from products.loader import DataFormat
-from sandbox.actions.products import load_product_data, register_product_with_entry
+from sandbox.actions.products import load_product_data_with_entry, register_product_with_entry
 from sandbox.api.context import caller, note, state
 from sandbox.api.lifecycle import json_body, render_refusal, runtime
 from sandbox.api.schemas import ref_body, ref_response
@@ -102,7 +102,7 @@ def _int_param(name: str, default: int) -> int:
     },
 )
 def upload(product_id: str) -> dict[str, Any]:
-    note(product=product_id)
+    n = note(product=product_id)
     fmt = UPLOAD_TYPES.get(request.mimetype)
     if fmt is None:
         raise UnsupportedMediaType(
@@ -112,9 +112,10 @@ def upload(product_id: str) -> dict[str, Any]:
     upload_path = state().upload
     if upload_path is None or upload_path.stat().st_size == 0:
         raise InvalidRequest("the request body is empty: send the rows")
-    record = load_product_data(runtime(), product_id, upload_path, fmt, caller().id)
-    st = state()
-    if st.note is not None and record.current is not None:
-        st.note.extra["product_version"] = record.current.version
-        st.note.extra["content_hash"] = record.current.content_hash
+    record = load_product_data_with_entry(
+        runtime(), product_id, upload_path, fmt, caller().id, n, render_refusal
+    )
+    if record.current is not None:
+        n.extra["product_version"] = record.current.version
+        n.extra["content_hash"] = record.current.content_hash
     return record.to_dict(include_counts=True)

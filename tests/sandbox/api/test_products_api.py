@@ -123,3 +123,26 @@ def test_definitions_are_stored_only_with_their_entries(rt: Runtime, operator: C
     )
     taken = operator.post("/v1/verification-products", check)
     assert taken.status_code == 409 and error_code(taken) == "conflict"
+
+
+def test_a_data_version_becomes_current_only_with_its_entry(rt: Runtime, operator: Caller) -> None:
+    assert operator.post("/v1/products", REGISTRY_MANIFEST).status_code == 201
+
+    def upload() -> Any:
+        return operator.call(
+            "PUT",
+            "/v1/products/enterprise_registry/data",
+            body=REGISTRY_ROWS.encode(),
+            content_type="text/csv",
+        )
+
+    with store_refuses_entries(rt, "product.data"):
+        failed = upload()
+    assert failed.status_code == 503
+    # The file was loaded, but no call reads it: the product still has no data.
+    assert operator.get("/v1/products/enterprise_registry").get_json()["version"] is None
+    done = upload()
+    assert done.status_code == 200
+    body = done.get_json()
+    assert body == operator.get("/v1/products/enterprise_registry").get_json()
+    assert body["version"] == 2  # version 1 was loaded for the failed call, never current
