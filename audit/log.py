@@ -206,10 +206,10 @@ class Effect:
     changes to ``AuditLog.append`` instead of committing them first: the leader applies
     the effects of its whole batch in the append transaction, so they and the entries
     commit together or not at all, at the cost of one transaction per batch instead of
-    one per call. Effects of one class are applied together by ``apply_all``, in queue
-    order; each may then rewrite its own entry (``entry_fields``), e.g. to record that
-    the call was refused after all. Subclasses live with the state they write; this
-    module knows nothing about it.
+    one per call. Effects are applied in queue order, consecutive effects of one class
+    together by ``apply_all``; each may then rewrite its own entry (``entry_fields``),
+    e.g. to record that the call was refused after all. Subclasses live with the state
+    they write; this module knows nothing about it.
     """
 
     @classmethod
@@ -467,10 +467,10 @@ class AuditLog:
                         "leaf": leaf,
                         "leaf_hash": h,
                         "time": now,
-                        "actor": fields.get("actor"),
-                        "role": fields.get("role"),
-                        "action": fields["action"],
-                        "decision": fields["decision"],
+                        "actor": _str_or_none(fields.get("actor")),
+                        "role": _str_or_none(fields.get("role")),
+                        "action": _column_text(fields["action"]),
+                        "decision": _column_text(fields["decision"]),
                         "product": _str_or_none(target.get("product")),
                         "scope": _str_or_none(target.get("scope")),
                         "subject": _str_or_none(
@@ -500,12 +500,19 @@ class AuditLog:
         batch: Sequence[Mapping[str, Any]],
         effects: Sequence[Effect | None],
     ) -> list[Mapping[str, Any]]:
-        by_class: dict[type[Effect], list[Effect]] = {}
-        for e in effects:
-            if e is not None:
-                by_class.setdefault(type(e), []).append(e)
-        for cls, group in by_class.items():
-            cls.apply_all(conn, group)
+        # In queue order: consecutive effects of one class are applied together, so a
+        # change queued between two calls (a revocation between two verifications)
+        # is seen by the later call and not by the earlier one.
+        run: list[Effect] = []
+        for effect in effects:
+            if effect is None:
+                continue
+            if run and type(effect) is not type(run[0]):
+                type(run[0]).apply_all(conn, run)
+                run = []
+            run.append(effect)
+        if run:
+            type(run[0]).apply_all(conn, run)
         out: list[Mapping[str, Any]] = []
         for fields, e in zip(batch, effects, strict=True):
             if e is not None:
@@ -888,7 +895,14 @@ def _checkpoint(row: sa.Row[Any]) -> StoredCheckpoint:
 
 
 def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+    return _column_text(value) if isinstance(value, str) else None
+
+
+def _column_text(value: str) -> str:
+    # For the searchable copies of a few fields only (the leaf keeps the exact text):
+    # PostgreSQL text refuses NUL, and one refused row would fail every entry of the
+    # batch, whoever sent it.
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
 
 
 def _time_str(value: datetime | str) -> str:

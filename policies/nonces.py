@@ -8,7 +8,7 @@ inside the database, whichever process tries it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from policies.tables import nonces
 
 PRUNE_EVERY = 1000
+PRUNE_MARGIN = timedelta(seconds=120)
 
 
 def _claim_statement(insert: Any) -> sa.Executable:
@@ -79,8 +80,12 @@ class NonceStore:
         ]
 
     def prune(self) -> int:
-        """Delete nonces whose tokens can no longer be accepted. Returns rows removed."""
+        """Delete nonces whose tokens can no longer be accepted. Returns rows removed.
+
+        Keeps them ``PRUNE_MARGIN`` longer than their window: a call admitted at commit
+        (``claim_in``) is refused once its window has ended by that process's clock,
+        and the margin covers clocks of other processes and nodes that run behind.
+        """
         with self._engine.begin() as conn:
-            return int(
-                conn.execute(nonces.delete().where(nonces.c.expires_at < self._clock())).rowcount
-            )
+            cutoff = self._clock() - PRUNE_MARGIN
+            return int(conn.execute(nonces.delete().where(nonces.c.expires_at < cutoff)).rowcount)

@@ -1,6 +1,8 @@
 """Text that can cross every boundary: JSON may carry lone surrogates (``"\\ud800"``),
-which Python strings hold but no UTF-8 store, log or answer can. Every edge refuses them
-with this check, so they never reach a store or an audit entry."""
+which Python strings hold but no UTF-8 store, log or answer can, and NUL characters
+(``"\\u0000"``), which PostgreSQL text columns refuse. Every edge refuses both with
+this check, so they never reach a store or an audit entry (where one bad string in a
+group-commit batch would fail the whole batch)."""
 
 from __future__ import annotations
 
@@ -8,12 +10,19 @@ from typing import Any
 
 
 def is_utf8(text: str) -> bool:
-    """True unless ``text`` holds lone surrogates."""
+    """True unless ``text`` holds lone surrogates or NUL characters."""
+    if "\x00" in text:
+        return False
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         return False
     return True
+
+
+def storable(text: str) -> str:
+    """``text`` with lone surrogates and NUL characters replaced by U+FFFD."""
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode()
 
 
 def all_utf8(value: Any) -> bool:

@@ -22,19 +22,17 @@ serialised by the log's head lock, so the checks see every earlier call.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from policies.errors import Replayed
+from policies.errors import Replayed, TokenExpired
 from policies.limits import RateLimiter
 from policies.nonces import NonceStore
 from policies.scopes import Scope, ScopeStatus, ScopeStore
-from products.errors import DomainError
-from sandbox.actions.at_commit import AtCommit, Render
+from sandbox.actions.at_commit import AtCommit, Render, unusable
 from sandbox.verification.enumeration import EnumerationPolicy, Verdict
 from sandbox.verification.probes import Probe, record_and_assess_in
 
@@ -78,8 +76,18 @@ class CallAdmission(AtCommit):
     @classmethod
     def apply_all(cls, conn: Connection, effects: Sequence[Any]) -> None:
         calls: list[CallAdmission] = list(effects)
-        fresh = NonceStore.claim_in(conn, [(c.issuer, c.jti, c.nonce_expires_at) for c in calls])
-        for call, ok in zip(calls, fresh, strict=True):
+        now = calls[0].clock()
+        # A token whose replay window has ended by now is refused here, not claimed: its
+        # nonce may already have been pruned, and claiming it afresh would let a replay
+        # through (NonceStore.prune).
+        live = []
+        for call in calls:
+            if call.nonce_expires_at <= now:
+                call.refusal = TokenExpired("token has expired", "expired", issuer=call.issuer)
+            else:
+                live.append(call)
+        fresh = NonceStore.claim_in(conn, [(c.issuer, c.jti, c.nonce_expires_at) for c in live])
+        for call, ok in zip(live, fresh, strict=True):
             if not ok:
                 call.refusal = Replayed(
                     "this call (jti) was already used", "replayed", issuer=call.issuer
@@ -90,7 +98,6 @@ class CallAdmission(AtCommit):
                 by_scope.setdefault(call.scope.id, []).append(call)
         if not by_scope:
             return
-        now = calls[0].clock()
         statuses = ScopeStore.status_in(conn, by_scope)
         for scope_id, group in by_scope.items():
             first = group[0]
@@ -99,19 +106,9 @@ class CallAdmission(AtCommit):
             status, reason = statuses.get(scope_id, (ScopeStatus.REVOKED, None))
             for call, over in zip(group, limits, strict=True):
                 assert call.scope is not None
-                call.refusal = over or _unusable(call.scope, status, reason, now)
+                call.refusal = over or unusable(call.scope, status, reason, now)
             admitted = [c for c in group if c.refusal is None and c.probes]
             if admitted:
                 probes = [p for c in admitted for p in c.probes]
                 verdict = record_and_assess_in(conn, scope_id, now, probes, first.enumeration)
                 admitted[-1].verdict = verdict  # acted on once per scope and batch
-
-
-def _unusable(
-    scope: Scope, status: ScopeStatus, reason: str | None, now: datetime
-) -> DomainError | None:
-    try:
-        dataclasses.replace(scope, status=status, status_reason=reason).check_usable(now)
-    except DomainError as exc:
-        return exc
-    return None

@@ -14,11 +14,14 @@ response (and its receipt) are those of the replacement.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from audit.entry import result_hash
 from audit.log import Effect
+from policies.scopes import Scope, ScopeStatus
 from products.errors import DomainError
 
 # Renders a refusal as the caller will receive it: (fields of the rewritten entry,
@@ -42,3 +45,15 @@ class AtCommit(Effect):
         elif self.replacement is not None:
             fields = {**fields, "result_hash": result_hash(self.replacement)}
         return fields
+
+
+def unusable(
+    scope: Scope, status: ScopeStatus, reason: str | None, now: datetime
+) -> DomainError | None:
+    """The refusal of a call under ``scope`` if its status as read at commit (or its
+    validity at ``now``) forbids it, else None."""
+    try:
+        dataclasses.replace(scope, status=status, status_reason=reason).check_usable(now)
+    except DomainError as exc:
+        return exc
+    return None

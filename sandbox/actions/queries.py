@@ -30,6 +30,8 @@ from policies.principals import Principal
 from policies.scopes import (
     Budget,
     Scope,
+    ScopeStatus,
+    ScopeStore,
     decimal_str,
     from_atto,
     from_nano,
@@ -38,7 +40,7 @@ from policies.scopes import (
     to_nano,
 )
 from products.errors import InvalidRequest, NotFound
-from sandbox.actions.at_commit import AtCommit, Render
+from sandbox.actions.at_commit import AtCommit, Render, unusable
 from sandbox.actions.note import AuditNote
 from sandbox.engine import EngineLimits, PreparedQuery, execute, prepare
 from sandbox.engine.plan import OutputKind
@@ -230,7 +232,7 @@ def run_query(
     )
     predicted = _answer(stored, req.epsilon, foreseen.to_dict())
     release = QueryRelease(
-        scope.id, query_key, cost, delta_cost, stored, note.request_id, rt.clock(), render
+        scope, query_key, cost, delta_cost, stored, note.request_id, rt.clock(), render
     )
     release.predicted = predicted
     note.effect = release
@@ -243,13 +245,15 @@ def run_query(
 
 class QueryRelease(AtCommit):
     """Charges the budget and stores the answer when the call's entry commits
-    (``BudgetLedger.release_in``): refused with ``budget_exhausted`` if others spent the
-    budget meanwhile, answered from the stored release if an identical query was
-    released meanwhile (then nothing is charged and the entry says so)."""
+    (``BudgetLedger.release_in``): refused if the scope was suspended or revoked
+    meanwhile (its status is read again at commit) or with ``budget_exhausted`` if
+    others spent the budget meanwhile; answered from the stored release if an
+    identical query was released meanwhile (then nothing is charged and the entry says
+    so)."""
 
     def __init__(
         self,
-        scope_id: str,
+        scope: Scope,
         query_key: str,
         cost_nano: int,
         delta_atto: int,
@@ -259,7 +263,7 @@ class QueryRelease(AtCommit):
         render: Render,
     ) -> None:
         super().__init__(render)
-        self.scope_id = scope_id
+        self.scope = scope
         self.query_key = query_key
         self.cost_nano = cost_nano
         self.delta_atto = delta_atto
@@ -271,11 +275,16 @@ class QueryRelease(AtCommit):
 
     @classmethod
     def apply_all(cls, conn: Connection, effects: Sequence[Any]) -> None:
+        statuses = ScopeStore.status_in(conn, {e.scope.id for e in effects})
         for e in effects:
+            status, reason = statuses.get(e.scope.id, (ScopeStatus.REVOKED, None))
+            e.refusal = unusable(e.scope, status, reason, e.now)
+            if e.refusal is not None:
+                continue
             try:
                 e.outcome = BudgetLedger.release_in(
                     conn,
-                    e.scope_id,
+                    e.scope.id,
                     e.query_key,
                     e.cost_nano,
                     e.stored,

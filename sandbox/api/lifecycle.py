@@ -32,7 +32,7 @@ from audit.receipts import receipt_claims
 from policies.calls import verify_call
 from policies.errors import AuthError
 from products.errors import DomainError, Forbidden, InvalidRequest
-from products.text import all_utf8
+from products.text import all_utf8, storable
 from sandbox.actions.admission import CallAdmission
 from sandbox.actions.at_commit import AtCommit
 from sandbox.actions.note import AuditNote
@@ -266,10 +266,10 @@ def _refusal_response(effect: AtCommit) -> Response:
 
 
 def _utf8_safe(value: Any) -> Any:
-    """``value`` with any lone surrogate replaced (U+FFFD): inputs are checked at the
-    edge, this is the last guard so that one odd string can never fail an append."""
+    """``value`` with any lone surrogate or NUL replaced (U+FFFD): inputs are checked at
+    the edge, this is the last guard so that one odd string can never fail an append."""
     if isinstance(value, str):
-        return value if all_utf8(value) else value.encode("utf-8", "replace").decode()
+        return value if all_utf8(value) else storable(value)
     if isinstance(value, dict):
         return {_utf8_safe(k): _utf8_safe(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -376,6 +376,7 @@ def json_body() -> dict[str, Any]:
         raise InvalidRequest("the JSON body must be an object")
     if not all_utf8(data):
         raise InvalidRequest(
-            "the JSON body holds a lone surrogate (\\ud800-\\udfff); strings must be valid Unicode"
+            "the JSON body holds a lone surrogate (\\ud800-\\udfff) or a NUL (\\u0000); "
+            "strings must be valid Unicode text"
         )
     return data

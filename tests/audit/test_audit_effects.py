@@ -127,3 +127,46 @@ def test_a_failed_batch_fails_only_its_callers_and_the_lead_passes_on(side: Audi
     assert [e.index for e in entries] == list(range(len(entries)))
     assert {e.entry["who"] for e in entries[1:]} == committed
     assert tags(side) == {"taken"} | {f"t{w[1:]}" for w in committed}
+
+
+class Other(Effect):
+    """A second kind of effect: records where it fell among the Tagged ones."""
+
+    seen: ClassVar[list[str]] = []
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+    @classmethod
+    def apply_all(cls, conn: Connection, effects: Sequence[Any]) -> None:
+        cls.seen.extend(f"other:{e.tag}" for e in effects)
+        Tagged.batches.append([f"other:{e.tag}" for e in effects])
+
+
+def test_effects_of_different_kinds_are_applied_in_queue_order(side: AuditLog) -> None:
+    # Queued [tagged a, other x, tagged b] in one batch: a change queued between two
+    # calls (say, a revocation between two verifications) is applied between them.
+    hold = threading.Event()
+    release = threading.Event()
+
+    class Blocker(Effect):
+        @classmethod
+        def apply_all(cls, conn: Connection, effects: Sequence[Any]) -> None:
+            hold.set()
+            release.wait(10)
+
+    first = threading.Thread(target=side.append, args=(make_fields(0), Blocker()))
+    first.start()
+    assert hold.wait(10)  # the leader is inside its transaction; the rest queue up
+    queued = [("a", Tagged("a")), ("x", Other("x")), ("b", Tagged("b"))]
+    threads = []
+    for i, (_, effect) in enumerate(queued, start=1):
+        t = threading.Thread(target=side.append, args=(make_fields(i), effect))
+        t.start()
+        threads.append(t)
+        while not side._queue or side._queue[-1].effect is not effect:  # queue order known
+            threading.Event().wait(0.001)
+    release.set()
+    for t in [first, *threads]:
+        t.join(10)
+    assert Tagged.batches == [["a"], ["other:x"], ["b"]]

@@ -64,6 +64,18 @@ def test_append_returns_committed_entries(log: AuditLog) -> None:
     assert log.size() == 2  # nothing written for a refused entry
 
 
+def test_a_nul_in_a_field_is_kept_in_the_leaf_and_fails_no_batch(log: AuditLog) -> None:
+    # PostgreSQL text refuses NUL: the searchable copy is replaced, the leaf is exact.
+    fields = make_fields(0)
+    fields["actor"] = "a\x00b"
+    fields["target"] = {"scope": "s\x00", "product": "p"}
+    appended = log.append(fields)
+    entry = log.entries().entries[0].entry
+    assert entry["actor"] == "a\x00b" and entry["target"]["scope"] == "s\x00"
+    assert log.leaf(0) == appended.leaf and b"a\\u0000b" in appended.leaf
+    assert log.append(make_fields(1)).index == 1
+
+
 def test_concurrent_threads_no_gaps_and_root_matches(log: AuditLog) -> None:
     threads, per = 16, 40
     seen: list[int] = []

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.engine import Engine
 
-from policies.nonces import NonceStore
+from policies.nonces import PRUNE_MARGIN, NonceStore
 from tests.policies.conftest import FakeClock
 
 
@@ -57,9 +57,13 @@ def test_claim_in_of_nothing_is_nothing(engine: Engine) -> None:
         assert NonceStore.claim_in(conn, []) == []
 
 
-def test_prune_forgets_only_expired_nonces(nonces: NonceStore, clock: FakeClock) -> None:
+def test_prune_forgets_nonces_only_a_margin_after_their_window(
+    nonces: NonceStore, clock: FakeClock
+) -> None:
     assert nonces.claim("ent-a", "old", clock.now + timedelta(seconds=10))
     assert nonces.claim("ent-a", "new", clock.now + timedelta(minutes=10))
     clock.now += timedelta(minutes=1)
+    assert nonces.prune() == 0  # past its window, but within the margin
+    clock.now += PRUNE_MARGIN
     assert nonces.prune() == 1
     assert nonces.claim("ent-a", "new", clock.now + timedelta(minutes=10)) is False

@@ -314,7 +314,8 @@ def test_what_others_did_before_the_commit_decides_the_answer(scope: str, rt: Ru
     mine = {"columns": ["n"], "rows": [[10]], "accuracy": []}
     theirs = {"columns": ["n"], "rows": [[12]], "accuracy": []}
     # 1. An identical query was released meanwhile: its answer is sent, nothing charged.
-    same = QueryRelease("sc-q", "k-same", half, 0, mine, None, rt.clock(), render_refusal)
+    sc = rt.scopes.get("sc-q")
+    same = QueryRelease(sc, "k-same", half, 0, mine, None, rt.clock(), render_refusal)
     same.predicted = {"foreseen": True}
     rt.ledger.release("sc-q", "k-same", half, theirs, None)
     rt.audit.append(_query_fields("j-1"), same)
@@ -326,10 +327,17 @@ def test_what_others_did_before_the_commit_decides_the_answer(scope: str, rt: Ru
     assert rt.ledger.budget("sc-q").spent == Decimal("0.5")  # the other release's charge only
     # 2. Others spent the budget meanwhile: refused, nothing charged or stored.
     rt.ledger.release("sc-q", "k-other", to_nano(Decimal("2.3")), theirs, None)
-    late = QueryRelease("sc-q", "k-late", half, 0, mine, None, rt.clock(), render_refusal)
+    late = QueryRelease(sc, "k-late", half, 0, mine, None, rt.clock(), render_refusal)
     rt.audit.append(_query_fields("j-2"), late)
     assert late.refusal_status == 403 and '"budget_exhausted"' in late.refusal_text
     entry = rt.audit.entries(limit=1000).entries[-1].entry
     assert (entry["decision"], entry["epsilon"]) == ("deny", "0")
     assert rt.ledger.reused("sc-q", "k-late") is None
+    assert rt.ledger.budget("sc-q").spent == Decimal("2.8")
+    # 3. The scope was revoked meanwhile: refused, nothing charged or stored.
+    rt.scopes.revoke("sc-q")
+    after = QueryRelease(sc, "k-after", half, 0, mine, None, rt.clock(), render_refusal)
+    rt.audit.append(_query_fields("j-3"), after)
+    assert after.refusal_status == 403 and '"scope_revoked"' in after.refusal_text
+    assert rt.ledger.reused("sc-q", "k-after") is None
     assert rt.ledger.budget("sc-q").spent == Decimal("2.8")

@@ -183,3 +183,26 @@ def test_audience_must_be_exactly_the_platform(enterprise: Caller) -> None:
         resp.status_code == 401
         and resp.get_json()["error"]["details"]["reason"] == "wrong_audience"
     )
+
+
+def test_nul_characters_are_refused_at_the_edge(
+    operator: Caller, enterprise: Caller, rt: Runtime
+) -> None:
+    # PostgreSQL text refuses NUL; one such string in a group-commit batch would fail
+    # every caller's entry in it, so no NUL gets past the edge.
+    token = (
+        b64(b'{"alg":"EdDSA","typ":"pds-call+jwt","kid":"k"}')
+        + "."
+        + b64(b'{"iss":"ent-acme\\u0000","jti":"\\u0000"}')
+        + ".AAAA"
+    )
+    bad = enterprise.get("/v1/products", token=token)
+    assert bad.status_code == 401
+    entry = rt.audit.entries(limit=1000).entries[-1].entry
+    assert entry["actor"] == "anonymous"
+    body = json.dumps(REGISTRY_MANIFEST).replace('"Enterprise registrations"', '"a\\u0000b"')
+    resp = operator.call(
+        "POST", "/v1/products", body=body.encode(), content_type="application/json"
+    )
+    assert resp.status_code == 400 and error_code(resp) == "invalid_request"
+    assert rt.catalogue.products() == []

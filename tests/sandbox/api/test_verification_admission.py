@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from audit.entry import result_hash
 from policies.calls import sign_call
+from policies.nonces import NonceStore
 from policies.scopes import ScopeStore
+from sandbox.actions.admission import CallAdmission
+from sandbox.api.lifecycle import render_refusal
 from sandbox.runtime import Runtime
 from tests.sandbox.api.test_verifications_api import demo, grant  # noqa: F401  (fixture)
 from tests.sandbox.conftest import AUDIENCE, Caller, error_code
@@ -159,3 +163,39 @@ def test_a_call_refused_at_commit_leaves_no_probe(
             sa.select(sa.func.sum(totals.c.lookups)).where(totals.c.scope_id == "sc-one")
         ).scalar()
     assert lookups == 1  # only the admitted call was recorded for enumeration detection
+
+
+def test_a_token_whose_window_ended_before_its_commit_is_refused_unclaimed(rt: Runtime) -> None:
+    # Its nonce may have been pruned meanwhile: claiming it afresh would admit a replay.
+    ended = rt.clock() - timedelta(seconds=1)
+    admission = CallAdmission(
+        issuer="ent-acme",
+        jti="j-late",
+        nonce_expires_at=ended,
+        limiter=rt.limiter,
+        enumeration=rt.enumeration,
+        clock=rt.clock,
+        render=render_refusal,
+    )
+    rt.audit.append(
+        {
+            "actor": "ent-acme",
+            "role": "enterprise",
+            "action": "verify",
+            "target": {},
+            "request_hash": "0" * 64,
+            "decision": "allow",
+            "reason": None,
+            "status": 200,
+            "epsilon": "0",
+            "result_hash": None,
+            "jti": "j-late",
+            "client": "127.0.0.1",
+        },
+        admission,
+    )
+    assert admission.refusal_status == 401 and '"token_expired"' in admission.refusal_text
+    entry = rt.audit.entries(limit=1000).entries[-1].entry
+    assert (entry["action"], entry["decision"]) == ("auth.refused", "deny")
+    with rt.engine.begin() as conn:  # nothing was claimed for it
+        assert NonceStore.claim_in(conn, [("ent-acme", "j-late", rt.clock())]) == [True]
