@@ -406,7 +406,7 @@ class AuditLog:
         except AuditError as exc:
             for r in batch:
                 r.error = exc
-        except sa.exc.SQLAlchemyError as exc:
+        except (sa.exc.SQLAlchemyError, OSError) as exc:  # OSError: e.g. the writer lock
             err = StoreError(f"audit store failed: {type(exc).__name__}: {exc}")
             err.__cause__ = exc
             for r in batch:
