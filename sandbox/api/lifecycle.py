@@ -144,6 +144,12 @@ def before_request() -> None:
             f"{request.url_rule.rule if request.url_rule else st.target}",
             {"role": call.principal.role.value},
         )
+    # Path and query values reach the stores as parameters: refused like JSON strings
+    # (products/text.py), or a NUL would fail PostgreSQL with a 500.
+    if not all_utf8(request.view_args or {}) or not all_utf8(dict(request.args.lists())):
+        raise InvalidRequest(
+            "the path or query holds a lone surrogate or a NUL (%00); it must be Unicode text"
+        )
     if streamed:
         _read_body(st, rt)
         try:

@@ -130,6 +130,27 @@ def store_refuses_entries(rt: Runtime, action: str) -> Iterator[None]:
             conn.exec_driver_sql("DROP TRIGGER refuse_entries")
 
 
+def call_fields(
+    actor: str, role: str, action: str, target: dict[str, str], jti: str, status: int = 200
+) -> dict[str, Any]:
+    """The audit fields of an allowed call, as the HTTP layer would append them (for
+    tests that hand an effect to ``AuditLog.append`` themselves)."""
+    return {
+        "actor": actor,
+        "role": role,
+        "action": action,
+        "target": target,
+        "request_hash": "0" * 64,
+        "decision": "allow",
+        "reason": None,
+        "status": status,
+        "epsilon": "0",
+        "result_hash": None,
+        "jti": jti,
+        "client": "127.0.0.1",
+    }
+
+
 def error_code(resp: TestResponse) -> str:
     body = resp.get_json()
     assert isinstance(body, dict) and "error" in body, resp.data[:300]

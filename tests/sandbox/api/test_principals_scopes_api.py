@@ -15,6 +15,7 @@ from tests.sandbox.conftest import (
     REGISTRY_MANIFEST,
     REGISTRY_ROWS,
     Caller,
+    call_fields,
     error_code,
     make_caller,
     store_refuses_entries,
@@ -183,21 +184,7 @@ def test_a_transition_made_impossible_before_its_commit_is_refused_and_recorded(
     )
     rt.scopes.revoke("sc-acme")
     appended = rt.audit.append(
-        {
-            "actor": "op-city",
-            "role": "operator",
-            "action": "scope.suspend",
-            "target": {"scope": "sc-acme"},
-            "request_hash": "0" * 64,
-            "decision": "allow",
-            "reason": None,
-            "status": 200,
-            "epsilon": "0",
-            "result_hash": None,
-            "jti": "j-1",
-            "client": "127.0.0.1",
-        },
-        effect,
+        call_fields("op-city", "operator", "scope.suspend", {"scope": "sc-acme"}, "j-1"), effect
     )
     assert effect.refusal is not None and effect.refusal_status == 409
     assert '"conflict"' in effect.refusal_text
@@ -237,20 +224,7 @@ def test_a_grant_whose_id_was_taken_before_its_commit_is_refused_and_recorded(
     effect = ScopeGrantAtCommit(grant, "op-city", rt.clock(), render_refusal)
     rt.scopes.grant(grant, "op-other")  # another process, between check and commit
     rt.audit.append(
-        {
-            "actor": "op-city",
-            "role": "operator",
-            "action": "scope.grant",
-            "target": {"scope": "sc-acme"},
-            "request_hash": "0" * 64,
-            "decision": "allow",
-            "reason": None,
-            "status": 201,
-            "epsilon": "0",
-            "result_hash": None,
-            "jti": "j-2",
-            "client": "127.0.0.1",
-        },
+        call_fields("op-city", "operator", "scope.grant", {"scope": "sc-acme"}, "j-2", 201),
         effect,
     )
     assert effect.refusal_status == 409 and '"conflict"' in effect.refusal_text

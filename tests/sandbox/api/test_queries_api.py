@@ -18,6 +18,7 @@ from tests.sandbox.conftest import (
     REGISTRY_MANIFEST,
     REGISTRY_ROWS,
     Caller,
+    call_fields,
     error_code,
     store_refuses_entries,
 )
@@ -293,20 +294,10 @@ def test_a_charge_commits_only_with_its_entry(
 
 
 def _query_fields(jti: str) -> dict[str, Any]:
-    return {
-        "actor": "ent-acme",
-        "role": "enterprise",
-        "action": "query.aggregate",
-        "target": {"scope": "sc-q", "product": "enterprise_registry"},
-        "request_hash": "0" * 64,
-        "decision": "allow",
-        "reason": None,
-        "status": 200,
-        "epsilon": "0.5",
-        "result_hash": "1" * 64,
-        "jti": jti,
-        "client": "127.0.0.1",
-    }
+    fields = call_fields(
+        "ent-acme", "enterprise", "query.aggregate", {"scope": "sc-q", "product": "x"}, jti
+    )
+    return {**fields, "epsilon": "0.5", "result_hash": "1" * 64}
 
 
 def test_what_others_did_before_the_commit_decides_the_answer(scope: str, rt: Runtime) -> None:

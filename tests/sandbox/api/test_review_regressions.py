@@ -206,3 +206,17 @@ def test_nul_characters_are_refused_at_the_edge(
     )
     assert resp.status_code == 400 and error_code(resp) == "invalid_request"
     assert rt.catalogue.products() == []
+
+
+def test_nul_characters_in_paths_and_queries_are_refused(
+    operator: Caller, regulator: Caller
+) -> None:
+    # On PostgreSQL such a value used as a query parameter was a 500 (DataError).
+    for caller, path in (
+        (operator, "/v1/scopes/sc%00x"),
+        (operator, "/v1/principals/ent%00x"),
+        (regulator, "/v1/audit/entries?actor=a%00b"),
+    ):
+        resp = caller.get(path)
+        assert resp.status_code == 400 and error_code(resp) == "invalid_request", path
+        assert resp.headers["X-Audit-Index"]

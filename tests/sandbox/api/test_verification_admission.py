@@ -19,7 +19,7 @@ from sandbox.actions.admission import CallAdmission
 from sandbox.api.lifecycle import render_refusal
 from sandbox.runtime import Runtime
 from tests.sandbox.api.test_verifications_api import demo, grant  # noqa: F401  (fixture)
-from tests.sandbox.conftest import AUDIENCE, Caller, error_code
+from tests.sandbox.conftest import AUDIENCE, Caller, call_fields, error_code
 
 PATH = "/v1/verifications/enterprise-good-standing"
 
@@ -177,23 +177,7 @@ def test_a_token_whose_window_ended_before_its_commit_is_refused_unclaimed(rt: R
         clock=rt.clock,
         render=render_refusal,
     )
-    rt.audit.append(
-        {
-            "actor": "ent-acme",
-            "role": "enterprise",
-            "action": "verify",
-            "target": {},
-            "request_hash": "0" * 64,
-            "decision": "allow",
-            "reason": None,
-            "status": 200,
-            "epsilon": "0",
-            "result_hash": None,
-            "jti": "j-late",
-            "client": "127.0.0.1",
-        },
-        admission,
-    )
+    rt.audit.append(call_fields("ent-acme", "enterprise", "verify", {}, "j-late"), admission)
     assert admission.refusal_status == 401 and '"token_expired"' in admission.refusal_text
     entry = rt.audit.entries(limit=1000).entries[-1].entry
     assert (entry["action"], entry["decision"]) == ("auth.refused", "deny")
