@@ -67,6 +67,7 @@ VERIFY_PATH = f"/v1/verifications/{VP}"
 HELLO_PATH = "/v1/health"
 AUDIENCE = "public-data-sandbox"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+GEVENT = -1  # "threads" value of a gevent configuration ("Wg")
 
 
 # --- deployment ---------------------------------------------------------------------
@@ -133,6 +134,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _worker_args(threads: int) -> list[str]:
+    """gunicorn worker options: T > 0 gthread threads, 0 sync, -1 gevent."""
+    if threads == 0:
+        return ["sync"]
+    if threads == GEVENT:
+        return ["gevent", "--worker-connections", "1000"]
+    return ["gthread", "--threads", str(threads)]
+
+
 class Server:
     """gunicorn on the app factory, in its own process group."""
 
@@ -153,7 +163,7 @@ class Server:
                     "-w",
                     str(workers),
                     "-k",
-                    *(["sync"] if threads == 0 else ["gthread", "--threads", str(threads)]),
+                    *_worker_args(threads),
                     "--keep-alive",
                     "60",
                     "--backlog",
@@ -463,6 +473,8 @@ def main() -> None:
             # a time per process, no keep-alive).
             if spec.lower().endswith("s"):
                 w, t = int(spec[:-1]), 0
+            elif spec.lower().endswith("g"):
+                w, t = int(spec[:-1]), GEVENT
             else:
                 w, t = (int(x) for x in spec.lower().split("x"))
             res = measure(data_dir, w, t, args, cfg)
