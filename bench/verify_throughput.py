@@ -3,6 +3,7 @@
     python bench/verify_throughput.py [--rows 100000] [--configs 2x8 4x4]
                                       [--clients 8] [--rounds 5] [--seconds 5]
                                       [--workdir DIR] [--keys N] [--database-url URL]
+                                      [--app sandbox|floor]
 
 Target: throughput of ``POST /v1/verifications/enterprise-good-standing`` (signed
 call, nonce, rate counter, DuckDB lookup, probe record, durable audit append and
@@ -19,15 +20,17 @@ records its probe and reads the scope's window, whose size grows with the calls 
 in the last ``SANDBOX_ENUMERATION_WINDOW_S`` (600 s): later rounds cost more.
 
 For each ``WxT`` configuration it starts ``gunicorn -w W -k gthread --threads T``
-on ``sandbox.app:create_app()``, then ``--clients`` load-generator processes, each
-with one keep-alive ``http.client`` connection sending one request at a time
-(closed loop). Rounds alternate hello, verify, hello, verify, ... for
-``--seconds`` each, after one warm-up round of each kind. Signing is not part of
-the timed window: before every verify round each client signs the tokens it will
-need (``policies.calls.sign_call``: Ed25519, fresh jti, 60 s lifetime, bound to
-method, path and body); a client that runs out signs on the fly and the report
-counts those. Every response is checked (200, and ``match`` plus ``receipt`` for
-verify); any other answer aborts the run.
+(``Ws``: W sync workers; ``Wg``: W gevent workers) on ``sandbox.app:create_app()``
+(``--app floor``: ``bench/floor_app.py``, the same calls checked and receipted with
+no store, whose ratio bounds what any implementation can reach here), then
+``--clients`` load-generator processes, each with one keep-alive ``http.client``
+connection sending one request at a time (closed loop). Rounds alternate hello,
+verify, hello, verify, ... for ``--seconds`` each, after one warm-up round of each
+kind. Signing is not part of the timed window: before every verify round each
+client signs the tokens it will need (``policies.calls.sign_call``: Ed25519, fresh
+jti, 60 s lifetime, bound to method, path and body); a client that runs out signs
+on the fly and the report counts those. Every response is checked (200, and
+``match`` plus ``receipt`` for verify); any other answer aborts the run.
 
 Reported per kind: median requests/s over the rounds, p50/p99 latency over all
 requests of the timed rounds, server CPU seconds per request (all gunicorn
@@ -68,6 +71,9 @@ HELLO_PATH = "/v1/health"
 AUDIENCE = "public-data-sandbox"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 GEVENT = -1  # "threads" value of a gevent configuration ("Wg")
+# --app: the product, or the bench's floor app (bench/floor_app.py): the same calls
+# checked and receipted with no store, to show the best ratio this stack can reach.
+APPS = {"sandbox": "sandbox.app:create_app()", "floor": "bench.floor_app:create_app()"}
 
 
 # --- deployment ---------------------------------------------------------------------
@@ -147,7 +153,12 @@ class Server:
     """gunicorn on the app factory, in its own process group."""
 
     def __init__(
-        self, data_dir: Path, workers: int, threads: int, database_url: str | None
+        self,
+        data_dir: Path,
+        workers: int,
+        threads: int,
+        database_url: str | None,
+        app: str = "sandbox",
     ) -> None:
         self.port = free_port()
         env = dict(os.environ, SANDBOX_DATA_DIR=str(data_dir))
@@ -172,7 +183,7 @@ class Server:
                     "warning",
                     "-b",
                     f"127.0.0.1:{self.port}",
-                    "sandbox.app:create_app()",
+                    APPS[app],
                 ],
                 cwd=REPO,
                 env=env,
@@ -383,7 +394,7 @@ def measure(
     data_dir: Path, workers: int, threads: int, args: argparse.Namespace, cfg: dict[str, Any]
 ) -> dict[str, Any]:
     cfg = {**cfg, "scope": grant_scope(data_dir, args.database_url)}
-    server = Server(data_dir, workers, threads, args.database_url)
+    server = Server(data_dir, workers, threads, args.database_url, args.app)
     clients = Clients(args.clients, server.port, cfg)
     try:
         # Warm-up (not recorded): worker start-up, DuckDB attach, SQLite caches.
@@ -412,6 +423,7 @@ def measure(
         "workers": workers,
         "threads": threads,
         "clients": args.clients,
+        "app": args.app,
         "scope": cfg["scope"],
     }
     for kind, rs in rounds.items():
@@ -448,6 +460,12 @@ def main() -> None:
     ap.add_argument("--keys", type=int, default=100_000, help="distinct subjects to cycle")
     ap.add_argument("--workdir", type=Path, default=None, help="kept; default: a temp dir")
     ap.add_argument("--database-url", default=None, help="control plane (default SQLite)")
+    ap.add_argument(
+        "--app",
+        choices=sorted(APPS),
+        default="sandbox",
+        help="floor: bench/floor_app.py, signature and receipt only, no store",
+    )
     args = ap.parse_args()
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="verify-bench-"))
@@ -464,7 +482,7 @@ def main() -> None:
         print(
             f"# {os.cpu_count()} cpus; {args.clients} client processes, closed loop; "
             f"{args.rounds} x {args.seconds:g} s rounds per kind; {len(cfg['keys']):,} subjects; "
-            f"control plane {store}",
+            f"control plane {store}; app {args.app}",
             flush=True,
         )
         results = []
