@@ -26,13 +26,15 @@ from audit.canonical import encode
 from audit.entry import request_hash, result_hash
 from audit.receipts import receipt_claims
 from policies.calls import verify_call
+from policies.errors import AuthError
 from policies.principals import Principal
 from sandbox.runtime import Runtime
 from sandbox.settings import Settings
 
 
-def create_app() -> Flask:
-    rt = Runtime.open(Settings.from_env())
+def create_app(runtime: Runtime | None = None) -> Flask:
+    """The floor app over ``runtime`` (default: the deployment named by ``SANDBOX_*``)."""
+    rt = runtime or Runtime.open(Settings.from_env())
     principals: dict[str, Principal | None] = {}
 
     def principal(pid: str) -> Principal | None:
@@ -41,6 +43,10 @@ def create_app() -> Flask:
         return principals[pid]
 
     app = Flask("floor")
+
+    @app.errorhandler(AuthError)
+    def refused(exc: AuthError) -> tuple[dict[str, Any], int]:
+        return {"error": {"code": exc.code, "message": exc.message}}, 401
 
     @app.get("/v1/health")
     def health() -> dict[str, str]:
