@@ -147,6 +147,15 @@ class StoredCheckpoint:
 
 
 @dataclass(frozen=True)
+class StoredCosignature:
+    """A witness's cosignature line as stored, and whether the call that returned it
+    stored it (False: an earlier cosignature by that witness was kept)."""
+
+    line: str
+    created: bool
+
+
+@dataclass(frozen=True)
 class InclusionProof:
     """An RFC 9162 inclusion proof of ``index`` in the tree of ``tree_size``."""
 
@@ -752,14 +761,16 @@ class AuditLog:
             row = conn.execute(sa.select(c).where(c.c.size == size)).first()
         return _checkpoint(row) if row is not None else None
 
-    def add_cosignature(self, note: str, witness: CosignatureVerifier) -> str:
-        """Store ``witness``'s cosignature found in ``note``; return the stored line.
+    def add_cosignature(self, note: str, witness: CosignatureVerifier) -> StoredCosignature:
+        """Store ``witness``'s cosignature found in ``note``; return the stored line and
+        whether this call stored it.
 
         ``note`` is one of this log's checkpoints with the witness's cosignature line
         (C2SP tlog-cosignature) appended. Raises :class:`BadCheckpoint` if the text is not
         a checkpoint this log signed or carries no line of that witness, and
-        :class:`~audit.errors.BadSignature` if the cosignature does not verify. Storing
-        the same witness twice for a checkpoint keeps the first line.
+        :class:`~audit.errors.BadSignature` if the cosignature does not verify. A
+        witness's first cosignature of a checkpoint is the one kept: a later one (say, a
+        newer timestamp) verifies but returns the stored line with ``created`` False.
         """
         parsed = parse_note(note)
         cp = Checkpoint.parse(parsed.text)
@@ -781,7 +792,7 @@ class AuditLog:
                 )
             ).scalar()
             if existing is not None:
-                return str(existing)
+                return StoredCosignature(str(existing), created=False)
             conn.execute(
                 cs.insert().values(
                     checkpoint_size=cp.size,
@@ -791,7 +802,7 @@ class AuditLog:
                     line=line,
                 )
             )
-        return line
+        return StoredCosignature(line, created=True)
 
     def cosigned_checkpoint(self, size: int | None = None) -> str | None:
         """Return the checkpoint note of ``size`` (default: latest) with every stored

@@ -131,7 +131,13 @@ class Report:
             f"OK: {self.entries} entries [{self.start}, {self.end}) of {self.origin}, "
             f"{self.first_time} .. {self.last_time}, {len(self.actors)} actors, "
             f"{self.denials} denials, {len(self.checkpoints)} checkpoint(s), "
-            f"{cos} cosignature(s){'' if self.keys_pinned else ', keys from the bundle header'}"
+            f"{cos} cosignature(s)"
+            + (
+                ""
+                if self.keys_pinned
+                else "; keys taken from the bundle header, not pinned: only --key with "
+                "the platform's published key rules out a bundle re-signed by someone else"
+            )
         )
 
 
@@ -402,9 +408,23 @@ def _link(before: _Facts | None, cur: _Facts, start: int, p: int) -> bool | None
     return cur.prev == before.h
 
 
+def _prefix_breaks_chain(f: IO[bytes], entries_at: int, prefix: CompactRange) -> bool:
+    """For an odd ``start`` the prefix's last hash is the leaf hash of entry start-1,
+    which the first exported entry also names as ``prev``: do the two disagree?"""
+    if prefix.size % 2 == 0:
+        return False
+    f.seek(entries_at)
+    first = _facts(f.readline())
+    return (
+        isinstance(first.prev, bytes)
+        and len(first.prev) == 32
+        and (first.prev != prefix.hashes[-1])
+    )
+
+
 def _diagnose(
     f: IO[bytes], entries_at: int, header: Header, prefix: CompactRange, signed: dict[int, bytes]
-) -> TamperDetected | None:
+) -> TamperDetected | MalformedBundle | None:
     """Sequential pass naming the first bad index (rules in the module docstring).
 
     The first bad index is the first position at which the bundle's entries differ
@@ -462,10 +482,16 @@ def _diagnose(
                 start + p, f"missing: the bundle has {p} of {end - start} entries"
             )
         if signed_root is not None and cr.root() != signed_root and end > start:
+            if _prefix_breaks_chain(f, entries_at, prefix):
+                return MalformedBundle(
+                    f"the prefix line does not match entry {start}: its last hash is not the "
+                    f"leaf hash that entry {start} names as prev (the prefix line was altered)"
+                )
             return TamperDetected(
                 end - 1,
                 "the root does not match the checkpoint while the chain is intact: the last "
-                "entry was altered (or the chain was rebuilt from an earlier entry)",
+                "entry was altered (or the chain was rebuilt from an earlier entry)"
+                + (", or the prefix line was altered" if start > 0 else ""),
             )
         return None
     e = start + p0

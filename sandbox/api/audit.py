@@ -200,11 +200,14 @@ def cosign() -> tuple[dict[str, Any], int]:
             continue
         verifier = CosignatureVerifier.from_key(me.id, key.pem)
         try:
-            line = runtime().audit.add_cosignature(text, verifier)
+            stored = runtime().audit.add_cosignature(text, verifier)
         except BadCheckpoint as exc:
             last = exc
             continue
-        return {"witness": me.id, "line": line}, 201
+        # 201 only when this call stored the line; 200 with the line that was kept when
+        # this witness had already cosigned the checkpoint.
+        answer = {"witness": me.id, "line": stored.line, "created": stored.created}
+        return answer, 201 if stored.created else 200
     raise InvalidRequest(
         last.message if last else f"{me.id!r} has no active Ed25519 key to cosign with",
         {"witness": me.id},

@@ -161,4 +161,4 @@ def test_independent_cosignature_is_accepted(log: AuditLog) -> None:
     blob = ind_key_id(name, 4, raw) + ts.to_bytes(8, "big") + sig
     cosigned = cp.note + f"\u2014 {name} {base64.b64encode(blob).decode()}\n"
     verifier = CosignatureVerifier(name, raw)
-    assert log.add_cosignature(cosigned, verifier) in (log.cosigned_checkpoint() or "")
+    assert log.add_cosignature(cosigned, verifier).line in (log.cosigned_checkpoint() or "")

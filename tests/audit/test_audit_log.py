@@ -183,8 +183,16 @@ def test_checkpoints_and_cosignatures(db_url: str, signer: NoteSigner) -> None:
     w = CosignatureSigner.generate("regulator.example/w1")
     note = parse_note(cp.note)
     cosigned = str(note.with_signatures([w.sign(note.text, 1_800_000_000)]))
-    line = lg.add_cosignature(cosigned, w.verifier())
-    assert lg.add_cosignature(cosigned, w.verifier()) == line  # idempotent
+    first = lg.add_cosignature(cosigned, w.verifier())
+    line = first.line
+    assert first.created
+    again = lg.add_cosignature(cosigned, w.verifier())  # idempotent
+    assert again.line == line and not again.created
+    # A later cosignature of the same checkpoint by the same witness (a newer time)
+    # verifies, but the first one is kept and the caller is told so.
+    newer = str(note.with_signatures([w.sign(note.text, 1_800_000_100)]))
+    kept = lg.add_cosignature(newer, w.verifier())
+    assert kept.line == line and not kept.created
     full = lg.cosigned_checkpoint(8)
     assert full is not None and full.endswith(line + "\n") and full.startswith(cp.note)
     other = CosignatureSigner.generate("regulator.example/w1")

@@ -239,3 +239,36 @@ def test_cli(bundle_log: AuditLog, tmp_path: Path) -> None:
     assert missing.returncode == 1
     verifier = NoteVerifier.from_vkey(bundle_log.signer.vkey())
     assert verifier.public_key == bundle_log.signer.public_key
+
+
+@pytest.mark.parametrize("start", [3, 5, 6])
+def test_an_altered_prefix_line_is_blamed_on_the_prefix(
+    bundle_log: AuditLog, tmp_path: Path, start: int
+) -> None:
+    # Every hash of the prefix line, altered one at a time: the bundle fails, and the
+    # report says the prefix (or, when an entry-level cause cannot be ruled out from
+    # the bundle alone, names it among the causes) rather than blaming an entry alone.
+    data = export(bundle_log, tmp_path / "orig.jsonl", start, 8)
+    lines = data.splitlines(keepends=True)
+    assert b'"type":"prefix"' in lines[1]
+    prefix = json.loads(lines[1])
+    for i in range(len(prefix["hashes"])):
+        raw = bytearray(base64.b64decode(prefix["hashes"][i]))
+        raw[0] ^= 1
+        hashes = [*prefix["hashes"]]
+        hashes[i] = base64.b64encode(bytes(raw)).decode()
+        line = json.dumps({**prefix, "hashes": hashes}, separators=(",", ":")).encode() + b"\n"
+        path = tmp_path / f"p{i}.jsonl"
+        path.write_bytes(b"".join([lines[0], line, *lines[2:]]))
+        report = verify_bundle(path)
+        assert not report.ok
+        last = i == len(prefix["hashes"]) - 1
+        if start % 2 and last:
+            # The last hash of an odd start is entry start-1's leaf hash, which entry
+            # ``start`` names as prev: the prefix line is shown to be the altered part.
+            assert report.first_bad_index is None, report.errors
+            assert "prefix line does not match entry" in report.errors[0]
+            with pytest.raises(MalformedBundle):
+                report.raise_for_errors()
+        else:
+            assert "prefix line was altered" in report.errors[0], report.errors

@@ -131,6 +131,14 @@ def test_regulator_cosigns_and_the_cosignature_is_served(
     cosigned = cp["note"] + sig.line()
     resp = regulator.post("/v1/audit/cosignatures", {"note": cosigned})
     assert resp.status_code == 201, resp.get_json()
+    assert resp.get_json() == {"witness": "reg-bureau", "line": sig.line().strip(), "created": True}
+    # A second cosignature of that checkpoint (a later time) verifies but is not stored:
+    # 200 with the line that was kept, not a 201 that would claim it was stored.
+    later = signer.sign(cp["note"].split("\n\n")[0] + "\n", 1_800_000_060)
+    again = regulator.post("/v1/audit/cosignatures", {"note": cp["note"] + later.line()})
+    assert again.status_code == 200, again.get_json()
+    assert again.get_json()["line"] == sig.line().strip()
+    assert again.get_json()["created"] is False
     served = regulator.get("/v1/audit/checkpoint").get_json()
     assert sig.line().strip() in served["cosigned_note"]
     assert served["cosigned_note"].startswith(cp["note"].split("\n\n")[0])
