@@ -85,7 +85,10 @@ def _encode(value: Any, out: list[str], floats: bool = False) -> None:
     elif isinstance(value, int):
         if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
             if floats:  # as a JavaScript client would see it: a double
-                out.append(es_number(float(value)))
+                try:
+                    out.append(es_number(float(value)))
+                except OverflowError:
+                    raise NotCanonical(f"integer {value} is beyond the double range") from None
                 return
             raise NotCanonical(f"integer {value} is outside the I-JSON safe range")
         out.append(str(int(value)))

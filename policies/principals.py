@@ -29,8 +29,8 @@ from sqlalchemy.engine import Connection, Engine
 from policies.tables import principal_keys, principals
 from products.errors import Conflict, InvalidRequest, NotFound
 
-PRINCIPAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-KID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
+PRINCIPAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+KID = re.compile(r"^[A-Za-z0-9._~-]{1,128}\Z")
 Clock = Callable[[], datetime]
 
 

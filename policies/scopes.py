@@ -31,7 +31,7 @@ from policies.tables import scopes
 from products.errors import Conflict, InvalidRequest, NotFound
 from products.manifest import Classification, DataProduct
 
-SCOPE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SCOPE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 NANO = Decimal("1e9")
 ATTO = Decimal("1e18")
 MAX_EPSILON = Decimal("100")

@@ -27,8 +27,16 @@ from marshmallow import (
 
 from products.errors import InvalidRequest
 
-PRODUCT_ID = re.compile(r"^[a-z0-9_]{1,64}$")
-COLUMN_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+PRODUCT_ID = re.compile(r"^[a-z0-9_]{1,64}\Z")
+# Clipping bounds of numeric columns. Beyond these, sensitivities and noise scales
+# overflow doubles (found by fuzzing: bounds of ±1e308 or [0, 5e-324] made queries fail
+# and quantiles answer Infinity); 1e15 is above any money amount in yuan the demo or a
+# registry holds, and exact in a double.
+MAX_BOUND = 1e15
+MIN_BOUNDS_WIDTH = 1e-9
+# A leading underscore is reserved: the loader adds _unit_rank and _unit_key to the
+# stored table (products/loader.py), and a column of that name would shadow them.
+COLUMN_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
 MAX_PUBLIC_VALUES = 10_000
 MAX_ROWS_PER_UNIT = 10_000
 
@@ -151,7 +159,9 @@ class ColumnSchema(Schema):
     name = fields.String(
         required=True,
         validate=validate.Regexp(
-            COLUMN_NAME, error="must match [a-z_][a-z0-9_]{{0,63}} (lower-case SQL identifier)"
+            COLUMN_NAME,
+            error="must match [a-z][a-z0-9_]{{0,63}} (lower-case SQL identifier; a leading _ "
+            "is reserved)",
         ),
     )
     type = fields.String(required=True, validate=validate.OneOf([t.value for t in ColumnType]))
@@ -227,16 +237,22 @@ def _typed(value: Any, ctype: ColumnType) -> Scalar:
             return value
         raise ValueError(f"{value!r} is not a boolean")
     if ctype is ColumnType.INTEGER:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not -(2**63) <= value < 2**63:  # integer columns are 64-bit in DuckDB
+                raise ValueError(f"{value} is outside the 64-bit integer range")
+            return value
         raise ValueError(f"{value!r} is not an integer")
     if ctype is ColumnType.FLOAT:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            if not math.isfinite(float(value)):
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond the double range
+                raise ValueError(f"{value} is too large for a float") from None
+            if not math.isfinite(number):
                 raise ValueError(f"{value!r} is not finite")
-            return float(value)
+            return number
         raise ValueError(f"{value!r} is not a number")
     if ctype is ColumnType.DATE:
         if isinstance(value, dt.date):
@@ -266,6 +282,12 @@ def _column_problems(col: dict[str, Any]) -> dict[str, list[str]]:
                 assert isinstance(lo, int | float) and isinstance(hi, int | float)
                 if not lo < hi:
                     problems["bounds"] = ["must be [lo, hi] with lo < hi"]
+                elif max(abs(lo), abs(hi)) > MAX_BOUND or hi - lo < MIN_BOUNDS_WIDTH:
+                    problems["bounds"] = [
+                        f"must lie within ±{MAX_BOUND:g} and be at least {MIN_BOUNDS_WIDTH:g} "
+                        "apart: the noise scale and the sums of clipped values must stay "
+                        "finite doubles"
+                    ]
             except ValueError as exc:
                 problems["bounds"] = [str(exc)]
     elif ctype.numeric and cls is not Classification.IDENTIFIER and col.get("aggregate", True):

@@ -34,3 +34,21 @@ def all_utf8(value: Any) -> bool:
     if isinstance(value, list):
         return all(all_utf8(v) for v in value)
     return True
+
+
+def nests_deeper(value: Any, limit: int) -> bool:
+    """True if a JSON value has objects or arrays nested more than ``limit`` deep
+    (walked without recursion: the point is to refuse what recursion cannot handle)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False

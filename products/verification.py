@@ -36,8 +36,8 @@ from products.manifest import (
     _typed,
 )
 
-VERIFICATION_ID = re.compile(r"^[a-z0-9_-]{1,64}$")
-CHECK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+VERIFICATION_ID = re.compile(r"^[a-z0-9_-]{1,64}\Z")
+CHECK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
 MAX_KEY_COLUMNS = 8
 MAX_CHECKS = 32
 MAX_ALLOWED_PARAMS = 100

@@ -56,6 +56,7 @@ class ServiceUnavailable(DomainError):
 
 
 class UnsupportedMediaType(DomainError):
-    """The body's Content-Type is not one the endpoint accepts (415)."""
+    """The body's Content-Type is not one the endpoint accepts: 400 ``invalid_request``
+    (DESIGN §5 has no 415 code)."""
 
-    code = "unsupported_media_type"
+    code = "invalid_request"

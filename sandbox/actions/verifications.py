@@ -37,7 +37,7 @@ from sandbox.verification.probes import Probe
 from sandbox.verification.request import Item, parse_item, parse_items
 
 _log = logging.getLogger(__name__)
-REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}\Z")
 
 
 def _definition(rt: Runtime, data: Mapping[str, Any]) -> VerificationProduct:

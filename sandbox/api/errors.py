@@ -2,7 +2,9 @@
 
 Every failure — domain refusals, Werkzeug's own 404/405/413/415, malformed JSON,
 schema errors from flask-smorest — leaves as ``{"error": {"code", "message",
-"details"}}``; never an HTML page.
+"details"}}``; never an HTML page. Only §5's codes and statuses are used: clients
+switch on that fixed list, so Werkzeug's 411/415/422 leave as 400 ``invalid_request``
+and its 414/431 as 413 ``too_large``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ STATUS_BY_CODE: dict[str, int] = {
     "method_not_allowed": 405,
     "conflict": 409,
     "too_large": 413,
-    "unsupported_media_type": 415,
     "rate_limited": 429,
     "quota_exceeded": 429,
     "internal": 500,
@@ -48,7 +49,7 @@ CODE_BY_HTTP_STATUS: dict[int, str] = {
     411: "invalid_request",
     413: "too_large",
     414: "too_large",
-    415: "unsupported_media_type",
+    415: "invalid_request",
     422: "invalid_request",
     429: "rate_limited",
     431: "too_large",

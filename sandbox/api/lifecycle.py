@@ -32,7 +32,7 @@ from audit.receipts import receipt_claims
 from policies.calls import verify_call
 from policies.errors import AuthError
 from products.errors import DomainError, Forbidden, InvalidRequest
-from products.text import all_utf8, storable
+from products.text import all_utf8, nests_deeper, storable
 from sandbox.actions.admission import CallAdmission
 from sandbox.actions.at_commit import AtCommit
 from sandbox.actions.note import AuditNote
@@ -49,6 +49,9 @@ UPLOAD_ENDPOINTS = frozenset({"products.upload"})
 # audit entry, and they are admitted or refused there (sandbox/actions/admission.py).
 ADMITTED_AT_COMMIT = frozenset({"verifications.verify_one", "verifications.batch"})
 CHUNK = 1 << 20
+# Request bodies of DESIGN §5 nest a few levels; deeper ones are refused before any
+# recursive walk (the UTF-8 check, the handlers) could exhaust the stack.
+MAX_JSON_DEPTH = 32
 
 
 def runtime() -> Runtime:
@@ -337,7 +340,10 @@ def handle_http_exception(exc: HTTPException) -> Response:
         message = "the request does not match the schema"
     else:
         message = exc.description or exc.name
-    resp = _error_response(code, message, details, status if status < 500 else 500)
+    # The status of the §5 code, not Werkzeug's (e.g. its 415 leaves as 400).
+    resp = _error_response(
+        code, message, details, STATUS_BY_CODE.get(code, 400) if status < 500 else 500
+    )
     if status == 405 and isinstance(exc, HTTPException):
         allow = exc.get_headers()
         for k, v in allow:
@@ -378,8 +384,18 @@ def json_body() -> dict[str, Any]:
         data = json.loads(st.body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidRequest(f"malformed JSON body: {exc}") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise InvalidRequest(f"the JSON body holds a number that cannot be read: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest(
+            f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels", {"limit": MAX_JSON_DEPTH}
+        ) from None
     if not isinstance(data, dict):
         raise InvalidRequest("the JSON body must be an object")
+    if nests_deeper(data, MAX_JSON_DEPTH):
+        raise InvalidRequest(
+            f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels", {"limit": MAX_JSON_DEPTH}
+        )
     if not all_utf8(data):
         raise InvalidRequest(
             "the JSON body holds a lone surrogate (\\ud800-\\udfff) or a NUL (\\u0000); "

@@ -36,7 +36,7 @@ import duckdb
 
 from sandbox.errors import QueryFailed, ServiceUnavailable
 
-_MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*$", re.IGNORECASE)
+_MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*\Z", re.IGNORECASE)
 Row = tuple[Any, ...]
 
 

@@ -903,9 +903,18 @@ def _quantile(node: exp.Expr | None, text: str) -> Fraction:
     if not isinstance(node, exp.Literal) or node.is_string:
         raise bad
     try:
-        value = Fraction(Decimal(str(node.this)))
+        literal = Decimal(str(node.this))
     except (InvalidOperation, ValueError):
         raise bad from None
+    # Cheap checks first: Fraction(Decimal("1e-99999999")) would build a
+    # 100-million-digit integer (minutes of CPU). A multiple of 1/10,000 written with
+    # d digits has an exponent of at least -(d + 4).
+    if not literal.is_finite() or not 0 < literal < 1:
+        raise bad
+    _sign, digits, exponent = literal.as_tuple()
+    if not isinstance(exponent, int) or exponent < -(len(digits) + 4):
+        raise bad
+    value = Fraction(literal)
     if not 0 < value < 1 or value.denominator > 10_000 or 10_000 % value.denominator:
         raise bad
     return value

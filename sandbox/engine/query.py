@@ -27,6 +27,7 @@ from sandbox.engine.isolation import EngineLimits, QueryRunner, Row, default_run
 from sandbox.engine.parse import parse
 from sandbox.engine.plan import Measurement, Mechanism, OutputKind, OutputSpec, Plan, plan
 from sandbox.engine.resolve import BoundKey, KeyValue, resolve
+from sandbox.errors import InvalidSql
 
 JsonScalar = str | int | float | bool | None
 MAX_NOISE_SCALE = 2.0**50  # beyond this, integer noise could overflow 64 bits
@@ -145,9 +146,17 @@ def prepare(
     """
     eps = _check_epsilon(epsilon)
     dlt = _check_delta(delta)
-    parsed = parse(sql)
-    resolved = resolve(parsed, product, allowed_columns=frozenset(allowed_columns), delta=dlt)
-    the_plan = plan(resolved)
+    try:
+        parsed = parse(sql)
+        resolved = resolve(parsed, product, allowed_columns=frozenset(allowed_columns), delta=dlt)
+        the_plan = plan(resolved)
+    except RecursionError:
+        # sqlglot and the checks walk expressions recursively; 20,000 characters of
+        # "((((" or "NOT NOT ..." exceed Python's stack before any rule applies.
+        raise InvalidSql(
+            "the query nests its expressions too deeply to be checked; flatten them",
+            {"rule": "max_depth"},
+        ) from None
     allocations = _allocate(the_plan, eps, dlt)
     return PreparedQuery(
         product=product,

@@ -43,7 +43,8 @@ def test_malformed_json_and_wrong_type(operator: Caller) -> None:
     bad = operator.call("POST", "/v1/products", body=b'{"id": ', content_type="application/json")
     assert bad.status_code == 400 and error_code(bad) == "invalid_request"
     text = operator.call("POST", "/v1/products", body=b"id=x", content_type="text/plain")
-    assert text.status_code == 415 and error_code(text) == "unsupported_media_type"
+    # DESIGN §5 has no 415: a wrong Content-Type is a 400 invalid_request.
+    assert text.status_code == 400 and error_code(text) == "invalid_request"
     array = operator.call("POST", "/v1/products", body=b"[1]", content_type="application/json")
     assert array.status_code == 400
     binary = operator.call(

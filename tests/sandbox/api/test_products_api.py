@@ -77,7 +77,7 @@ def test_upload_errors(operator: Caller, enterprise: Caller) -> None:
     wrong_type = operator.call(
         "PUT", "/v1/products/enterprise_registry/data", body=b"x", content_type="application/json"
     )
-    assert wrong_type.status_code == 415
+    assert wrong_type.status_code == 400 and error_code(wrong_type) == "invalid_request"
     empty = operator.call(
         "PUT", "/v1/products/enterprise_registry/data", body=b"", content_type="text/csv"
     )

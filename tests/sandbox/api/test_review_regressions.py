@@ -220,3 +220,87 @@ def test_nul_characters_in_paths_and_queries_are_refused(
         resp = caller.get(path)
         assert resp.status_code == 400 and error_code(resp) == "invalid_request", path
         assert resp.headers["X-Audit-Index"]
+
+
+# --- found by fuzzing every endpoint (2026-12-02): each was a 500 ----------------------
+
+
+def _post_raw(caller: Caller, path: str, body: bytes) -> Any:
+    return caller.call("POST", path, body=body, content_type="application/json")
+
+
+def test_unreadable_numbers_and_deep_nesting_in_bodies(operator: Caller, rt: Runtime) -> None:
+    before = rt.audit.size()
+    huge = b'{"id": "p", "max_rows_per_unit": ' + b"9" * 5000 + b"}"
+    deep_objects = b'{"a": ' * 400 + b"1" + b"}" * 400
+    deep_arrays = b'{"columns": ' + b"[" * 1200 + b"]" * 1200 + b"}"
+    for body in (huge, deep_objects, deep_arrays):
+        resp = _post_raw(operator, "/v1/products", body)
+        assert resp.status_code == 400 and error_code(resp) == "invalid_request", resp.data[:200]
+        assert "X-Audit-Index" in resp.headers
+    assert rt.audit.size() == before + 3
+    assert operator.get("/v1/products").get_json()["products"] == []
+
+
+def test_numbers_beyond_the_column_range_are_refused(operator: Caller) -> None:
+    manifest = json.loads(json.dumps(REGISTRY_MANIFEST))
+    capital = manifest["columns"][-1]
+    for change in (
+        {"bins": [0, 10**400]},  # float: beyond a double
+        {"bounds": [0, 10**400]},
+        {"bounds": [0, 1.7976931348623157e308]},  # finite, but noise scales overflow
+        {"bounds": [0, 5e-324]},
+    ):
+        manifest["columns"][-1] = {**capital, **change}
+        resp = operator.post("/v1/products", manifest)
+        assert resp.status_code == 400 and error_code(resp) == "invalid_request", change
+    manifest["columns"][-1] = {**capital, "type": "integer", "bounds": [0, 10**400]}
+    resp = operator.post("/v1/products", manifest)
+    assert resp.status_code == 400, resp.get_json()
+    # The refused manifest left nothing behind: the catalogue still answers.
+    listed = operator.get("/v1/products")
+    assert listed.status_code == 200 and listed.get_json()["products"] == []
+    manifest["columns"][-1] = {**capital, "bounds": [-1e15, 1e15]}
+    assert operator.post("/v1/products", manifest).status_code == 201
+
+
+def test_reserved_and_newline_terminated_names_are_refused(operator: Caller) -> None:
+    for change in ({"id": "registry\n"}, {"privacy_unit": "uscc\n"}):
+        resp = operator.post("/v1/products", {**REGISTRY_MANIFEST, **change})
+        assert resp.status_code == 400, change
+    for name in ("_unit_rank", "_unit_key", "capital\n"):
+        manifest = json.loads(json.dumps(REGISTRY_MANIFEST))
+        manifest["columns"].append(
+            {"name": name, "type": "integer", "classification": "attribute", "bounds": [0, 9]}
+        )
+        resp = operator.post("/v1/products", manifest)
+        assert resp.status_code == 400 and error_code(resp) == "invalid_request", name
+
+
+def test_deeply_nested_sql_and_huge_quantile_exponents(
+    operator: Caller, enterprise: Caller
+) -> None:
+    _scope(operator)
+    for sql, code in (
+        (
+            "SELECT COUNT(*) FROM enterprise_registry WHERE "
+            + "(" * 300
+            + "registered_capital > 1"
+            + ")" * 300,
+            "invalid_sql",
+        ),
+        (
+            "SELECT COUNT(*) FROM enterprise_registry WHERE "
+            + "NOT " * 300
+            + "registered_capital > 1",
+            "invalid_sql",
+        ),
+        # Each took minutes of CPU before (a 10**99999999 denominator).
+        ("SELECT QUANTILE_CONT(registered_capital, 1e-99999999) FROM enterprise_registry", None),
+        ("SELECT QUANTILE_CONT(registered_capital, 1e99999999) FROM enterprise_registry", None),
+    ):
+        for path in ("/v1/queries/preview", "/v1/queries"):
+            resp = enterprise.post(path, {"scope": "sc", "sql": sql, "epsilon": 0.1})
+            assert resp.status_code == 400, (sql[:60], resp.get_json())
+            if code:
+                assert error_code(resp) == code
