@@ -125,8 +125,8 @@ def checkpoint_line(note: str) -> bytes:
 def _load(line: bytes) -> dict[str, Any]:
     try:
         obj = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedBundle(f"line is not JSON: {exc}") from exc
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise MalformedBundle(f"line is not JSON: {type(exc).__name__}") from exc
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
         raise MalformedBundle("line is not an object with a 'type'")
     return obj

@@ -198,5 +198,5 @@ def loads(data: bytes | str) -> Any:
         return json.loads(data, parse_float=_refuse_float, parse_constant=_refuse_constant)
     except NotCanonical:
         raise
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise NotCanonical(f"invalid JSON: {exc}") from exc
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise NotCanonical(f"invalid JSON: {type(exc).__name__}: {exc}") from exc

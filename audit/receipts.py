@@ -72,7 +72,7 @@ def _b64url(part: str, what: str) -> bytes:
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
         obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadReceipt(f"receipt {what} is not JSON") from exc
     if not isinstance(obj, dict):
         raise BadReceipt(f"receipt {what} is not a JSON object")

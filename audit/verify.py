@@ -186,7 +186,7 @@ def _ends_entries(line: bytes) -> bool:
         return True
     try:
         obj = _loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return isinstance(obj, dict) and obj.get("type") == "checkpoint"
 
@@ -223,7 +223,7 @@ def _scan(lines: list[bytes], pos0: int, expected: int) -> _Batch:
         h = _sha256(b"\x00" + leaf).digest()
         try:
             obj = _loads(leaf)
-        except ValueError:
+        except (ValueError, RecursionError):
             obj = None
         if isinstance(obj, dict):
             li = obj.get("index")
@@ -391,7 +391,7 @@ def _facts(line: bytes) -> _Facts:
     h = _sha256(b"\x00" + leaf).digest()
     try:
         obj = _loads(leaf)
-    except ValueError:
+    except (ValueError, RecursionError):
         return _Facts("leaf is not JSON", idx, -2, h, _ABSENT + b"!")
     if not isinstance(obj, dict):
         return _Facts("leaf is not a JSON object", idx, -2, h, _ABSENT + b"!")
@@ -408,18 +408,21 @@ def _link(before: _Facts | None, cur: _Facts, start: int, p: int) -> bool | None
     return cur.prev == before.h
 
 
-def _prefix_breaks_chain(f: IO[bytes], entries_at: int, prefix: CompactRange) -> bool:
-    """For an odd ``start`` the prefix's last hash is the leaf hash of entry start-1,
-    which the first exported entry also names as ``prev``: do the two disagree?"""
-    if prefix.size % 2 == 0:
+def _prefix_was_altered(
+    prefix: CompactRange, first_prev: object, hashes: list[bytes], signed_root: bytes
+) -> bool:
+    """For an odd ``start`` the prefix's last hash is entry start-1's leaf hash, which
+    the first exported entry names as ``prev``. If the two differ and putting the
+    entry's ``prev`` in the prefix yields the signed root, the prefix line was altered
+    (the entries are as checkpointed)."""
+    if prefix.size % 2 == 0 or not isinstance(first_prev, bytes) or len(first_prev) != 32:
         return False
-    f.seek(entries_at)
-    first = _facts(f.readline())
-    return (
-        isinstance(first.prev, bytes)
-        and len(first.prev) == 32
-        and (first.prev != prefix.hashes[-1])
-    )
+    if first_prev == prefix.hashes[-1]:
+        return False
+    mended = CompactRange(prefix.size, [*prefix.hashes[:-1], first_prev])
+    for h in hashes:
+        mended.append(h)
+    return mended.root() == signed_root
 
 
 def _diagnose(
@@ -441,6 +444,8 @@ def _diagnose(
     b0: _Facts | None = None
     after: _Facts | None = None
     alt: CompactRange | None = None
+    first: _Facts | None = None
+    hashes: list[bytes] = []  # the entries' leaf hashes, to test a mended prefix
     p = 0
     for line in f:
         if p >= end - start or _ends_entries(line):
@@ -448,6 +453,9 @@ def _diagnose(
                 after = _facts(line)  # one entry of lookahead, even past 'end'
             break
         cur = _facts(line)
+        if first is None:
+            first = cur
+        hashes.append(cur.h)
         if p0 is None:
             snap_prev, snap_cur = snap_cur, cr.copy()
             e = start + p
@@ -482,10 +490,10 @@ def _diagnose(
                 start + p, f"missing: the bundle has {p} of {end - start} entries"
             )
         if signed_root is not None and cr.root() != signed_root and end > start:
-            if _prefix_breaks_chain(f, entries_at, prefix):
+            if first is not None and _prefix_was_altered(prefix, first.prev, hashes, signed_root):
                 return MalformedBundle(
-                    f"the prefix line does not match entry {start}: its last hash is not the "
-                    f"leaf hash that entry {start} names as prev (the prefix line was altered)"
+                    f"the prefix line was altered: its last hash is not the leaf hash that "
+                    f"entry {start} names as prev, and with that hash the root matches"
                 )
             return TamperDetected(
                 end - 1,

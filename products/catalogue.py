@@ -107,7 +107,7 @@ def _iso(t: datetime) -> str:
 def _manifest(text: str) -> DataProduct:
     # Stored manifests never change (a product's schema is fixed at registration), so
     # the validated object can be shared; parsing on every call showed in profiles.
-    return parse_manifest(json.loads(text))
+    return parse_manifest(json.loads(text), registering=False)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -28,15 +28,15 @@ from marshmallow import (
 from products.errors import InvalidRequest
 
 PRODUCT_ID = re.compile(r"^[a-z0-9_]{1,64}\Z")
-# Clipping bounds of numeric columns. Beyond these, sensitivities and noise scales
-# overflow doubles (found by fuzzing: bounds of ±1e308 or [0, 5e-324] made queries fail
-# and quantiles answer Infinity); 1e15 is above any money amount in yuan the demo or a
-# registry holds, and exact in a double.
-MAX_BOUND = 1e15
-MIN_BOUNDS_WIDTH = 1e-9
-# A leading underscore is reserved: the loader adds _unit_rank and _unit_key to the
-# stored table (products/loader.py), and a column of that name would shadow them.
-COLUMN_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
+# Checked when a product is registered, not when a stored manifest is read back (a
+# product registered under earlier rules stays readable). Bounds: beyond these,
+# sensitivities and noise scales overflow doubles (found by fuzzing: bounds of ±1e308
+# or [0, 5e-324] failed queries and made quantiles answer Infinity; ±1e100 worked).
+MAX_BOUND = 1e100
+MIN_BOUNDS_WIDTH = 1e-100
+# Columns the loader adds to the stored table or uses while loading (products/loader.py).
+RESERVED_COLUMNS = frozenset({"_unit_rank", "_unit_key", "_draw"})
+COLUMN_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}\Z")
 MAX_PUBLIC_VALUES = 10_000
 MAX_ROWS_PER_UNIT = 10_000
 
@@ -159,9 +159,7 @@ class ColumnSchema(Schema):
     name = fields.String(
         required=True,
         validate=validate.Regexp(
-            COLUMN_NAME,
-            error="must match [a-z][a-z0-9_]{{0,63}} (lower-case SQL identifier; a leading _ "
-            "is reserved)",
+            COLUMN_NAME, error="must match [a-z_][a-z0-9_]{{0,63}} (lower-case SQL identifier)"
         ),
     )
     type = fields.String(required=True, validate=validate.OneOf([t.value for t in ColumnType]))
@@ -282,12 +280,6 @@ def _column_problems(col: dict[str, Any]) -> dict[str, list[str]]:
                 assert isinstance(lo, int | float) and isinstance(hi, int | float)
                 if not lo < hi:
                     problems["bounds"] = ["must be [lo, hi] with lo < hi"]
-                elif max(abs(lo), abs(hi)) > MAX_BOUND or hi - lo < MIN_BOUNDS_WIDTH:
-                    problems["bounds"] = [
-                        f"must lie within ±{MAX_BOUND:g} and be at least {MIN_BOUNDS_WIDTH:g} "
-                        "apart: the noise scale and the sums of clipped values must stay "
-                        "finite doubles"
-                    ]
             except ValueError as exc:
                 problems["bounds"] = [str(exc)]
     elif ctype.numeric and cls is not Classification.IDENTIFIER and col.get("aggregate", True):
@@ -365,11 +357,36 @@ def _column(col: dict[str, Any]) -> Column:
     )
 
 
-def parse_manifest(data: Any) -> DataProduct:
+def _registration_problems(columns: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rules for new products only (see ``MAX_BOUND``), as field paths to messages."""
+    errors: dict[str, Any] = {}
+    for i, col in enumerate(columns):
+        problems: dict[str, list[str]] = {}
+        if col["name"] in RESERVED_COLUMNS:
+            problems["name"] = [
+                f"{col['name']!r} is reserved for the loader's own columns "
+                f"({', '.join(sorted(RESERVED_COLUMNS))})"
+            ]
+        bounds = col.get("bounds")
+        if bounds is not None:
+            lo, hi = (float(b) for b in bounds)
+            if max(abs(lo), abs(hi)) > MAX_BOUND or hi - lo < MIN_BOUNDS_WIDTH:
+                problems["bounds"] = [
+                    f"must lie within ±{MAX_BOUND:g} and be at least {MIN_BOUNDS_WIDTH:g} "
+                    "apart: noise scales and sums of clipped values must stay finite doubles"
+                ]
+        if problems:
+            errors.setdefault("columns", {})[i] = problems
+    return errors
+
+
+def parse_manifest(data: Any, *, registering: bool = True) -> DataProduct:
     """Validate manifest data (already decoded from JSON or YAML).
 
-    Returns the frozen ``DataProduct``. Raises ``InvalidRequest`` whose ``details``
-    map each offending field path to its messages.
+    ``registering`` False reads back a stored manifest: the rules for new products
+    (``_registration_problems``) are not applied again. Returns the frozen
+    ``DataProduct``. Raises ``InvalidRequest`` whose ``details`` map each offending
+    field path to its messages.
     """
     if not isinstance(data, Mapping):
         raise InvalidRequest("a manifest must be a JSON/YAML object")
@@ -380,6 +397,10 @@ def parse_manifest(data: Any) -> DataProduct:
             "invalid product manifest",
             {"fields": exc.normalized_messages()},  # type: ignore[no-untyped-call]
         ) from None
+    if registering:
+        problems = _registration_problems(loaded["columns"])
+        if problems:
+            raise InvalidRequest("invalid product manifest", {"fields": problems})
     return DataProduct(
         id=loaded["id"],
         title=loaded["title"],

@@ -137,14 +137,19 @@ def witness(
             proof=proof,
             now=int(time.time()),
         )
-        client.post("/v1/audit/cosignatures", {"note": witnessed.note})
+        stored = client.post("/v1/audit/cosignatures", {"note": witnessed.note})
     except ApiError as exc:
         raise click.ClickException(f"{exc.status} {exc.code}: {exc.message}") from None
     except AuditError as exc:
         raise click.ClickException(f"refusing to cosign: {exc.message}") from None
     save_state(state_path, witnessed.state)
     previous = f" (consistent with size {state.size})" if state else " (first checkpoint)"
-    click.echo(f"cosigned checkpoint of size {witnessed.checkpoint.size}{previous}")
+    kept = (
+        ""
+        if stored.get("created", True)
+        else "; the platform kept this witness's earlier cosignature of it"
+    )
+    click.echo(f"cosigned checkpoint of size {witnessed.checkpoint.size}{previous}{kept}")
 
 
 COMMANDS = [audit]

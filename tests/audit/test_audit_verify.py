@@ -267,8 +267,39 @@ def test_an_altered_prefix_line_is_blamed_on_the_prefix(
             # The last hash of an odd start is entry start-1's leaf hash, which entry
             # ``start`` names as prev: the prefix line is shown to be the altered part.
             assert report.first_bad_index is None, report.errors
-            assert "prefix line does not match entry" in report.errors[0]
+            assert "prefix line was altered: its last hash" in report.errors[0]
             with pytest.raises(MalformedBundle):
                 report.raise_for_errors()
         else:
             assert "prefix line was altered" in report.errors[0], report.errors
+
+
+def test_an_altered_first_prev_is_not_blamed_on_a_genuine_prefix(
+    bundle_log: AuditLog, tmp_path: Path
+) -> None:
+    # The prefix and entry ``start`` disagree either way; with the prefix genuine, the
+    # mended-prefix root does not match, so the entry is named.
+    data = export(bundle_log, tmp_path / "orig.jsonl", 5, 6)
+    head, entries, tail = split(data)
+    obj = json.loads(entries[0])
+    leaf = json.loads(base64.b64decode(obj["leaf"]))
+    assert "prev" in leaf
+    forged = canonical.encode(leaf | {"prev": "00" * 32 if isinstance(leaf["prev"], str) else None})
+    line = b'{"type":"entry","index":5,"leaf":"%s"}\n' % base64.b64encode(forged)
+    check(tmp_path / "t.jsonl", b"".join([*head, line, *tail]), 5, 5)
+
+
+def test_deeply_nested_lines_are_reported_not_raised(tmp_path: Path) -> None:
+    deep = b'{"a":' * 5000 + b"1" + b"}" * 5000
+    header = {"type": "header", "version": 1, "origin": "x", "start": 0, "end": 1, "keys": []}
+    for lines in (
+        [
+            json.dumps(header).encode(),
+            b'{"type":"entry","index":0,"leaf":"%s"}' % base64.b64encode(deep),
+        ],
+        [json.dumps(header).encode(), deep],
+    ):
+        path = tmp_path / "deep.jsonl"
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        report = verify_bundle(path)  # a RecursionError before
+        assert not report.ok and report.errors

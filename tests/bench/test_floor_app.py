@@ -1,6 +1,7 @@
-"""The benchmark's floor app does the mandatory work it stands for: a call it answers
-was checked like a real one (refused when forged, replay-bound to its request), and
-its receipt is signed by the platform key. Otherwise its ratio would bound nothing."""
+"""The benchmark's floor app does the signature work it stands for: a call it answers
+was checked like a real one (refused when forged or bound to another body; it keeps
+no nonces, so replays are not refused), and its receipt is signed by the platform
+key. Otherwise its ratio would bound nothing."""
 
 from __future__ import annotations
 
