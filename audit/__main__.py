@@ -10,7 +10,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 
 from audit.errors import AuditError
 from audit.note import CosignatureVerifier, NoteVerifier
@@ -53,10 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"FAILED: cannot read {args.bundle}: {exc.strerror}", file=sys.stderr)
         return 1
     if args.json:
-        data = asdict(report)
-        data.pop("_exc", None)
-        data["ok"] = report.ok
-        print(json.dumps(data, indent=2))
+        print(json.dumps(report.to_dict(), indent=2))
     else:
         print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
     return 0 if report.ok else 1

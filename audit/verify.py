@@ -36,7 +36,7 @@ import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from itertools import islice
 from typing import IO, Any
 
@@ -98,6 +98,13 @@ class Report:
     def ok(self) -> bool:
         """True when every check passed."""
         return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data, ``ok`` included."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+        data["checkpoints"] = [asdict(c) for c in self.checkpoints]
+        data["ok"] = self.ok
+        return data
 
     def fail(self, exc: AuditError) -> None:
         """Record a failure; a :class:`TamperDetected` goes first, else the earliest."""
@@ -681,6 +688,22 @@ def verify_bundle(
     32 MiB, else none). Never raises for a bad bundle; I/O errors propagate.
     """
     report = Report(str(path))
+    try:
+        return _verify_into(report, path, trusted_keys, witnesses, workers)
+    except (ValueError, RecursionError) as exc:
+        # Hostile values the parsers let through (e.g. a 5,000-digit index or size,
+        # nesting deeper than Python's stack): still a report, never a traceback.
+        report.fail(MalformedBundle(f"unreadable bundle: {type(exc).__name__}"))
+        return report
+
+
+def _verify_into(
+    report: Report,
+    path: str | os.PathLike[str],
+    trusted_keys: Sequence[NoteVerifier] | None,
+    witnesses: Sequence[CosignatureVerifier],
+    workers: int | None,
+) -> Report:
     with open(path, "rb") as f:
         try:
             header = parse_header(f.readline())

@@ -49,8 +49,18 @@ def create_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
         parsed = sa.engine.make_url(url)
     except ArgumentError:
         raise InvalidRequest(f"database URL {url!r} is not a valid SQLAlchemy URL") from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise InvalidRequest(
+            f"database URL {url!r}: the control plane runs on SQLite or PostgreSQL only"
+        )
+    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise InvalidRequest(
+            f"database URL {url!r}: an in-memory SQLite store would vanish with the "
+            "process; name a file (sqlite:////path/control.sqlite3)"
+        )
     try:
-        if parsed.get_backend_name() == "sqlite":
+        if backend == "sqlite":
             engine = sa.create_engine(
                 parsed,
                 connect_args={"timeout": 60, "check_same_thread": False},
@@ -60,7 +70,7 @@ def create_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
             _configure_sqlite(engine, sqlite_synchronous)
             return engine
         return sa.create_engine(parsed, pool_size=8, max_overflow=32, pool_pre_ping=True)
-    except NoSuchModuleError:
+    except (NoSuchModuleError, ImportError):  # ImportError: a driver not installed
         raise InvalidRequest(f"database URL {url!r} names an unsupported driver") from None
 
 

@@ -6,11 +6,13 @@ error is one readable line on stderr and a non-zero exit; never a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import click
 
+from audit.errors import AuditError
 from products.errors import DomainError
 from sandbox.cli.common import CliContext
 from sandbox.settings import Settings
@@ -25,8 +27,23 @@ class SandboxGroup(click.Group):
         except DomainError as exc:
             click.echo(f"error: {exc.code}: {exc.message}{_details(exc)}", err=True)
             sys.exit(1)
+        except AuditError as exc:  # e.g. an unreadable witness state or bundle
+            click.echo(f"error: {exc.message}", err=True)
+            sys.exit(1)
         except OSError as exc:
             click.echo(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
+            sys.exit(1)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            # The last guard: one line, never a traceback (unless asked for).
+            if os.environ.get("SANDBOX_TRACEBACK"):
+                raise
+            text = (str(exc).strip().splitlines() or [""])[0][:300]
+            click.echo(
+                f"error: unexpected {type(exc).__name__}: {text} (SANDBOX_TRACEBACK=1 shows where)",
+                err=True,
+            )
             sys.exit(1)
 
 

@@ -101,8 +101,10 @@ def read_manifest(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
         if path.suffix == ".json":
             return json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError) as exc:  # ValueError: JSON, huge integers
         raise InvalidRequest(f"{path} is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise InvalidRequest(f"{path} nests too deeply") from None
     return load_yaml(text, str(path))
 
 

@@ -79,8 +79,10 @@ def call(
     if json_file:
         try:
             body = json.loads(Path(json_file).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError) as exc:  # ValueError: JSON, huge integers
             raise InvalidRequest(f"{json_file} is not JSON: {exc}") from None
+        except RecursionError:
+            raise InvalidRequest(f"{json_file} nests too deeply") from None
     try:
         answer = client.request(method.upper(), path, json_body=body)
     except ApiError as exc:

@@ -9,7 +9,7 @@ from sandbox.cli.common import CliContext
 
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.pass_obj
 def serve(ctx: CliContext, host: str, port: int) -> None:
     """Run the API with the development server.

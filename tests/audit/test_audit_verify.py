@@ -303,3 +303,22 @@ def test_deeply_nested_lines_are_reported_not_raised(tmp_path: Path) -> None:
         path.write_bytes(b"\n".join(lines) + b"\n")
         report = verify_bundle(path)  # a RecursionError before
         assert not report.ok and report.errors
+
+
+def test_json_reports_of_failed_and_unreadable_bundles(
+    bundle_log: AuditLog, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from audit.__main__ import main as audit_main
+
+    data = export(bundle_log, tmp_path / "orig.jsonl")
+    head, entries, tail = split(data)
+    tampered = tmp_path / "t.jsonl"
+    tampered.write_bytes(b"".join([*head, entries[1], entries[0], *entries[2:], *tail]))
+    huge = tmp_path / "huge.jsonl"  # a 5,000-digit index: Python refuses to read it
+    huge.write_bytes(
+        b"".join([*head, b'{"type":"entry","index":' + b"9" * 5000 + b',"leaf":""}\n'])
+    )
+    for path in (tampered, huge):
+        assert audit_main(["verify", str(path), "--json"]) == 1  # crashed in asdict() before
+        report = json.loads(capsys.readouterr().out)
+        assert report["ok"] is False and report["errors"]

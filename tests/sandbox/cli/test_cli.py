@@ -168,3 +168,47 @@ def test_call_needs_identity(tmp_path: Path) -> None:
 )
 def test_missing_files(tmp_path: Path, args: list[str]) -> None:
     assert run(tmp_path, *args).exit_code != 0
+
+
+# --- found by fuzzing the CLI (2026-12-02): each printed a traceback ------------------
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://u@h/x", "sqlite://", "sqlite:///:memory:", "postgresql+psycopg2://u@h/x"]
+)
+def test_unusable_database_urls_are_one_line(tmp_path: Path, url: str) -> None:
+    result = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "--database-url", url, "init"])
+    assert "database URL" in one_line_error(result)
+
+
+def test_unreadable_manifests_and_bad_ports_are_one_line(tmp_path: Path) -> None:
+    huge = tmp_path / "huge.json"
+    huge.write_text('{"id": ' + "9" * 5000 + "}")
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 5000 + "]" * 5000)
+    assert "YAML/JSON" in one_line_error(run(tmp_path, "products", "register", str(huge)))
+    assert "nests too deeply" in one_line_error(run(tmp_path, "products", "register", str(deep)))
+    bad_port = run(tmp_path, "serve", "--port", "70000")
+    assert bad_port.exit_code == 2 and "70000" in bad_port.output
+
+
+def test_a_corrupt_witness_state_is_one_line(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    key = tmp_path / "w.key"
+    assert run(tmp_path, "keys", "generate", "--out", str(tmp_path / "w")).exit_code == 0
+    for text in ("{bad", "", "[]", '{"size": "x"}'):
+        state.write_text(text)
+        result = run(
+            tmp_path,
+            "audit",
+            "witness",
+            "--url",
+            "http://127.0.0.1:9",
+            "--id",
+            "reg",
+            "--key",
+            str(key),
+            "--state",
+            str(state),
+        )
+        assert one_line_error(result), text
