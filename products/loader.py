@@ -50,9 +50,15 @@ class DataFormat(StrEnum):
     def from_name(cls, name: str) -> DataFormat:
         """Guess the format from a file name or a media type. Raises ``InvalidRequest``."""
         lowered = name.lower()
+        # A file's extension decides first ("export_parquet.csv" is CSV); the media
+        # types of uploads (text/csv, application/vnd.apache.parquet) next.
+        if lowered.endswith((".parquet", ".pq")):
+            return cls.PARQUET
+        if lowered.endswith((".csv", ".csv.gz")):
+            return cls.CSV
         if "parquet" in lowered:
             return cls.PARQUET
-        if lowered.endswith((".csv", ".csv.gz")) or "csv" in lowered:
+        if "csv" in lowered:
             return cls.CSV
         raise InvalidRequest(
             f"cannot tell the data format of {name!r}: use CSV (text/csv) or Parquet "

@@ -128,8 +128,13 @@ def products_register(
     ctx: CliContext, manifest: str, data_file: str | None, owner: str, quiet: bool
 ) -> None:
     """Register a product from MANIFEST (YAML or JSON) and load its rows; audited."""
-    rt = ctx.runtime(create=True)
+    # What can be checked before anything is written is checked first: the manifest's
+    # syntax and the data file's format (a load that fails later leaves the product
+    # registered without data; docs/architecture.md, known limitations).
     data = read_manifest(Path(manifest))
+    if data_file:
+        DataFormat.from_name(Path(data_file).name)
+    rt = ctx.runtime(create=True)
     product_id = str(data.get("id")) if isinstance(data, dict) else "?"
     target = {"product": product_id}
     try:

@@ -212,3 +212,21 @@ def test_a_corrupt_witness_state_is_one_line(tmp_path: Path) -> None:
             str(state),
         )
         assert one_line_error(result), text
+
+
+def test_an_unknown_data_format_is_refused_before_registering(tmp_path: Path) -> None:
+    manifest = tmp_path / "registry.json"
+    manifest.write_text(json.dumps(manifest_data()["enterprise_registry"]))
+    rows = tmp_path / "rows.txt"
+    rows.write_text("uscc\n")
+    result = run(tmp_path, "products", "register", str(manifest), "--data", str(rows))
+    assert "data format" in one_line_error(result)
+    rt = Runtime.open(Settings(data_dir=tmp_path))
+    try:
+        assert rt.catalogue.products() == []  # not registered without its data
+    finally:
+        rt.close()
+    # The extension decides, not a word in the name.
+    named = generate("enterprise_registry", 20, tmp_path / "from_parquet_export.csv")
+    ok = run(tmp_path, "products", "register", str(manifest), "--data", str(named), "--quiet")
+    assert ok.exit_code == 0, ok.output
