@@ -37,15 +37,8 @@ def floor(rt: Runtime) -> tuple[Flask, bytes, str]:
     return create_app(rt), private, key.kid
 
 
-def post(app: Flask, body: bytes, token: str) -> tuple[int, dict[str, object]]:
-    resp = app.test_client().post(PATH, data=body, headers={"Authorization": f"Bearer {token}"})
-    return resp.status_code, resp.get_json(silent=True) or {}
-
-
-def test_floor_answers_a_signed_call_with_a_platform_receipt(rt: Runtime) -> None:
-    app, private, kid = floor(rt)
-    body = json.dumps({"scope": "sc-1", "subject": {"uscc": "91440300MA5FXXXX1X"}}).encode()
-    token = sign_call(
+def signed(private: bytes, kid: str, body: bytes) -> str:
+    return sign_call(
         private,
         issuer="ent-acme",
         kid=kid,
@@ -54,7 +47,17 @@ def test_floor_answers_a_signed_call_with_a_platform_receipt(rt: Runtime) -> Non
         path_and_query=PATH,
         body=body,
     )
-    status, answer = post(app, body, token)
+
+
+def post(app: Flask, body: bytes, token: str) -> tuple[int, dict[str, object]]:
+    resp = app.test_client().post(PATH, data=body, headers={"Authorization": f"Bearer {token}"})
+    return resp.status_code, resp.get_json(silent=True) or {}
+
+
+def test_floor_answers_a_signed_call_with_a_platform_receipt(rt: Runtime) -> None:
+    app, private, kid = floor(rt)
+    body = json.dumps({"scope": "sc-1", "subject": {"uscc": "91440300MA5FXXXX1X"}}).encode()
+    status, answer = post(app, body, signed(private, kid, body))
     assert status == 200 and answer["match"] is True
     receipt = answer["receipt"]
     assert isinstance(receipt, str)
@@ -67,25 +70,8 @@ def test_floor_refuses_a_forged_or_rebound_call(rt: Runtime) -> None:
     app, private, kid = floor(rt)
     body = b'{"scope": "sc-1", "subject": {"uscc": "91440300MA5FXXXX1X"}}'
     other, _ = generate_keypair("ed25519")
-    forged = sign_call(
-        other,
-        issuer="ent-acme",
-        kid=kid,
-        audience=AUDIENCE,
-        method="POST",
-        path_and_query=PATH,
-        body=body,
-    )
-    rebound = sign_call(
-        private,
-        issuer="ent-acme",
-        kid=kid,
-        audience=AUDIENCE,
-        method="POST",
-        path_and_query=PATH,
-        body=b"{}",
-    )
-    for token, code in ((forged, "bad_signature"), (rebound, "bad_signature")):
+    # Signed by another key; signed over another body.
+    for token in (signed(other, kid, body), signed(private, kid, b"{}")):
         status, answer = post(app, body, token)
         assert status == 401 and "receipt" not in answer
-        assert answer["error"]["code"] == code  # type: ignore[index]
+        assert answer["error"]["code"] == "bad_signature"  # type: ignore[index]
