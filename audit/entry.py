@@ -2,7 +2,7 @@
 
 An entry is a JSON object encoded with RFC 8785 (``audit.canonical``); those bytes are
 the Merkle *leaf*, stored and exported verbatim. The log assigns ``index``, ``time`` and
-``prev`` inside its write lock; callers supply the other fields.
+``prev`` inside its write lock; producers supply an :class:`Entry`.
 
 ``prev`` (an extension field, optional for other producers) is the hex RFC 9162 leaf hash
 of entry ``index - 1`` (``null`` for entry 0). It chains each entry to its predecessor so
@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,10 +27,8 @@ __all__ = [
     "ASSIGNED_FIELDS",
     "DECISIONS",
     "REQUIRED_FIELDS",
-    "build_entry",
-    "check_fields",
+    "Entry",
     "format_time",
-    "make_leaf",
     "parse_leaf",
     "parse_time",
     "request_hash",
@@ -55,12 +54,10 @@ CALLER_FIELDS = (
 REQUIRED_FIELDS = ("index", "time", *CALLER_FIELDS)
 DECISIONS = ("allow", "deny")
 
+_RESERVED = frozenset((*ASSIGNED_FIELDS, *CALLER_FIELDS))
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
-# Fields that may be null: an unauthenticated call has no actor/role/jti; an allowed
-# call has no reason; a call without a response body has no result_hash.
-_NULLABLE = frozenset({"actor", "role", "reason", "result_hash", "jti", "client", "request_hash"})
 
 
 def format_time(when: datetime) -> str:
@@ -104,66 +101,83 @@ def result_hash(response: Mapping[str, Any] | None) -> str | None:
     return hashlib.sha256(canonical.encode(body, floats=True)).hexdigest()
 
 
-def check_fields(fields: Mapping[str, Any]) -> None:
-    """Check caller-supplied entry fields (DESIGN §7); returns ``None``.
+@dataclass(frozen=True)
+class Entry:
+    """One audit entry as its producer supplies it (DESIGN §7): the log adds ``index``,
+    ``time`` and ``prev`` when it appends.
 
-    Raises :class:`BadEntry` naming the first offending field, or :class:`NotCanonical`
-    if a value cannot be encoded (e.g. a float).
+    ``extra`` holds the producer's extension fields (e.g. ``status``, ``sql_hash``);
+    they may not shadow a DESIGN §7 field. Construction checks every field and that the
+    whole entry encodes canonically, so an entry that exists can always be appended.
+    Raises :class:`BadEntry` naming the first offending field, or
+    :class:`NotCanonical` for a value that cannot be encoded (e.g. a float).
     """
-    for name in ASSIGNED_FIELDS:
-        if name in fields:
-            raise BadEntry(f"field {name!r} is assigned by the log")
-    for name in CALLER_FIELDS:
-        if name not in fields:
-            raise BadEntry(f"missing field {name!r}")
-        value = fields[name]
-        if value is None:
-            if name not in _NULLABLE:
-                raise BadEntry(f"field {name!r} may not be null")
-            continue
-        if name == "target":
-            if not isinstance(value, Mapping):
-                raise BadEntry("field 'target' must be an object")
-        elif not isinstance(value, str):
-            raise BadEntry(f"field {name!r} must be a string")
-    if fields["decision"] not in DECISIONS:
-        raise BadEntry(f"decision must be one of {DECISIONS}")
-    if not _DECIMAL.fullmatch(fields["epsilon"]):
-        raise BadEntry("epsilon must be a decimal string such as '0.5'")
-    for name in ("request_hash", "result_hash"):
-        value = fields[name]
-        if value is not None and not _HEX64.fullmatch(value):
-            raise BadEntry(f"field {name!r} must be 64 lowercase hex digits")
-    if not fields["action"]:
-        raise BadEntry("field 'action' may not be empty")
-    # encode, not dumps: a lone surrogate passes str operations but not UTF-8, and must
-    # fail here, in its own caller, not in the group-commit leader for a whole batch.
-    canonical.encode(dict(fields))  # raises NotCanonical for floats and other non-JSON
 
+    actor: str | None
+    role: str | None
+    action: str
+    target: Mapping[str, str]
+    request_hash: str | None
+    decision: str
+    reason: str | None
+    epsilon: str
+    result_hash: str | None
+    jti: str | None
+    client: str | None
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
-def build_entry(
-    fields: Mapping[str, Any], *, index: int, time: datetime | str, prev: bytes | None = None
-) -> dict[str, Any]:
-    """Return the entry dict: ``fields`` plus ``index``, ``time`` and ``prev``.
+    def __post_init__(self) -> None:
+        for name in ("actor", "role", "request_hash", "reason", "result_hash", "jti", "client"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise BadEntry(f"field {name!r} must be a string or null")
+        if not isinstance(self.action, str) or not self.action:
+            raise BadEntry("field 'action' must be a non-empty string")
+        if not isinstance(self.target, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.target.items()
+        ):
+            raise BadEntry("field 'target' must be an object of strings")
+        if self.decision not in DECISIONS:
+            raise BadEntry(f"decision must be one of {DECISIONS}")
+        if not isinstance(self.epsilon, str) or not _DECIMAL.fullmatch(self.epsilon):
+            raise BadEntry("epsilon must be a decimal string such as '0.5'")
+        for name in ("request_hash", "result_hash"):
+            value = getattr(self, name)
+            if value is not None and not _HEX64.fullmatch(value):
+                raise BadEntry(f"field {name!r} must be 64 lowercase hex digits")
+        clash = set(self.extra) & _RESERVED
+        if clash:
+            raise BadEntry(f"extension field(s) {sorted(clash)} shadow entry fields")
+        # encode, not dumps: a lone surrogate passes str operations but not UTF-8, and
+        # must fail here, in its producer, not in the group-commit leader for a batch.
+        canonical.encode(self.fields())
 
-    ``prev`` is the raw leaf hash of entry ``index - 1`` (``None`` for the first entry).
-    Raises :class:`BadEntry` / :class:`NotCanonical` for invalid fields.
-    """
-    check_fields(fields)
-    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-        raise BadEntry("index must be a non-negative integer")
-    entry = dict(fields)
-    entry["index"] = index
-    entry["time"] = time if isinstance(time, str) else format_time(time)
-    entry["prev"] = prev.hex() if prev is not None else None
-    return entry
+    def fields(self) -> dict[str, Any]:
+        """Return the entry as a JSON object without the log's fields."""
+        out = dict(self.extra)
+        out.update(
+            actor=self.actor,
+            role=self.role,
+            action=self.action,
+            target=dict(self.target),
+            request_hash=self.request_hash,
+            decision=self.decision,
+            reason=self.reason,
+            epsilon=self.epsilon,
+            result_hash=self.result_hash,
+            jti=self.jti,
+            client=self.client,
+        )
+        return out
 
-
-def make_leaf(
-    fields: Mapping[str, Any], *, index: int, time: datetime | str, prev: bytes | None = None
-) -> bytes:
-    """Return the leaf bytes (RFC 8785) of :func:`build_entry`; raises like it."""
-    return canonical.encode(build_entry(fields, index=index, time=time, prev=prev))
+    def leaf(self, *, index: int, time: str, prev: bytes | None) -> bytes:
+        """Return the leaf bytes (RFC 8785) of this entry at ``index`` and ``time``, after
+        the entry whose leaf hash is ``prev`` (``None`` for the first)."""
+        out = self.fields()
+        out["index"] = index
+        out["time"] = time
+        out["prev"] = prev.hex() if prev is not None else None
+        return canonical.encode(out)
 
 
 def parse_leaf(leaf: bytes, *, strict: bool = True) -> dict[str, Any]:

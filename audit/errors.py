@@ -55,7 +55,7 @@ class BadReceipt(AuditError):
 class TamperDetected(AuditError):
     """Entries do not match what was checkpointed; ``index`` is the first bad index."""
 
-    code = "conflict"
+    code = "internal"  # the log is not what its checkpoints say: never the caller's fault
 
     def __init__(self, index: int, message: str) -> None:
         super().__init__(f"entry {index}: {message}")

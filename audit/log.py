@@ -35,9 +35,9 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from audit import canonical, tables
+from audit import tables
 from audit.bundle import BundleWriter
-from audit.entry import check_fields, format_time, parse_leaf, parse_time
+from audit.entry import Entry, format_time, parse_leaf, parse_time
 from audit.errors import AuditError, BadCheckpoint, OutOfRange
 from audit.merkle import (
     EMPTY_ROOT,
@@ -63,7 +63,7 @@ __all__ = [
     "Appended",
     "AuditLog",
     "ConsistencyProof",
-    "Effect",
+    "EntryWriter",
     "InclusionProof",
     "Page",
     "StoreError",
@@ -208,39 +208,103 @@ def create_tables(engine: Engine) -> None:
             conn.execute(tables.head.insert().values(id=1, size=0, frontier=b""))
 
 
-class Effect:
-    """Writes to the same store that must commit in the same transaction as an entry.
+class LogTransaction:
+    """What an :data:`EntryWriter` is handed inside the append transaction: its
+    connection, the index its entry will get, and the log's own changes that may
+    commit with the entry (a checkpoint, a cosignature)."""
 
-    A caller whose call changes other state (a replay guard, counters) can hand those
-    changes to ``AuditLog.append`` instead of committing them first: the leader applies
-    the effects of its whole batch in the append transaction, so they and the entries
-    commit together or not at all, at the cost of one transaction per batch instead of
-    one per call. Effects are applied in queue order, consecutive effects of one class
-    together by ``apply_all``; each may then rewrite its own entry (``entry_fields``),
-    e.g. to record that the call was refused after all. Subclasses live with the state
-    they write; this module knows nothing about it.
-    """
+    def __init__(self, log: AuditLog, conn: Connection, tree: CompactRange, committed: int) -> None:
+        self.conn = conn
+        self.index = tree.size
+        self._log = log
+        self._tree = tree
+        self._committed = committed
 
-    @classmethod
-    def apply_all(cls, conn: Connection, effects: Sequence[Any]) -> None:
-        """Apply ``effects`` (all of this class, in queue order) on ``conn``.
+    def checkpoint(self, size: int | None = None, *, reuse_within: float = 0.0) -> StoredCheckpoint:
+        """Return the checkpoint of ``size`` entries (default: every entry before this
+        one), signing and storing it with this entry if none is stored.
 
-        Runs inside the append transaction, after the log's head is locked: appends are
-        serialised across processes while it runs. Raising aborts the whole batch.
+        With ``reuse_within`` and no ``size``, the latest stored checkpoint is returned
+        instead when it is at most that many seconds old (a burst of readers does not
+        sign one checkpoint each). Raises :class:`BadCheckpoint` without a signer and
+        :class:`OutOfRange` for a size beyond this entry.
         """
-        raise NotImplementedError
+        log, conn = self._log, self.conn
+        c = tables.checkpoints
+        if size is None:
+            size = self.index
+            latest = conn.execute(sa.select(c).order_by(c.c.size.desc()).limit(1)).first()
+            if latest is not None:
+                stored = _checkpoint(latest)
+                if stored.size >= size or log._age(stored) < reuse_within:
+                    return stored
+        if not 0 <= size <= self.index:
+            raise OutOfRange(f"tree size {size} exceeds the log ({self.index})")
+        row = conn.execute(sa.select(c).where(c.c.size == size)).first()
+        if row is not None:
+            return _checkpoint(row)
+        if size == self.index:
+            root = self._tree.root()
+        elif size <= self._committed:
+            root = log._root(conn, size)
+        else:  # inside this batch, before this entry: its rows are not written yet
+            raise OutOfRange(f"tree size {size} is not committed yet")
+        return log._sign(conn, size, root)
 
-    def entry_fields(self, fields: dict[str, Any]) -> dict[str, Any]:
-        """Return the fields to append once the effect is applied (default: as given)."""
-        return fields
+    def add_cosignature(self, note: str, witness: CosignatureVerifier) -> StoredCosignature:
+        """Store ``witness``'s cosignature found in ``note`` with this entry; return the
+        stored line and whether this call stored it.
+
+        ``note`` is one of this log's checkpoints with the witness's cosignature line
+        (C2SP tlog-cosignature) appended. Raises :class:`BadCheckpoint` if the text is
+        not a checkpoint this log signed or carries no line of that witness, and
+        :class:`~audit.errors.BadSignature` if the cosignature does not verify. A
+        witness's first cosignature of a checkpoint is the one kept: a later one (say,
+        a newer timestamp) verifies but returns the stored line with ``created`` False.
+        """
+        conn = self.conn
+        parsed = parse_note(note)
+        cp = Checkpoint.parse(parsed.text)
+        c, cs = tables.checkpoints, tables.cosignatures
+        row = conn.execute(sa.select(c).where(c.c.size == cp.size)).first()
+        if row is None or parse_note(_checkpoint(row).note).text != parsed.text:
+            raise BadCheckpoint("not a checkpoint this log issued")
+        sigs = [s for s in parsed.signatures if witness.matches(s)]
+        if not sigs:
+            raise BadCheckpoint(f"no cosignature by {witness.name} in the note")
+        ts = witness.timestamp(parsed.text, sigs[0])
+        line = sigs[0].line().rstrip("\n")
+        existing = conn.execute(
+            sa.select(cs.c.line).where(
+                cs.c.checkpoint_size == cp.size,
+                cs.c.witness == witness.name,
+                cs.c.key_id == witness.key_id,
+            )
+        ).scalar()
+        if existing is not None:
+            return StoredCosignature(str(existing), created=False)
+        conn.execute(
+            cs.insert().values(
+                checkpoint_size=cp.size,
+                witness=witness.name,
+                key_id=witness.key_id,
+                timestamp=ts,
+                line=line,
+            )
+        )
+        return StoredCosignature(line, created=True)
+
+
+#: Writes a call's state changes in the append transaction and returns its entry
+#: (see :meth:`AuditLog.append`).
+EntryWriter = Callable[[LogTransaction], Entry]
 
 
 class _Pending:
-    __slots__ = ("done", "effect", "error", "fields", "parked", "result")
+    __slots__ = ("done", "error", "parked", "result", "write")
 
-    def __init__(self, fields: dict[str, Any], effect: Effect | None = None) -> None:
-        self.fields = fields
-        self.effect = effect
+    def __init__(self, write: EntryWriter) -> None:
+        self.write = write
         self.result: Appended | None = None
         self.error: BaseException | None = None
         self.done = False
@@ -254,10 +318,10 @@ def _split_hashes(blob: bytes) -> list[bytes]:
     return [blob[i : i + HASH_SIZE] for i in range(0, len(blob), HASH_SIZE)]
 
 
-def _sqlite_writer(engine: Engine, synchronous: str) -> Engine:
+def _sqlite_writer(engine: Engine, synchronous: str, lock_timeout_s: float) -> Engine:
     """A dedicated engine on the same SQLite file, in driver autocommit so that
     ``AuditLog._write_transaction`` can open every transaction with BEGIN IMMEDIATE."""
-    writer = sa.create_engine(engine.url, connect_args={"timeout": 60})
+    writer = sa.create_engine(engine.url, connect_args={"timeout": lock_timeout_s})
 
     @event.listens_for(writer, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
@@ -266,7 +330,7 @@ def _sqlite_writer(engine: Engine, synchronous: str) -> Engine:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous}")
-        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute(f"PRAGMA busy_timeout={int(lock_timeout_s * 1000)}")
         cur.close()
 
     return writer
@@ -277,7 +341,9 @@ class AuditLog:
 
     ``signer`` signs checkpoints (``None``: read-only for checkpoints). ``clock`` is
     injected (returns an aware datetime). Entry times never go backwards: a clock behind
-    the last entry's time is ignored.
+    the last entry's time is ignored. ``lock_timeout_s`` bounds how long an append waits
+    for another writer on SQLite (DESIGN §2.9: a stalled process cannot stall the
+    others for longer; on PostgreSQL the engine's ``lock_timeout`` does it).
     """
 
     def __init__(
@@ -292,6 +358,7 @@ class AuditLog:
         checkpoint_interval: float = 60.0,
         checkpoint_entries: int = 10_000,
         min_checkpoint_interval: float = 1.0,
+        lock_timeout_s: float = 5.0,
     ) -> None:
         if sqlite_synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
             raise ValueError("sqlite_synchronous must be NORMAL, FULL or EXTRA")
@@ -308,8 +375,10 @@ class AuditLog:
         self._dialect = engine.dialect.name
         database = engine.url.database or ""
         if self._dialect == "sqlite" and database not in ("", ":memory:"):
-            self._writer = _sqlite_writer(engine, sqlite_synchronous.upper())
-            self._write_lock: WriterLock | None = WriterLock(Path(f"{database}-audit-writer.lock"))
+            self._writer = _sqlite_writer(engine, sqlite_synchronous.upper(), lock_timeout_s)
+            self._write_lock: WriterLock | None = WriterLock(
+                Path(f"{database}-audit-writer.lock"), timeout_s=lock_timeout_s
+            )
         else:
             self._writer = engine
             self._write_lock = None
@@ -362,18 +431,23 @@ class AuditLog:
 
     # ----------------------------------------------------------------- appending
 
-    def append(self, fields: Mapping[str, Any], effect: Effect | None = None) -> Appended:
+    def append(self, entry: Entry | EntryWriter) -> Appended:
         """Append one entry and return it once its transaction has committed.
 
-        ``fields`` are the DESIGN §7 fields without ``index``/``time``/``prev``. Blocks
-        until durable. ``effect`` commits in the same transaction (see :class:`Effect`).
-        Raises :class:`~audit.errors.BadEntry` / :class:`~audit.errors.NotCanonical` for
-        invalid fields (nothing is written) and :class:`StoreError` if the database
-        fails (neither the entry nor its effect is committed).
+        ``entry`` is the entry itself, or an :data:`EntryWriter` that the batch leader
+        calls inside the append transaction, after the log's head is locked (appends
+        are serialised across processes and nodes while it runs) and with the index
+        its entry will get: it may write the call's state changes on the connection,
+        which then commit together with the entry or not at all, and returns the
+        entry that records them. Writers run in queue order, so a change made by one
+        is seen by the writers after it. A writer that raises aborts its whole batch:
+        it must decide refusals without raising (``sandbox/actions/call.py``).
+        Blocks until durable. Raises :class:`StoreError` if the database fails
+        (neither the entries nor their changes are committed).
         """
-        check_fields(fields)
+        write: EntryWriter = (lambda _tx: entry) if isinstance(entry, Entry) else entry
         self._after_fork()
-        req = _Pending(dict(fields), effect)
+        req = _Pending(write)
         with self._mutex:
             self._queue.append(req)
             lead = not self._leading
@@ -411,7 +485,7 @@ class AuditLog:
     def _commit(self, batch: list[_Pending]) -> None:
         """Write ``batch`` in one transaction; record each result or the error."""
         try:
-            results = self._write_batch([r.fields for r in batch], [r.effect for r in batch])
+            results = self._write_batch([r.write for r in batch])
         except AuditError as exc:
             for r in batch:
                 r.error = exc
@@ -441,15 +515,9 @@ class AuditLog:
         now = format_time(self.clock())
         return last if last is not None and last > now else now
 
-    def _write_batch(
-        self,
-        batch: Sequence[Mapping[str, Any]],
-        effects: Sequence[Effect | None] = (),
-    ) -> list[Appended]:
+    def _write_batch(self, writers: Sequence[EntryWriter]) -> list[Appended]:
         with self._write_transaction() as conn:
             head = self._lock_head(conn)
-            if any(e is not None for e in effects):
-                batch = self._apply_effects(conn, batch, effects)
             cr = CompactRange(head.size, _split_hashes(head.frontier))
             prev: bytes | None = head.last_leaf_hash
             now = self._now(head.last_time)
@@ -460,26 +528,24 @@ class AuditLog:
                 node_rows.append({"level": level, "idx": idx, "hash": h})
 
             out: list[Appended] = []
-            for fields in batch:
+            committed = int(head.size)
+            for write in writers:
                 index = cr.size
-                entry = dict(fields)
-                entry["index"] = index
-                entry["time"] = now
-                entry["prev"] = prev.hex() if prev is not None else None
-                leaf = canonical.encode(entry)
+                entry = write(LogTransaction(self, conn, cr, committed))
+                leaf = entry.leaf(index=index, time=now, prev=prev)
                 h = leaf_hash(leaf)
                 cr.append(h, on_node)
-                target = fields.get("target") or {}
+                target = entry.target
                 entry_rows.append(
                     {
                         "idx": index,
                         "leaf": leaf,
                         "leaf_hash": h,
                         "time": now,
-                        "actor": _str_or_none(fields.get("actor")),
-                        "role": _str_or_none(fields.get("role")),
-                        "action": _column_text(fields["action"]),
-                        "decision": _column_text(fields["decision"]),
+                        "actor": _str_or_none(entry.actor),
+                        "role": _str_or_none(entry.role),
+                        "action": _column_text(entry.action),
+                        "decision": _column_text(entry.decision),
                         "product": _str_or_none(target.get("product")),
                         "scope": _str_or_none(target.get("scope")),
                         "subject": _str_or_none(
@@ -501,35 +567,6 @@ class AuditLog:
                     "last_time": now,
                 },
             )
-        return out
-
-    @staticmethod
-    def _apply_effects(
-        conn: Connection,
-        batch: Sequence[Mapping[str, Any]],
-        effects: Sequence[Effect | None],
-    ) -> list[Mapping[str, Any]]:
-        # In queue order: consecutive effects of one class are applied together, so a
-        # change queued between two calls (a revocation between two verifications)
-        # is seen by the later call and not by the earlier one.
-        run: list[Effect] = []
-        for effect in effects:
-            if effect is None:
-                continue
-            if run and type(effect) is not type(run[0]):
-                type(run[0]).apply_all(conn, run)
-                run = []
-            run.append(effect)
-        if run:
-            type(run[0]).apply_all(conn, run)
-        out: list[Mapping[str, Any]] = []
-        for fields, e in zip(batch, effects, strict=True):
-            if e is not None:
-                rewritten = e.entry_fields(dict(fields))
-                if rewritten != fields:
-                    check_fields(rewritten)  # a bad rewrite aborts the batch: nothing commits
-                fields = rewritten
-            out.append(fields)
         return out
 
     # ----------------------------------------------------------------- reading
@@ -694,24 +731,6 @@ class AuditLog:
     def _age(self, cp: StoredCheckpoint) -> float:
         return (self.clock() - parse_time(cp.time)).total_seconds()
 
-    def checkpoint(self, force: bool = False) -> StoredCheckpoint:
-        """Return the latest signed checkpoint, signing a new one if the tree grew.
-
-        A new one is signed when the latest does not cover the current size and either
-        ``force`` is set or the latest is older than ``min_checkpoint_interval`` seconds
-        (so a burst of readers does not sign one per request). Raises
-        :class:`BadCheckpoint` if nothing is stored and there is no signer.
-        """
-        latest = self.latest_checkpoint()
-        size = self.size()
-        if latest is not None and (
-            latest.size >= size
-            or self.signer is None
-            or (not force and self._age(latest) < self.min_checkpoint_interval)
-        ):
-            return latest
-        return self._sign_checkpoint(None)
-
     def maybe_checkpoint(self) -> StoredCheckpoint | None:
         """Sign a checkpoint if the tree grew by ``checkpoint_entries`` or the latest is
         older than ``checkpoint_interval`` seconds; return it, or ``None`` if not due.
@@ -727,31 +746,31 @@ class AuditLog:
             or size - latest.size >= self.checkpoint_entries
             or self._age(latest) >= self.checkpoint_interval
         ):
-            return self._sign_checkpoint(None)
+            return self.checkpoint()
         return None
 
-    def _sign_checkpoint(self, size: int | None) -> StoredCheckpoint:
-        """Sign and store a checkpoint of ``size`` (default: current), under the lock."""
-        if self.signer is None:
-            raise BadCheckpoint("this audit log has no checkpoint signer")
-        c = tables.checkpoints
+    def checkpoint(self) -> StoredCheckpoint:
+        """Return the checkpoint of the current tree, signing it if none is stored.
+        Raises :class:`BadCheckpoint` if there is no signer."""
         with self._write_transaction() as conn:
             head = self._lock_head(conn)
-            if size is None:
-                size = int(head.size)
-            if size > head.size:
-                raise OutOfRange(f"tree size {size} exceeds the log ({head.size})")
+            size = int(head.size)
+            c = tables.checkpoints
             row = conn.execute(sa.select(c).where(c.c.size == size)).first()
             if row is not None:
                 return _checkpoint(row)
-            if size == head.size:
-                root = CompactRange(head.size, _split_hashes(head.frontier)).root()
-            else:
-                root = self._root(conn, size)
-            last = conn.execute(sa.select(sa.func.max(c.c.time))).scalar()
-            when = self._now(last)
-            note = self.signer.sign_note(checkpoint_text(self.origin, size, root, when))
-            conn.execute(c.insert().values(size=size, root=root, time=when, note=note))
+            root = CompactRange(size, _split_hashes(head.frontier)).root()
+            return self._sign(conn, size, root)
+
+    def _sign(self, conn: Connection, size: int, root: bytes) -> StoredCheckpoint:
+        """Sign and store the checkpoint of ``size`` with ``root`` (head locked)."""
+        if self.signer is None:
+            raise BadCheckpoint("this audit log has no checkpoint signer")
+        c = tables.checkpoints
+        last = conn.execute(sa.select(sa.func.max(c.c.time))).scalar()
+        when = self._now(last)
+        note = self.signer.sign_note(checkpoint_text(self.origin, size, root, when))
+        conn.execute(c.insert().values(size=size, root=root, time=when, note=note))
         return StoredCheckpoint(size, root, when, note)
 
     def checkpoint_at(self, size: int) -> StoredCheckpoint | None:
@@ -761,73 +780,25 @@ class AuditLog:
             row = conn.execute(sa.select(c).where(c.c.size == size)).first()
         return _checkpoint(row) if row is not None else None
 
-    def add_cosignature(self, note: str, witness: CosignatureVerifier) -> StoredCosignature:
-        """Store ``witness``'s cosignature found in ``note``; return the stored line and
-        whether this call stored it.
-
-        ``note`` is one of this log's checkpoints with the witness's cosignature line
-        (C2SP tlog-cosignature) appended. Raises :class:`BadCheckpoint` if the text is not
-        a checkpoint this log signed or carries no line of that witness, and
-        :class:`~audit.errors.BadSignature` if the cosignature does not verify. A
-        witness's first cosignature of a checkpoint is the one kept: a later one (say, a
-        newer timestamp) verifies but returns the stored line with ``created`` False.
-        """
-        parsed = parse_note(note)
-        cp = Checkpoint.parse(parsed.text)
-        stored = self.checkpoint_at(cp.size)
-        if stored is None or parse_note(stored.note).text != parsed.text:
-            raise BadCheckpoint("not a checkpoint this log issued")
-        sigs = [s for s in parsed.signatures if witness.matches(s)]
-        if not sigs:
-            raise BadCheckpoint(f"no cosignature by {witness.name} in the note")
-        ts = witness.timestamp(parsed.text, sigs[0])
-        line = sigs[0].line().rstrip("\n")
+    @staticmethod
+    def cosigned_note(conn: Connection, cp: StoredCheckpoint) -> str:
+        """Return ``cp``'s note with every cosignature line stored for it appended."""
         cs = tables.cosignatures
-        with self._write_transaction() as conn:
-            existing = conn.execute(
-                sa.select(cs.c.line).where(
-                    cs.c.checkpoint_size == cp.size,
-                    cs.c.witness == witness.name,
-                    cs.c.key_id == witness.key_id,
-                )
-            ).scalar()
-            if existing is not None:
-                return StoredCosignature(str(existing), created=False)
-            conn.execute(
-                cs.insert().values(
-                    checkpoint_size=cp.size,
-                    witness=witness.name,
-                    key_id=witness.key_id,
-                    timestamp=ts,
-                    line=line,
-                )
-            )
-        return StoredCosignature(line, created=True)
+        lines = conn.execute(
+            sa.select(cs.c.line).where(cs.c.checkpoint_size == cp.size).order_by(cs.c.id)
+        ).scalars()
+        return cp.note + "".join(f"{line}\n" for line in lines)
 
-    def cosigned_checkpoint(self, size: int | None = None) -> str | None:
-        """Return the checkpoint note of ``size`` (default: latest) with every stored
-        cosignature line appended, or ``None`` if there is no such checkpoint."""
-        cp = self.latest_checkpoint() if size is None else self.checkpoint_at(size)
-        if cp is None:
-            return None
-        return self._with_cosignatures(cp)
-
-    def latest_cosigned_checkpoint(self) -> str | None:
-        """Return the largest checkpoint that any witness cosigned, with its cosignature
+    @classmethod
+    def latest_cosigned_note(cls, conn: Connection) -> str | None:
+        """Return the largest checkpoint any witness cosigned, with its cosignature
         lines, or ``None`` if no checkpoint has been cosigned yet."""
-        cs = tables.cosignatures
-        with self.engine.connect() as conn:
-            size = conn.execute(sa.select(sa.func.max(cs.c.checkpoint_size))).scalar()
-        return None if size is None else self.cosigned_checkpoint(int(size))
-
-    def _with_cosignatures(self, cp: StoredCheckpoint) -> str:
-        cs = tables.cosignatures
-        with self.engine.connect() as conn:
-            lines = conn.execute(
-                sa.select(cs.c.line).where(cs.c.checkpoint_size == cp.size).order_by(cs.c.id)
-            ).scalars()
-            extra = "".join(f"{line}\n" for line in lines)
-        return cp.note + extra
+        c, cs = tables.checkpoints, tables.cosignatures
+        size = conn.execute(sa.select(sa.func.max(cs.c.checkpoint_size))).scalar()
+        if size is None:
+            return None
+        row = conn.execute(sa.select(c).where(c.c.size == size)).one()
+        return cls.cosigned_note(conn, _checkpoint(row))
 
     # ----------------------------------------------------------------- export
 
@@ -845,11 +816,11 @@ class AuditLog:
 
         ``out`` is a callable taking bytes, or a binary or text stream. Memory is bounded
         by ``page`` entries. ``keys`` are the JWKs for the header (each with ``kid`` and
-        ``name``; default: the signer's public key). The bundle ends with the checkpoint
-        of size ``end`` (signed now if none is stored) with its cosignatures, preceded by
+        ``name``; default: the signer's public key). The bundle ends with the stored
+        checkpoint of size ``end`` with its cosignatures, preceded by
         the latest cosigned checkpoint inside the range, if any. Returns ``end``.
-        Raises :class:`OutOfRange` for a bad range, :class:`BadCheckpoint` when a
-        checkpoint is needed but there is no signer.
+        Raises :class:`OutOfRange` for a bad range, :class:`BadCheckpoint` when no
+        checkpoint of size ``end`` is stored.
         """
         write = _writer_for(out)
         with self.engine.connect() as conn:
@@ -858,7 +829,12 @@ class AuditLog:
             end = size
         if not 0 <= start <= end <= size:
             raise OutOfRange(f"export range [{start}, {end}) is not within [0, {size}]")
-        final = self.checkpoint_at(end) or self._sign_checkpoint(end)
+        final = self.checkpoint_at(end)
+        if final is None:
+            raise BadCheckpoint(
+                f"no checkpoint of size {end} is stored: sign it first "
+                "(LogTransaction.checkpoint, in the export's own entry)"
+            )
         if keys is None:
             if self.signer is None:
                 raise BadCheckpoint("no keys given and no signer to describe")
@@ -895,9 +871,10 @@ class AuditLog:
                     raise StoreError(f"entry {cursor} is missing from the store")
                 w.entry(idx, bytes(leaf))
                 cursor += 1
-        if witnessed is not None:
-            w.checkpoint(self._with_cosignatures(_checkpoint(witnessed)))
-        w.checkpoint(self._with_cosignatures(final))
+        with self.engine.connect() as conn:
+            if witnessed is not None:
+                w.checkpoint(self.cosigned_note(conn, _checkpoint(witnessed)))
+            w.checkpoint(self.cosigned_note(conn, final))
         return end
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from policies.tables import principal_keys, principals
-from products.errors import Conflict, InvalidRequest, NotFound
+from products.errors import InvalidRequest, NotFound
 
 PRINCIPAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 KID = re.compile(r"^[A-Za-z0-9._~-]{1,128}\Z")
@@ -238,58 +238,32 @@ class PrincipalStore:
         self._ttl = cache_ttl_s
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
-    def _forget(self, principal_id: str) -> None:
-        self._cache.pop(principal_id, None)
-
-    def add(
-        self,
-        principal_id: str,
-        role: Role,
-        name: str,
-        keys: Sequence[PublicKey],
-        created_by: str | None,
-    ) -> Principal:
-        """Register a principal with its keys. Raises ``Conflict`` if the id exists."""
-        check_new_principal(principal_id, keys)
-        with self._engine.begin() as conn:
-            added = self.add_in(conn, principal_id, role, name, keys, created_by, self._clock())
-        if not added:
-            raise Conflict(
-                f"principal {principal_id!r} already exists", {"principal": principal_id}
-            )
-        self._forget(principal_id)
-        return self.get(principal_id)
-
     @staticmethod
-    def add_in(
-        conn: Connection,
-        principal_id: str,
-        role: Role,
-        name: str,
-        keys: Sequence[PublicKey],
-        created_by: str | None,
-        now: datetime,
-    ) -> bool:
-        """``add`` inside the caller's transaction (arguments checked by
-        ``check_new_principal``): returns False, writing nothing, if the id is taken."""
-        row = dict(id=principal_id, role=role.value, name=name, created_by=created_by)
-        inserted = conn.execute(
-            _INSERT_PRINCIPAL[conn.dialect.name], {**row, "created_at": now}
-        ).first()
-        if inserted is None:
-            return False
-        for k in keys:
+    def add(conn: Connection, principal: Principal, created_by: str | None) -> Principal | None:
+        """Store ``principal`` with its keys on ``conn`` (checked by
+        ``check_new_principal``); returns it, or None, writing nothing, if the id is
+        taken."""
+        row = dict(
+            id=principal.id,
+            role=principal.role.value,
+            name=principal.name,
+            created_by=created_by,
+            created_at=principal.created_at,
+        )
+        if conn.execute(_INSERT_PRINCIPAL[conn.dialect.name], row).first() is None:
+            return None
+        for k in principal.keys:
             conn.execute(
                 principal_keys.insert().values(
-                    principal_id=principal_id,
+                    principal_id=principal.id,
                     kid=k.kid,
                     alg=k.alg.value,
                     public_key=k.pem,
                     status="active",
-                    created_at=now,
+                    created_at=principal.created_at,
                 )
             )
-        return True
+        return principal
 
     def find(self, principal_id: str) -> Principal | None:
         """Return the principal, or None."""
@@ -305,14 +279,19 @@ class PrincipalStore:
 
     def _load(self, principal_id: str) -> Principal | None:
         with self._engine.connect() as conn:
-            row = conn.execute(sa.select(principals).where(principals.c.id == principal_id)).first()
-            if row is None:
-                return None
-            keys = conn.execute(
-                sa.select(principal_keys)
-                .where(principal_keys.c.principal_id == principal_id)
-                .order_by(principal_keys.c.created_at, principal_keys.c.kid)
-            ).all()
+            return self.load(conn, principal_id)
+
+    @staticmethod
+    def load(conn: Connection, principal_id: str) -> Principal | None:
+        """Return the principal as read on ``conn``, or None."""
+        row = conn.execute(sa.select(principals).where(principals.c.id == principal_id)).first()
+        if row is None:
+            return None
+        keys = conn.execute(
+            sa.select(principal_keys)
+            .where(principal_keys.c.principal_id == principal_id)
+            .order_by(principal_keys.c.created_at, principal_keys.c.kid)
+        ).all()
         return Principal(
             id=row.id,
             role=Role(row.role),
@@ -323,27 +302,16 @@ class PrincipalStore:
         )
 
     def get(self, principal_id: str) -> Principal:
-        """Return the principal. Raises ``NotFound``."""
-        self._forget(principal_id)
-        found = self.find(principal_id)
+        """Return the principal as stored now. Raises ``NotFound``."""
+        found = self._load(principal_id)
         if found is None:
             raise NotFound(f"no principal {principal_id!r}", {"principal": principal_id})
         return found
 
-    def add_key(self, principal_id: str, key: PublicKey) -> Principal:
-        """Add a key to a principal. Raises ``NotFound`` or ``Conflict`` (kid taken)."""
-        self.get(principal_id)
-        with self._engine.begin() as conn:
-            added = self.add_key_in(conn, principal_id, key, self._clock())
-        if not added:
-            raise Conflict(f"principal {principal_id!r} already has kid {key.kid!r}")
-        self._forget(principal_id)
-        return self.get(principal_id)
-
     @staticmethod
-    def add_key_in(conn: Connection, principal_id: str, key: PublicKey, now: datetime) -> bool:
-        """``add_key`` inside the caller's transaction, for an existing principal:
-        returns False, writing nothing, if the kid is taken."""
+    def add_key(conn: Connection, principal_id: str, key: PublicKey, now: datetime) -> bool:
+        """Add ``key`` to an existing principal on ``conn``: returns False, writing
+        nothing, if the kid is taken."""
         values = {
             "principal_id": principal_id,
             "kid": key.kid,
@@ -354,18 +322,10 @@ class PrincipalStore:
         }
         return conn.execute(_INSERT_KEY[conn.dialect.name], values).first() is not None
 
-    def disable_key(self, principal_id: str, kid: str) -> Principal:
-        """Disable a key; tokens signed with it are refused from now on."""
-        with self._engine.begin() as conn:
-            disabled = self.disable_key_in(conn, principal_id, kid, self._clock())
-        self._forget(principal_id)
-        if not disabled:
-            raise NotFound(f"principal {principal_id!r} has no key {kid!r}")
-        return self.get(principal_id)
-
     @staticmethod
-    def disable_key_in(conn: Connection, principal_id: str, kid: str, now: datetime) -> bool:
-        """``disable_key`` inside the caller's transaction: False if there is no such key."""
+    def disable_key(conn: Connection, principal_id: str, kid: str, now: datetime) -> bool:
+        """Disable a key on ``conn`` (tokens signed with it are refused from then on):
+        False if there is no such key."""
         n = conn.execute(
             principal_keys.update()
             .where(principal_keys.c.principal_id == principal_id, principal_keys.c.kid == kid)
@@ -373,9 +333,9 @@ class PrincipalStore:
         ).rowcount
         return bool(n)
 
-    def forget(self, principal_id: str) -> None:
-        """Drop this process's cached copy (after a change committed elsewhere)."""
-        self._forget(principal_id)
+    def forget(self) -> None:
+        """Drop this process's cached copies (after a change committed here)."""
+        self._cache.clear()
 
     def with_role(self, role: Role) -> list[Principal]:
         """Return every principal of ``role``, ordered by id."""

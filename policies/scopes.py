@@ -26,9 +26,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from policies.errors import ScopeExpired, ScopeRevoked, ScopeSuspended
+from policies.errors import (
+    BudgetExhausted,
+    OperationNotAllowed,
+    ScopeExpired,
+    ScopeRevoked,
+    ScopeSuspended,
+)
 from policies.tables import scopes
-from products.errors import Conflict, InvalidRequest, NotFound
+from products.errors import InvalidRequest, NotFound
 from products.manifest import Classification, DataProduct
 
 SCOPE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
@@ -41,8 +47,8 @@ Clock = Callable[[], datetime]
 
 
 # Prebuilt: a statement built per call is walked for its cache key on every call.
-_STATUS_IN = sa.select(scopes.c.id, scopes.c.status, scopes.c.status_reason).where(
-    scopes.c.id.in_(sa.bindparam("ids", expanding=True))
+_STATUS = sa.select(scopes.c.status, scopes.c.status_reason).where(
+    scopes.c.id == sa.bindparam("id")
 )
 
 
@@ -215,6 +221,31 @@ class Scope:
             if k not in ("status", "status_reason", "budget")
         }
         return hashlib.sha256(json.dumps(terms, sort_keys=True).encode()).hexdigest()
+
+    def check_affordable(self, epsilon: Decimal, delta: Decimal = Decimal(0)) -> None:
+        """Refuse, before any work, a release over the per-query cap or over what is
+        left. Raises ``OperationNotAllowed`` or ``BudgetExhausted``. Only advisory: the
+        binding check is the conditional charge at commit (``BudgetLedger.charge``)."""
+        if epsilon > self.max_epsilon_per_query:
+            raise OperationNotAllowed(
+                f"epsilon {decimal_str(epsilon)} exceeds this scope's max_epsilon_per_query "
+                f"{decimal_str(self.max_epsilon_per_query)}",
+                {"scope": self.id, "max_epsilon_per_query": float(self.max_epsilon_per_query)},
+            )
+        budget = self.budget
+        if budget.spent + epsilon > budget.epsilon:
+            raise BudgetExhausted(
+                f"scope {self.id!r} has {decimal_str(budget.remaining)} epsilon left; "
+                f"this release needs {decimal_str(epsilon)}",
+                {"scope": self.id, "budget": budget.to_dict(), "requested": float(epsilon)},
+            )
+        if budget.delta_spent + delta > budget.delta:
+            left = max(budget.delta - budget.delta_spent, Decimal(0))
+            raise BudgetExhausted(
+                f"scope {self.id!r} has delta {decimal_str(left)} left; this release needs "
+                f"{decimal_str(delta)}",
+                {"scope": self.id, "budget": budget.to_dict()},
+            )
 
     def check_usable(self, now: datetime) -> None:
         """Raise ``ScopeRevoked``, ``ScopeSuspended`` or ``ScopeExpired`` unless usable now."""
@@ -481,8 +512,8 @@ class ScopeStore:
     def cached(self, scope_id: str) -> Scope:
         """Return the scope as read at most ``cache_ttl_s`` seconds ago (this process's
         own status changes clear it at once). Granted terms never change; a status read
-        here may be stale, so a caller must confirm it where it matters (``status_in``
-        inside the transaction that commits the call). Raises ``NotFound``."""
+        here may be stale, so a call's status is confirmed (``status``) in the
+        transaction that commits it. Raises ``NotFound``."""
         now = time.monotonic()
         hit = self._cache.get(scope_id)
         if hit is not None and hit[0] > now:
@@ -494,35 +525,18 @@ class ScopeStore:
         return scope
 
     @staticmethod
-    def status_in(
-        conn: Connection, scope_ids: Iterable[str]
-    ) -> dict[str, tuple[ScopeStatus, str | None]]:
-        """Return the current status and reason of each scope, read on ``conn``."""
-        ids = sorted(set(scope_ids))
-        if not ids:
-            return {}
-        rows = conn.execute(_STATUS_IN, {"ids": ids})
-        return {str(r.id): (ScopeStatus(r.status), r.status_reason) for r in rows}
-
-    def grant(self, grant: ScopeGrant, granted_by: str) -> Scope:
-        """Store a validated grant. Raises ``Conflict`` if the id is taken."""
-        with self._engine.begin() as conn:
-            scope = self.grant_in(conn, grant, granted_by, self._clock())
-        if scope is None:
-            raise Conflict(f"scope {grant.id!r} already exists", {"scope": grant.id})
-        return scope
+    def status(conn: Connection, scope_id: str) -> tuple[ScopeStatus, str | None]:
+        """Return the scope's status and reason as stored now, read on ``conn`` (a
+        missing scope reads as revoked)."""
+        row = conn.execute(_STATUS, {"id": scope_id}).first()
+        if row is None:
+            return ScopeStatus.REVOKED, None
+        return ScopeStatus(row.status), row.status_reason
 
     @staticmethod
-    def granted(grant: ScopeGrant, granted_by: str, now: datetime) -> Scope:
-        """Return the scope that storing ``grant`` at ``now`` creates (nothing is stored)."""
-        return _scope(SimpleNamespace(**_grant_values(grant, granted_by, now)))
-
-    @staticmethod
-    def grant_in(
-        conn: Connection, grant: ScopeGrant, granted_by: str, now: datetime
-    ) -> Scope | None:
-        """``grant`` inside the caller's transaction: returns the new scope, or None if
-        the id is taken (nothing is written then, and the transaction can go on)."""
+    def grant(conn: Connection, grant: ScopeGrant, granted_by: str, now: datetime) -> Scope | None:
+        """Store ``grant`` on ``conn``: returns the new scope, or None if the id is taken
+        (nothing is written then, and the transaction can go on)."""
         values = _grant_values(grant, granted_by, now)
         insert = _INSERT_IF_NEW[conn.dialect.name]
         if conn.execute(insert, values).first() is None:  # the id was taken
@@ -545,33 +559,8 @@ class ScopeStore:
         with self._engine.connect() as conn:
             return [_scope(r) for r in conn.execute(q)]
 
-    def set_status(
-        self,
-        scope_id: str,
-        status: ScopeStatus,
-        reason: str | None,
-        *,
-        allowed_from: Iterable[ScopeStatus],
-    ) -> Scope:
-        """Move a scope to ``status`` if it is in one of ``allowed_from``.
-
-        Raises ``NotFound`` or ``Conflict`` (e.g. resuming a revoked scope).
-        """
-        self._cache.pop(scope_id, None)
-        current = self.get(scope_id)
-        with self._engine.begin() as conn:
-            changed = self.set_status_in(
-                conn, scope_id, status, reason, allowed_from=allowed_from, now=self._clock()
-            )
-        if not changed:
-            raise Conflict(
-                f"scope {scope_id!r} is {current.status.value}; cannot become {status.value}",
-                {"scope": scope_id, "status": current.status.value},
-            )
-        return self.get(scope_id)
-
     @staticmethod
-    def set_status_in(
+    def set_status(
         conn: Connection,
         scope_id: str,
         status: ScopeStatus,
@@ -579,39 +568,22 @@ class ScopeStore:
         *,
         allowed_from: Iterable[ScopeStatus],
         now: datetime,
-    ) -> bool:
-        """``set_status`` inside the caller's transaction: returns whether the scope was
-        in one of ``allowed_from`` (and so was moved). The caller's process should
-        ``forget`` the scope once the transaction commits."""
+    ) -> Scope | None:
+        """Move the scope to ``status`` on ``conn`` if it is in one of ``allowed_from``;
+        return it as changed, or None (nothing written) if it was not."""
         allowed = [s.value for s in allowed_from]
         n = conn.execute(
             scopes.update()
             .where(scopes.c.id == scope_id, scopes.c.status.in_(allowed))
             .values(status=status.value, status_reason=reason, updated_at=now)
         ).rowcount
-        return bool(n)
+        if not n:
+            return None
+        return _scope(conn.execute(sa.select(scopes).where(scopes.c.id == scope_id)).one())
 
-    def forget(self, scope_id: str) -> None:
-        """Drop this process's cached copy of the scope (after a change made elsewhere)."""
-        self._cache.pop(scope_id, None)
-
-    def revoke(self, scope_id: str, reason: str | None = None) -> Scope:
-        return self.set_status(
-            scope_id,
-            ScopeStatus.REVOKED,
-            reason,
-            allowed_from=(ScopeStatus.ACTIVE, ScopeStatus.SUSPENDED),
-        )
-
-    def suspend(self, scope_id: str, reason: str | None = None) -> Scope:
-        return self.set_status(
-            scope_id, ScopeStatus.SUSPENDED, reason, allowed_from=(ScopeStatus.ACTIVE,)
-        )
-
-    def resume(self, scope_id: str, reason: str | None = None) -> Scope:
-        return self.set_status(
-            scope_id, ScopeStatus.ACTIVE, reason, allowed_from=(ScopeStatus.SUSPENDED,)
-        )
+    def forget(self) -> None:
+        """Drop this process's cached copies (after a change committed here)."""
+        self._cache.clear()
 
 
 def _grant_values(grant: ScopeGrant, granted_by: str, now: datetime) -> dict[str, Any]:

@@ -1,10 +1,14 @@
 """The catalogue: registered data products, their versions and current data file.
 
-A product's data is replaced by loading a new version: the version number is
-allocated in the control plane first (status ``loading``), the DuckDB file is
-written under a name no reader knows, and only then does one transaction mark the
-version ``active`` and move ``current_version`` to it. Readers resolve the current
-version through the control plane, so they never see half a load.
+A product's data is replaced by loading a new version: the DuckDB file is written
+under a fresh name no reader knows (``staging_path``), and only then does the
+transaction of the upload's audit entry record it as the next version and move
+``current_version`` to it (``add_version``). Readers resolve the current version
+through the control plane, so they never see half a load, and a load that fails or
+whose call is refused leaves no version behind.
+
+Writes take the caller's connection: they commit in the transaction of the call's
+audit entry (``sandbox/actions/call.py``) and never open their own.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,12 +26,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
 
-from products.errors import Conflict, NotFound
+from products.errors import NotFound
 from products.manifest import DataProduct, parse_manifest
 from products.tables import product_versions, products, verification_products
-from products.transactions import read_then_write
 from products.verification import VerificationProduct, parse_verification_product
 
 Clock = Callable[[], datetime]
@@ -77,8 +80,10 @@ class ProductRecord:
     def to_dict(self, *, include_counts: bool) -> dict[str, Any]:
         """Return catalogue metadata: the manifest plus version facts.
 
-        The exact row count is an exact aggregate of the data, so it is only
-        included for operators and regulators (``include_counts``).
+        The exact row count is an exact aggregate of the data, and the content hash
+        an exact function of it (knowing the rest of the file, one row can be
+        recovered), so both are only included for operators and regulators
+        (``include_counts``).
         """
         out = self.manifest.to_dict()
         out["owner"] = self.owner
@@ -86,14 +91,13 @@ class ProductRecord:
         out["created_at"] = _iso(self.created_at)
         if self.current is None:
             out["version"] = None
-            out["content_hash"] = None
             out["loaded_at"] = None
         else:
             out["version"] = self.current.version
-            out["content_hash"] = self.current.content_hash
             out["loaded_at"] = _iso(self.current.finished_at)
             if include_counts:
                 out["row_count"] = self.current.row_count
+                out["content_hash"] = self.current.content_hash
         return out
 
 
@@ -129,22 +133,12 @@ class Catalogue:
         self.cache_ttl_s = 1.0
         self._cache: dict[str, tuple[float, tuple[VerificationProduct, ProductRecord]]] = {}
 
-    def register(self, manifest: DataProduct, owner: str) -> ProductRecord:
-        """Register a new product. Raises ``Conflict`` if the id is taken."""
-        now = self._clock()
-        self._cache.clear()
-        with self._engine.begin() as conn:
-            added = self.register_in(conn, manifest, owner, now)
-        if not added:
-            raise Conflict(
-                f"product {manifest.id!r} is already registered", {"product": manifest.id}
-            )
-        return ProductRecord(manifest, owner, "active", now, None)
-
     @staticmethod
-    def register_in(conn: Connection, manifest: DataProduct, owner: str, now: datetime) -> bool:
-        """``register`` inside the caller's transaction: False, writing nothing, if the
-        id is taken."""
+    def register(
+        conn: Connection, manifest: DataProduct, owner: str, now: datetime
+    ) -> ProductRecord | None:
+        """Register a new product on ``conn``: returns its record, or None, writing
+        nothing, if the id is taken."""
         values = {
             "id": manifest.id,
             "owner": owner,
@@ -154,7 +148,9 @@ class Catalogue:
             "created_at": now,
             "updated_at": now,
         }
-        return conn.execute(_INSERT_PRODUCT[conn.dialect.name], values).first() is not None
+        if conn.execute(_INSERT_PRODUCT[conn.dialect.name], values).first() is None:
+            return None
+        return ProductRecord(manifest, owner, "active", now, None)
 
     def forget(self) -> None:
         """Drop this process's cached definitions (after a change committed elsewhere)."""
@@ -214,102 +210,61 @@ class Catalogue:
             current=current,
         )
 
-    def begin_version(self, product_id: str, loaded_by: str) -> tuple[int, Path]:
-        """Allocate the next version number and the path its data file must be written to.
-
-        Raises ``NotFound`` for an unknown product.
-        """
-        self.get(product_id)
-        for _ in range(20):
-            with read_then_write(self._engine) as conn:
-                latest = conn.execute(
-                    sa.select(sa.func.max(product_versions.c.version)).where(
-                        product_versions.c.product_id == product_id
-                    )
-                ).scalar()
-                version = int(latest or 0) + 1
-                data_file = f"{product_id}/v{version}.duckdb"
-                try:
-                    with conn.begin_nested():
-                        conn.execute(
-                            product_versions.insert().values(
-                                product_id=product_id,
-                                version=version,
-                                status="loading",
-                                data_file=data_file,
-                                loaded_by=loaded_by,
-                                started_at=self._clock(),
-                            )
-                        )
-                except IntegrityError:
-                    continue  # another loader took this number; try the next
-            path = self.products_dir / data_file
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return version, path
-        raise Conflict(f"could not allocate a version for {product_id!r}")
-
-    def activate_version(
-        self, product_id: str, version: int, row_count: int, content_hash: str
-    ) -> ProductRecord:
-        """Mark a loaded version active and make it current, in one transaction."""
-        self._cache.clear()
-        with self._engine.begin() as conn:
-            return self.activate_version_in(
-                conn, product_id, version, row_count, content_hash, self._clock()
-            )
+    def staging_path(self, product_id: str) -> Path:
+        """Return a fresh path, under the product's directory, for loading a new version
+        into (nothing is recorded: a load that fails, or whose call is refused, leaves
+        no version behind; its file is removed by whoever made it)."""
+        path = self.products_dir / product_id / f"load-{uuid.uuid4().hex}.duckdb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
     @classmethod
-    def activate_version_in(
+    def add_version(
         cls,
         conn: Connection,
         product_id: str,
-        version: int,
+        data_file: Path,
+        *,
         row_count: int,
         content_hash: str,
+        loaded_by: str,
         now: datetime,
+        products_dir: Path,
     ) -> ProductRecord:
-        """``activate_version`` inside the caller's transaction; returns the product as
-        it then is (its current version may be a newer one, loaded meanwhile)."""
-        conn.execute(
-            product_versions.update()
-            .where(
-                product_versions.c.product_id == product_id,
-                product_versions.c.version == version,
+        """Record ``data_file`` (loaded and complete) as the product's next version and
+        make it current, on ``conn``; return the product as it then is.
+
+        The version number is the next free one, allocated under the product row's
+        lock, so concurrent loads get consecutive numbers.
+        """
+        # Locks the product row (PostgreSQL; SQLite writers are serialised already).
+        conn.execute(products.update().where(products.c.id == product_id).values(updated_at=now))
+        latest = conn.execute(
+            sa.select(sa.func.max(product_versions.c.version)).where(
+                product_versions.c.product_id == product_id
             )
-            .values(
+        ).scalar()
+        version = int(latest or 0) + 1
+        conn.execute(
+            product_versions.insert().values(
+                product_id=product_id,
+                version=version,
                 status="active",
                 row_count=row_count,
                 content_hash=content_hash,
+                data_file=data_file.relative_to(products_dir).as_posix(),
+                loaded_by=loaded_by,
+                started_at=now,
                 finished_at=now,
             )
         )
-        # A slower, older load finishing late must not replace a newer one.
         conn.execute(
             products.update()
-            .where(
-                products.c.id == product_id,
-                sa.or_(
-                    products.c.current_version.is_(None),
-                    products.c.current_version < version,
-                ),
-            )
+            .where(products.c.id == product_id)
             .values(current_version=version, updated_at=now)
         )
         row = conn.execute(cls._WITH_CURRENT.where(products.c.id == product_id)).one()
         return cls._record(row)
-
-    def fail_version(self, product_id: str, version: int) -> None:
-        """Record that a load did not complete; its number is never reused."""
-        self._cache.clear()
-        with self._engine.begin() as conn:
-            conn.execute(
-                product_versions.update()
-                .where(
-                    product_versions.c.product_id == product_id,
-                    product_versions.c.version == version,
-                )
-                .values(status="failed", finished_at=self._clock())
-            )
 
     def data_path(self, record: ProductRecord) -> Path:
         """Return the current data file. Raises ``NotFound`` if no data is loaded yet."""
@@ -317,22 +272,12 @@ class Catalogue:
             raise NotFound(f"product {record.id!r} has no data loaded yet", {"product": record.id})
         return self.products_dir / record.current.data_file
 
-    def register_verification(self, vp: VerificationProduct, created_by: str) -> None:
-        """Store a validated verification product. Raises ``Conflict`` if the id exists."""
-        self._cache.clear()
-        with self._engine.begin() as conn:
-            added = self.register_verification_in(conn, vp, created_by, self._clock())
-        if not added:
-            raise Conflict(
-                f"verification product {vp.id!r} already exists", {"verification_product": vp.id}
-            )
-
     @staticmethod
-    def register_verification_in(
+    def register_verification(
         conn: Connection, vp: VerificationProduct, created_by: str, now: datetime
     ) -> bool:
-        """``register_verification`` inside the caller's transaction: False, writing
-        nothing, if the id is taken."""
+        """Store a validated verification product on ``conn``: False, writing nothing,
+        if the id is taken."""
         values = {
             "id": vp.id,
             "product_id": vp.product,

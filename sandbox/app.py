@@ -12,8 +12,9 @@ from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api
 
 from sandbox.api import register_blueprints
-from sandbox.api.lifecycle import install
+from sandbox.api.calls import install
 from sandbox.runtime import Runtime
+from sandbox.schedule import tick
 from sandbox.settings import Settings
 
 
@@ -43,7 +44,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         API_SPEC_OPTIONS=_spec_options(),
     )
     app.extensions["sandbox.runtime"] = runtime
-    runtime.start_checkpointer()
+    runtime.start_background(lambda: tick(runtime))
     api = Api(app)
     install(app)
     register_blueprints(api)

@@ -37,13 +37,29 @@ schema_migrations = sa.Table(
 )
 
 
-def create_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
+@dataclass(frozen=True)
+class StoreTimeouts:
+    """How long any connection may wait for a lock, sit idle inside a transaction or
+    run one statement (DESIGN §2.9): a frozen or crashed process's transaction is
+    ended by PostgreSQL after ``idle_transaction_s``, releasing its locks, and
+    nobody waits for a lock longer than ``lock_s`` (the caller gets 503)."""
+
+    lock_s: float = 5.0
+    idle_transaction_s: float = 2.0
+    statement_s: float = 30.0
+
+
+def create_engine(
+    url: str, *, sqlite_synchronous: str = "NORMAL", timeouts: StoreTimeouts = StoreTimeouts()
+) -> Engine:
     """Return an engine for the control plane.
 
-    SQLite gets WAL, foreign keys and a busy timeout; transactions begin deferred,
-    except those opened with ``products.transactions.read_then_write``, which begin
-    ``IMMEDIATE`` so that they serialise instead of failing on lock upgrade.
-    Raises ``InvalidRequest`` for a URL SQLAlchemy cannot use.
+    SQLite gets WAL, foreign keys and a busy timeout of ``timeouts.lock_s``;
+    transactions begin deferred, except those opened with
+    ``products.transactions.read_then_write``, which begin ``IMMEDIATE`` so that they
+    serialise instead of failing on lock upgrade. PostgreSQL connections get the
+    lock, idle-in-transaction and statement timeouts. Raises ``InvalidRequest`` for a
+    URL SQLAlchemy cannot use.
     """
     try:
         parsed = sa.engine.make_url(url)
@@ -63,18 +79,36 @@ def create_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
         if backend == "sqlite":
             engine = sa.create_engine(
                 parsed,
-                connect_args={"timeout": 60, "check_same_thread": False},
+                connect_args={"timeout": timeouts.lock_s, "check_same_thread": False},
                 pool_size=8,
                 max_overflow=32,
             )
-            _configure_sqlite(engine, sqlite_synchronous)
+            _configure_sqlite(engine, sqlite_synchronous, timeouts)
             return engine
-        return sa.create_engine(parsed, pool_size=8, max_overflow=32, pool_pre_ping=True)
+        engine = sa.create_engine(parsed, pool_size=8, max_overflow=32, pool_pre_ping=True)
+        _configure_postgresql(engine, timeouts)
+        return engine
     except (NoSuchModuleError, ImportError):  # ImportError: a driver not installed
         raise InvalidRequest(f"database URL {url!r} names an unsupported driver") from None
 
 
-def _configure_sqlite(engine: Engine, synchronous: str) -> None:
+def _configure_postgresql(engine: Engine, timeouts: StoreTimeouts) -> None:
+    settings = (
+        f"SET lock_timeout = {int(timeouts.lock_s * 1000)}; "
+        f"SET idle_in_transaction_session_timeout = {int(timeouts.idle_transaction_s * 1000)}; "
+        f"SET statement_timeout = {int(timeouts.statement_s * 1000)}"
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        autocommit = dbapi_conn.autocommit
+        dbapi_conn.autocommit = True
+        with dbapi_conn.cursor() as cur:
+            cur.execute(settings)
+        dbapi_conn.autocommit = autocommit
+
+
+def _configure_sqlite(engine: Engine, synchronous: str, timeouts: StoreTimeouts) -> None:
     if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
         raise InvalidRequest(f"sqlite synchronous must be NORMAL or FULL, not {synchronous!r}")
 
@@ -86,7 +120,7 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute(f"PRAGMA busy_timeout={int(timeouts.lock_s * 1000)}")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -114,7 +148,14 @@ def _initial(conn: Connection) -> None:
         meta.create_all(conn)
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _initial),)
+def _enumeration_reviews(conn: Connection) -> None:
+    verification_tables.enumeration_reviews.create(conn, checkfirst=True)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _initial),
+    Migration(2, "scheduled enumeration reviews", _enumeration_reviews),
+)
 
 
 def migrate(engine: Engine, migrations: Sequence[Migration] = MIGRATIONS) -> list[int]:
@@ -167,5 +208,11 @@ def engine_for(settings: Settings) -> Engine:
     if not settings.database_url:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     return create_engine(
-        settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous
+        settings.effective_database_url,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        timeouts=StoreTimeouts(
+            lock_s=settings.store_lock_timeout_s,
+            idle_transaction_s=settings.store_idle_transaction_timeout_s,
+            statement_s=settings.store_statement_timeout_s,
+        ),
     )

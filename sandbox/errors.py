@@ -1,12 +1,60 @@
-"""Errors raised by the service layer (query engine, API plumbing).
+"""The service's own errors, and the one map from DESIGN §5 codes to HTTP statuses.
 
-They extend the shared ``products.errors`` tree so that the one code→HTTP map in
-``sandbox.api.errors`` and the one CLI printer handle all of them alike.
+The errors extend the shared ``products.errors`` tree so that the one code→status map
+below, the HTTP edge and the one CLI printer handle all of them alike. The status of a
+refusal is recorded in its audit entry whichever edge the call came through.
 """
 
 from __future__ import annotations
 
-from products.errors import DomainError
+import json
+from typing import Any
+
+from audit.errors import AuditError
+from products.errors import DomainError, InvalidRequest
+
+STATUS_BY_CODE: dict[str, int] = {
+    "invalid_request": 400,
+    "invalid_sql": 400,
+    "unknown_column": 400,
+    "column_not_allowed": 400,
+    "unsupported_query": 400,
+    "unauthenticated": 401,
+    "bad_signature": 401,
+    "token_expired": 401,
+    "replayed": 401,
+    "forbidden": 403,
+    "scope_revoked": 403,
+    "scope_suspended": 403,
+    "scope_expired": 403,
+    "operation_not_allowed": 403,
+    "budget_exhausted": 403,
+    "model_not_filed": 403,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "conflict": 409,
+    "too_large": 413,
+    "rate_limited": 429,
+    "quota_exceeded": 429,
+    "internal": 500,
+    "unavailable": 503,
+}
+
+#: Seconds a client is told to wait after a 503 without a more precise figure.
+RETRY_AFTER_S = 5
+
+
+def status_of(error: DomainError) -> int:
+    """Return the HTTP status of a domain error's code."""
+    return STATUS_BY_CODE.get(error.code, 400)
+
+
+def error_body(error: DomainError) -> dict[str, Any]:
+    """Return the DESIGN §5 error object of ``error`` exactly as a client parses it
+    (a JSON round trip: e.g. integer keys in details become strings)."""
+    body = {"error": {"code": error.code, "message": error.message, "details": error.details}}
+    parsed: dict[str, Any] = json.loads(json.dumps(body, ensure_ascii=False, default=str))
+    return parsed
 
 
 class InvalidSql(DomainError):
@@ -34,7 +82,7 @@ class UnsupportedQuery(DomainError):
 
 
 class QueryFailed(DomainError):
-    """The isolated engine could not finish the query (timeout, memory limit).
+    """The isolated engine could not finish the query within its memory or size limits.
 
     Reported as 413 ``too_large``: the query asked for more work than the sandbox
     allows, which the caller can fix by narrowing it.
@@ -49,10 +97,20 @@ class MethodNotAllowed(DomainError):
     code = "method_not_allowed"
 
 
-class ServiceUnavailable(DomainError):
-    """A dependency (audit log, store) could not record the call; nothing was released."""
+class Unavailable(DomainError):
+    """A store, disk or time limit of the platform failed the call; nothing was
+    released (503, with ``Retry-After``)."""
 
     code = "unavailable"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, {"retry_after": RETRY_AFTER_S, **(details or {})})
+
+
+class Internal(DomainError):
+    """A defect of the service, recorded as such (500 ``internal``)."""
+
+    code = "internal"
 
 
 class UnsupportedMediaType(DomainError):
@@ -60,3 +118,12 @@ class UnsupportedMediaType(DomainError):
     (DESIGN §5 has no 415 code)."""
 
     code = "invalid_request"
+
+
+def from_audit(error: AuditError) -> DomainError:
+    """The domain refusal for an audit-package error, by its code."""
+    if error.code == "unavailable":
+        return Unavailable(error.message)
+    if error.code == "invalid_request":
+        return InvalidRequest(error.message)
+    return Internal(error.message)

@@ -30,7 +30,6 @@ from sandbox.engine.isolation import WorkerPool
 from sandbox.platform_keys import PlatformKeys, subject_key_secret
 from sandbox.settings import Settings
 from sandbox.verification.enumeration import EnumerationPolicy
-from sandbox.verification.flags import FlagThrottle
 from sandbox.verification.lookup import VerificationLimits, VerificationRunner
 from sandbox.verification.probes import purge_expired
 
@@ -57,7 +56,6 @@ class Runtime:
     call_policy: CallPolicy
     verifier: VerificationRunner
     enumeration: EnumerationPolicy
-    flags: FlagThrottle
     subject_secret: bytes
     load_limits: LoadLimits = field(default_factory=LoadLimits)
 
@@ -81,6 +79,7 @@ class Runtime:
             sqlite_synchronous=settings.sqlite_synchronous,
             checkpoint_interval=settings.checkpoint_interval_s,
             checkpoint_entries=settings.checkpoint_every_entries,
+            lock_timeout_s=settings.store_lock_timeout_s,
         )
         enumeration = EnumerationPolicy.from_settings(settings)
         return cls(
@@ -102,7 +101,6 @@ class Runtime:
             ),
             verifier=VerificationRunner(VerificationLimits.from_settings(settings)),
             enumeration=enumeration,
-            flags=FlagThrottle(enumeration),
             subject_secret=subject_key_secret(settings.keys_dir, create=create),
             load_limits=LoadLimits(
                 memory_limit=settings.query_memory_limit, threads=settings.query_threads
@@ -110,7 +108,7 @@ class Runtime:
         )
 
     _stop: threading.Event = field(default_factory=threading.Event)
-    _checkpointer: threading.Thread | None = None
+    _background: threading.Thread | None = None
     _runner: WorkerPool | None = None
     _runner_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -121,31 +119,37 @@ class Runtime:
                 self._runner = WorkerPool(size=max(1, self.settings.query_workers))
             return self._runner
 
-    def start_checkpointer(self) -> None:
-        """Sign a checkpoint every ``checkpoint_interval_s`` / ``checkpoint_every_entries``
-        (DESIGN §7) and sweep expired counters, from a daemon thread of this process.
-        Idempotent."""
-        if self._checkpointer is not None or self.settings.checkpoint_interval_s <= 0:
+    def start_background(self, tick: Callable[[], None]) -> None:
+        """Run ``tick`` every few seconds from a daemon thread of this process, until
+        ``close`` (idempotent; no thread when ``checkpoint_interval_s`` is 0)."""
+        if self._background is not None or self.settings.checkpoint_interval_s <= 0:
             return
         period = min(self.settings.checkpoint_interval_s, 10.0)
 
         def run() -> None:
             while not self._stop.wait(period):
                 try:
-                    self.audit.maybe_checkpoint()
-                    self.sweep()
+                    tick()
                 except Exception:
-                    logging.getLogger(__name__).exception("periodic checkpoint failed")
+                    logging.getLogger(__name__).exception("background work failed")
 
-        self._checkpointer = threading.Thread(target=run, name="checkpointer", daemon=True)
-        self._checkpointer.start()
+        self._background = threading.Thread(target=run, name="platform", daemon=True)
+        self._background.start()
 
     def sweep(self) -> None:
-        """Forget what can no longer matter: enumeration buckets that left every window
-        and nonces whose tokens have expired (rate counters prune themselves)."""
+        """Forget what can no longer matter: enumeration buckets that left every window,
+        nonces whose tokens have expired and rate windows of past days."""
         with self.engine.begin() as conn:
             purge_expired(conn, self.clock(), self.enumeration)
         self.nonces.prune()
+        self.limiter.prune()
+
+    def forget_cached(self) -> None:
+        """Drop this process's cached principals, scopes and definitions (after a
+        change committed by this process; other processes see it within a second)."""
+        self.principals.forget()
+        self.scopes.forget()
+        self.catalogue.forget()
 
     def bundle_keys(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Return the JWKs for an audit bundle header: the platform's keys, and the
@@ -163,9 +167,9 @@ class Runtime:
     def close(self) -> None:
         """Stop background work and release connections."""
         self._stop.set()
-        if self._checkpointer is not None:
-            self._checkpointer.join(timeout=5)
-            self._checkpointer = None
+        if self._background is not None:
+            self._background.join(timeout=5)
+            self._background = None
         self.verifier.close()
         if self._runner is not None:
             self._runner.close()

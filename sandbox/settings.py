@@ -37,6 +37,10 @@ class Settings:
     query_memory_limit: str = "2GB"
     query_threads: int = 2
     query_workers: int = 2  # isolated worker processes per server process
+    # Control-plane store (DESIGN §2.9: no process can stall the others for longer).
+    store_lock_timeout_s: float = 5.0
+    store_idle_transaction_timeout_s: float = 2.0
+    store_statement_timeout_s: float = 30.0
     # Audit log.
     checkpoint_interval_s: float = 60.0
     checkpoint_every_entries: int = 10_000
@@ -47,6 +51,9 @@ class Settings:
     enumeration_min_keys: int = 200
     enumeration_miss_ratio: float = 0.8
     enumeration_suspend_keys: int = 500
+    enumeration_unknown_keys: int = 100
+    enumeration_suspend_unknown_keys: int = 300
+    enumeration_review_s: int = 60
     # Client side (``sandbox call``, ``scopes apply``, ``audit witness``).
     api_url: str = "http://127.0.0.1:8000"
     principal: str | None = None

@@ -1,177 +1,185 @@
-"""Registering products and loading their data."""
+"""Data products: registration, loading their data, and the catalogue's reads.
+
+A registration commits with its audit entry. A data upload is loaded first, into a
+fresh file no reader knows (``Catalogue.staging_path``); the transaction of the
+upload's entry then records it as the product's next version and makes it current
+(``Catalogue.add_version``). A load that fails, or an upload whose call is refused or
+cannot be recorded, leaves no version behind and its file is removed.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from datetime import datetime
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
-from products.catalogue import Catalogue, ProductRecord, ProductVersion
-from products.errors import Conflict, DomainError, Forbidden, NotFound
+from audit.log import LogTransaction
+from policies.principals import Principal, Role
+from products.catalogue import Catalogue
+from products.errors import Conflict, DomainError, Forbidden, InvalidRequest
 from products.loader import DataFormat, LoadResult, Progress, load_file
-from products.manifest import DataProduct, parse_manifest
-from sandbox.actions.at_commit import AtCommit, Render
-from sandbox.actions.note import AuditNote
+from products.manifest import parse_manifest
+from sandbox.actions.call import Answer, Pending
+from sandbox.engine.sample import MAX_SAMPLE_ROWS, synthetic_sample
 from sandbox.runtime import Runtime
 
 
-def register_product(rt: Runtime, manifest_data: Any, owner: str) -> ProductRecord:
-    """Validate a manifest and register the product. Raises ``InvalidRequest``/``Conflict``."""
-    manifest = parse_manifest(manifest_data)
-    return rt.catalogue.register(manifest, owner)
+def register(rt: Runtime, data: Any, owner: str) -> Pending:
+    """``product.register``: a product from its manifest (201). Refused with
+    ``invalid_request`` naming the fields, or ``conflict`` (the id is taken)."""
+    product_id = data.get("id") if isinstance(data, dict) else None
+    pending = Pending(
+        "product.register",
+        target={"product": product_id} if isinstance(product_id, str) else {},
+        changes_state=True,
+    )
 
+    def build() -> Pending:
+        manifest = parse_manifest(data)
 
-class ProductRegistration(AtCommit):
-    """Registers a product when its audit entry commits (sandbox/actions/at_commit.py),
-    or refuses the call with ``conflict`` if the id was taken meanwhile."""
-
-    def __init__(self, manifest: DataProduct, owner: str, now: datetime, render: Render):
-        super().__init__(render)
-        self.manifest = manifest
-        self.owner = owner
-        self.now = now
-
-    @classmethod
-    def apply_all(cls, conn: Connection, effects: Sequence[Any]) -> None:
-        for e in effects:
-            if not Catalogue.register_in(conn, e.manifest, e.owner, e.now):
-                e.refusal = Conflict(
-                    f"product {e.manifest.id!r} is already registered",
-                    {"product": e.manifest.id},
+        def apply(tx: LogTransaction) -> Answer:
+            record = Catalogue.register(tx.conn, manifest, owner, rt.clock())
+            if record is None:
+                raise Conflict(
+                    f"product {manifest.id!r} is already registered", {"product": manifest.id}
                 )
+            return Answer(record.to_dict(include_counts=True), status=201)
+
+        return dataclasses.replace(pending, apply=apply)
+
+    return pending.attempt(build)
 
 
-def register_product_with_entry(
-    rt: Runtime, manifest_data: Any, owner: str, note: AuditNote, render: Render
-) -> ProductRecord:
-    """``register_product``, committed with the call's audit entry; returns the record
-    as it will be. Raises ``InvalidRequest``/``Conflict``."""
-    manifest = parse_manifest(manifest_data)
-    try:
-        rt.catalogue.get(manifest.id)
-    except NotFound:
-        pass
-    else:
-        raise Conflict(f"product {manifest.id!r} is already registered", {"product": manifest.id})
-    now = rt.clock()
-    note.effect = ProductRegistration(manifest, owner, now, render)
-    note.after_append.append(lambda _index: rt.catalogue.forget())
-    return ProductRecord(manifest, owner, "active", now, None)
+@dataclasses.dataclass(frozen=True)
+class Upload:
+    """A data upload ready to commit, and the file it loaded (``None`` if it was
+    refused before loading). The edge removes the file unless the call is allowed."""
+
+    pending: Pending
+    staged: Path | None
+
+    def discard(self) -> None:
+        """Remove the loaded file (the call was refused, or could not be recorded)."""
+        if self.staged is not None:
+            _remove(self.staged)
 
 
-def _load_version(
+def upload(
     rt: Runtime,
+    loaded_by: str,
     product_id: str,
     source: Path,
     fmt: DataFormat,
-    loaded_by: str,
-    owner_only: bool,
-    progress: Progress | None,
-) -> tuple[ProductRecord, int, Path, LoadResult]:
-    """Load ``source`` into the product's next version file (not yet current)."""
-    record = rt.catalogue.get(product_id)
-    if owner_only and record.owner != loaded_by:
-        raise Forbidden(
-            f"product {product_id!r} belongs to {record.owner!r}; only its owner loads data",
-            {"product": product_id},
-        )
-    version, dest = rt.catalogue.begin_version(product_id, loaded_by)
-    try:
-        result = load_file(
-            record.manifest, source, fmt, dest, limits=rt.load_limits, progress=progress
-        )
-    except DomainError:
-        rt.catalogue.fail_version(product_id, version)
-        raise
-    except BaseException:
-        rt.catalogue.fail_version(product_id, version)
-        dest.unlink(missing_ok=True)
-        raise
-    return record, version, dest, result
-
-
-def load_product_data(
-    rt: Runtime,
-    product_id: str,
-    source: Path,
-    fmt: DataFormat,
-    loaded_by: str,
     *,
     owner_only: bool = True,
     progress: Progress | None = None,
-) -> ProductRecord:
-    """Load ``source`` as the product's next version and make it current.
-
-    Raises ``NotFound``, ``Forbidden`` (not the product's owner) or ``InvalidRequest``
-    (rows that break the manifest; then no version becomes current).
-    """
-    _, version, _, result = _load_version(
-        rt, product_id, source, fmt, loaded_by, owner_only, progress
-    )
-    return rt.catalogue.activate_version(product_id, version, result.row_count, result.content_hash)
-
-
-class VersionActivation(AtCommit):
-    """Makes a loaded version current when its audit entry commits: until then (and
-    for ever, if the append fails) the file is loaded but no call reads it."""
-
-    def __init__(
-        self,
-        product_id: str,
-        version: int,
-        result: LoadResult,
-        now: datetime,
-        predicted: dict[str, Any],
-        render: Render,
-    ) -> None:
-        super().__init__(render)
-        self.product_id = product_id
-        self.version = version
-        self.result = result
-        self.now = now
-        self.predicted = predicted
-
-    @classmethod
-    def apply_all(cls, conn: Connection, effects: Sequence[Any]) -> None:
-        for e in effects:
-            record = Catalogue.activate_version_in(
-                conn, e.product_id, e.version, e.result.row_count, e.result.content_hash, e.now
+) -> Upload:
+    """``product.data``: load ``source`` as the product's next version, made current at
+    commit. Refused with ``not_found``, ``forbidden`` (not the owner, when
+    ``owner_only``) or ``invalid_request`` (rows that break the manifest)."""
+    pending = Pending("product.data", target={"product": product_id}, changes_state=True)
+    try:
+        record = rt.catalogue.get(product_id)
+        if owner_only and record.owner != loaded_by:
+            raise Forbidden(
+                f"product {product_id!r} belongs to {record.owner!r}; only its owner loads data",
+                {"product": product_id},
             )
-            final = record.to_dict(include_counts=True)
-            if final != e.predicted:  # a newer version became current meanwhile
-                e.replacement = final
+    except DomainError as exc:
+        return Upload(pending.refused(exc), None)
+    staged = rt.catalogue.staging_path(product_id)
+    try:
+        result = load_file(
+            record.manifest, source, fmt, staged, limits=rt.load_limits, progress=progress
+        )
+    except DomainError as exc:
+        _remove(staged)
+        return Upload(pending.refused(exc), None)
+    except BaseException:
+        _remove(staged)
+        raise
+    fields = {"content_hash": result.content_hash, "rows": result.row_count}
+    return Upload(
+        dataclasses.replace(
+            pending, fields=fields, apply=_version(rt, product_id, staged, result, loaded_by)
+        ),
+        staged,
+    )
 
 
-def load_product_data_with_entry(
-    rt: Runtime,
-    product_id: str,
-    source: Path,
-    fmt: DataFormat,
-    loaded_by: str,
-    note: AuditNote,
-    render: Render,
-) -> ProductRecord:
-    """``load_product_data``, with the new version made current in the transaction of
-    the call's audit entry; returns the product as it will be."""
-    record, version, dest, result = _load_version(
-        rt, product_id, source, fmt, loaded_by, True, None
+def _version(
+    rt: Runtime, product_id: str, staged: Path, result: LoadResult, loaded_by: str
+) -> Callable[[LogTransaction], Answer]:
+    def apply(tx: LogTransaction) -> Answer:
+        record = Catalogue.add_version(
+            tx.conn,
+            product_id,
+            staged,
+            row_count=result.row_count,
+            content_hash=result.content_hash,
+            loaded_by=loaded_by,
+            now=rt.clock(),
+            products_dir=rt.settings.products_dir,
+        )
+        assert record.current is not None
+        return Answer(
+            record.to_dict(include_counts=True),
+            fields={"product_version": record.current.version},
+        )
+
+    return apply
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _counts_visible(caller: Principal) -> bool:
+    # Exact row counts and content hashes are exact functions of the data: operators
+    # and regulators only (DESIGN §2.1).
+    return caller.role in (Role.OPERATOR, Role.REGULATOR)
+
+
+def listing(rt: Runtime, caller: Principal) -> Pending:
+    """``product.list``: every product's metadata (never rows)."""
+    counts = _counts_visible(caller)
+    body = {"products": [r.to_dict(include_counts=counts) for r in rt.catalogue.products()]}
+    return Pending("product.list", answer=Answer(body))
+
+
+def read(rt: Runtime, caller: Principal, product_id: str) -> Pending:
+    """``product.read``: one product's metadata."""
+    pending = Pending("product.read", target={"product": product_id})
+    return pending.attempt(
+        lambda: dataclasses.replace(
+            pending,
+            answer=Answer(
+                rt.catalogue.get(product_id).to_dict(include_counts=_counts_visible(caller))
+            ),
+        )
     )
-    now = rt.clock()
-    loaded = ProductVersion(
-        version=version,
-        row_count=result.row_count,
-        content_hash=result.content_hash,
-        data_file=dest.relative_to(rt.settings.products_dir).as_posix(),
-        loaded_by=loaded_by,
-        finished_at=now,
-    )
-    predicted = dataclasses.replace(record, current=loaded)
-    note.effect = VersionActivation(
-        product_id, version, result, now, predicted.to_dict(include_counts=True), render
-    )
-    note.after_append.append(lambda _index: rt.catalogue.forget())
-    return predicted
+
+
+def sample(rt: Runtime, product_id: str, n: int, seed: int) -> Pending:
+    """``product.sample``: ``n`` synthetic rows generated from the manifest alone,
+    never from the data."""
+    pending = Pending("product.sample", target={"product": product_id})
+
+    def build() -> Pending:
+        record = rt.catalogue.get(product_id)
+        if not 0 <= n <= MAX_SAMPLE_ROWS:
+            raise InvalidRequest(
+                f"n must be between 0 and {MAX_SAMPLE_ROWS}",
+                {"fields": {"n": [f"0..{MAX_SAMPLE_ROWS}"]}},
+            )
+        columns, rows = synthetic_sample(record.manifest, n, seed)
+        return dataclasses.replace(
+            pending, answer=Answer({"columns": columns, "rows": rows, "synthetic": True})
+        )
+
+    return pending.attempt(build)

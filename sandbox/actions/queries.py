@@ -1,49 +1,39 @@
 """DP queries and previews (DESIGN §5, §8): validate, plan, charge, release.
 
 The order of one query is fixed by the invariants:
-1. count the call against the scope's rate and quota (refused calls count too);
-2. check the scope (status, validity, operation, per-query cap, caller owns it);
-3. parse and plan the SQL (refusals name the clause and the rule);
-4. an identical query (scope, normalised SQL, epsilon, data version) already released
-   returns the stored answer without a charge — averaging repeats gains nothing;
-5. otherwise refuse early if the budget cannot cover it, run the rewritten SQL in
-   the isolated engine, add OpenDP noise, and charge the budget and store the answer
-   in the transaction that appends the call's audit entry (``QueryRelease``,
-   ``BudgetLedger.release_in``): no charge without its entry, no answer without its
-   charge; only then is it returned.
+1. the caller must own the scope; the call then counts against its rate and quota
+   (refused calls count too: at commit, ``sandbox/actions/call.py``);
+2. check the scope (validity, operation, per-query cap) and plan the SQL (refusals
+   name the clause and the rule);
+3. an identical query (scope, normalised SQL, epsilon, delta, data version) already
+   released returns the stored answer without a charge — averaging repeats gains
+   nothing;
+4. otherwise refuse early if the budget cannot cover it, run the rewritten SQL in
+   the isolated engine and add OpenDP noise;
+5. at commit, in the transaction of the call's audit entry: confirm the scope's
+   status, charge the budget and store the answer (``BudgetLedger.charge``) — no
+   charge without its entry, no answer without its charge.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
-from policies.budget import BudgetLedger, Release
+from audit.log import LogTransaction
+from policies.budget import BudgetLedger
 from policies.errors import BudgetExhausted, OperationNotAllowed
 from policies.principals import Principal
-from policies.scopes import (
-    Budget,
-    Scope,
-    ScopeStatus,
-    ScopeStore,
-    decimal_str,
-    from_atto,
-    from_nano,
-    parse_epsilon,
-    to_atto,
-    to_nano,
-)
+from policies.scopes import Scope, decimal_str, from_atto, parse_epsilon
 from products.errors import InvalidRequest, NotFound
-from sandbox.actions.at_commit import AtCommit, Render, unusable
-from sandbox.actions.note import AuditNote
+from sandbox.actions.call import Answer, Apply, Pending
 from sandbox.engine import EngineLimits, PreparedQuery, execute, prepare
 from sandbox.engine.plan import OutputKind
+from sandbox.errors import ColumnNotAllowed
 from sandbox.runtime import Runtime
 
 FUNCTION_OF_KIND = {
@@ -121,33 +111,36 @@ def query_delta(scope: Scope, req: QueryRequest) -> Decimal:
     return Decimal(req.delta)
 
 
-def usable_scope(
-    rt: Runtime, caller: Principal, scope_id: str, note: AuditNote, *, calls: int = 1
-) -> Scope:
-    """Return the caller's scope after counting the call(s) and checking it is usable.
-
-    Raises ``NotFound`` (not the caller's scope), ``RateLimited``/``QuotaExceeded``,
-    ``ScopeRevoked``/``ScopeSuspended``/``ScopeExpired``.
-    """
-    scope = rt.scopes.get(scope_id)
+def owned_scope(rt: Runtime, caller: Principal, scope_id: str, *, cached: bool = False) -> Scope:
+    """Return the caller's scope ``scope_id``. Raises ``NotFound`` (also for another
+    enterprise's scope, so ids do not leak). ``cached``: as read up to a second ago
+    (terms never change; the status is confirmed at commit)."""
+    scope = rt.scopes.cached(scope_id) if cached else rt.scopes.get(scope_id)
     if scope.enterprise != caller.id:
         raise NotFound(f"no scope {scope_id!r}", {"scope": scope_id})
-    note.target.update({"scope": scope.id, "product": scope.product})
-    note.extra["policy_version"] = scope.terms_hash
-    rt.limiter.count(scope, calls)
-    scope.check_usable(rt.clock())
     return scope
 
 
-def _prepared(
-    rt: Runtime, scope: Scope, req: QueryRequest, note: AuditNote
-) -> tuple[PreparedQuery, int]:
+def under_scope(action: str, scope: Scope, **fields: Any) -> Pending:
+    """The pending call ``action`` counted against ``scope`` (its rate and quota, its
+    status checked at commit), recording the scope's policy version."""
+    return Pending(
+        action,
+        target={"scope": scope.id, "product": scope.product},
+        fields={"policy_version": scope.terms_hash, **fields},
+        scope=scope,
+    )
+
+
+def _prepared(rt: Runtime, scope: Scope, req: QueryRequest) -> tuple[PreparedQuery, int, Decimal]:
+    """Plan ``req`` under ``scope``; return the plan, the data version it reads and the
+    delta it may spend. Raises the refusals of planning."""
+    scope.check_usable(rt.clock())
     if scope.aggregate_columns is None:
         raise OperationNotAllowed(
             f"scope {scope.id!r} does not grant aggregate queries", {"scope": scope.id}
         )
-    cost = to_nano(req.epsilon)
-    if cost > scope.max_epsilon_per_query_nano:
+    if req.epsilon > scope.max_epsilon_per_query:
         raise OperationNotAllowed(
             f"epsilon {decimal_str(req.epsilon)} exceeds this scope's max_epsilon_per_query "
             f"{decimal_str(scope.max_epsilon_per_query)}",
@@ -156,16 +149,24 @@ def _prepared(
     record = rt.catalogue.get(scope.product)
     if record.current is None:
         raise NotFound(f"product {record.id!r} has no data loaded yet", {"product": record.id})
-    note.extra["sql_hash"] = hashlib.sha256(req.sql.encode()).hexdigest()
-    note.extra["product_version"] = record.current.version
-    prepared = prepare(
-        record.manifest,
-        req.sql,
-        allowed_columns=scope.aggregate_columns,
-        delta=query_delta(scope, req),
-        epsilon=req.epsilon,
-    )
-    note.extra["rewritten_sql_hash"] = hashlib.sha256(prepared.rewritten_sql.encode()).hexdigest()
+    delta = query_delta(scope, req)
+    try:
+        prepared = prepare(
+            record.manifest,
+            req.sql,
+            allowed_columns=scope.aggregate_columns,
+            delta=delta,
+            epsilon=req.epsilon,
+        )
+    except ColumnNotAllowed as exc:
+        if exc.details.get("rule") == "public_values_or_delta" and scope.delta_atto > 0:
+            # The scope grants delta, but none is left: a budget refusal, not a rule.
+            raise BudgetExhausted(
+                f"scope {scope.id!r} has no delta left for the unknown keys of "
+                f"{exc.details.get('column')!r}",
+                {"scope": scope.id, "budget": scope.budget.to_dict()},
+            ) from None
+        raise
     used = {FUNCTION_OF_KIND[o.kind] for o in prepared.plan.outputs if o.kind in FUNCTION_OF_KIND}
     refused = sorted(used - scope.aggregate_functions)
     if refused:
@@ -174,152 +175,108 @@ def _prepared(
             f"{', '.join(sorted(scope.aggregate_functions)) or 'no aggregate functions'}",
             {"scope": scope.id},
         )
-    return prepared, record.current.version
+    return prepared, record.current.version, delta if prepared.delta_spent else Decimal(0)
 
 
-def preview(
-    rt: Runtime, caller: Principal, data: Mapping[str, Any], note: AuditNote
-) -> dict[str, Any]:
-    """Return ``{"epsilon", "accuracy"}`` for the query; nothing is spent or run."""
-    req = parse_query_request(data)
-    scope = usable_scope(rt, caller, req.scope, note)
-    prepared, _ = _prepared(rt, scope, req, note)
-    return {"epsilon": float(req.epsilon), "accuracy": prepared.accuracy()}
+def _sql_fields(req: QueryRequest) -> dict[str, Any]:
+    return {"sql_hash": hashlib.sha256(req.sql.encode()).hexdigest()}
+
+
+def preview(rt: Runtime, caller: Principal, req: QueryRequest) -> Pending:
+    """``query.preview``: ``{"epsilon", "accuracy"}`` for the query; nothing is spent or
+    run. Raises ``NotFound`` for a scope that is not the caller's."""
+    scope = owned_scope(rt, caller, req.scope)
+    pending = under_scope("query.preview", scope, **_sql_fields(req))
+
+    def build() -> Pending:
+        prepared, _, _ = _prepared(rt, scope, req)
+        body = {"epsilon": float(req.epsilon), "accuracy": prepared.accuracy()}
+        return dataclasses.replace(pending, answer=Answer(body))
+
+    return pending.attempt(build)
 
 
 def run_query(
-    rt: Runtime, caller: Principal, data: Mapping[str, Any], note: AuditNote, render: Render
-) -> dict[str, Any]:
-    """Return the DP answer of DESIGN §5 (without its receipt, which the edge adds).
+    rt: Runtime, caller: Principal, req: QueryRequest, *, request_id: str | None = None
+) -> Pending:
+    """``query.aggregate``: the DP answer of DESIGN §5 (the edge adds its receipt).
 
-    Raises the refusals of ``usable_scope`` and ``prepare``, ``OperationNotAllowed``,
-    ``BudgetExhausted`` and ``QueryFailed``.
+    An identical query already released answers from the store without a charge;
+    otherwise the rewritten SQL runs in the isolated engine, OpenDP adds the noise,
+    and at commit the budget is charged and the answer stored (``BudgetLedger.charge``)
+    — or the call is refused if others spent the budget meanwhile, or answered from an
+    identical release made meanwhile. Raises ``NotFound`` for a scope that is not the
+    caller's; every other refusal is the returned call's.
     """
-    req = parse_query_request(data)
-    scope = usable_scope(rt, caller, req.scope, note)
-    prepared, version = _prepared(rt, scope, req, note)
-    cost = to_nano(req.epsilon)
-    delta_cost = to_atto(Decimal(repr(prepared.delta_spent))) if prepared.delta_spent else 0
-    query_key = hashlib.sha256(
-        f"{prepared.normalized_sql}\n{decimal_str(req.epsilon)}\n{delta_cost}\n{version}".encode()
-    ).hexdigest()
-    note.extra["query_key"] = query_key
-    released = rt.ledger.reused(scope.id, query_key)
-    if released is not None:
-        note.extra["reused"] = True
-        return _answer(released, Decimal(0), rt.ledger.budget(scope.id).to_dict())
-    rt.ledger.check_affordable(scope, cost, delta_cost)
-    limits = EngineLimits(
-        timeout_s=rt.settings.query_timeout_s,
-        memory_limit=rt.settings.query_memory_limit,
-        threads=rt.settings.query_threads,
+    scope = owned_scope(rt, caller, req.scope)
+    pending = dataclasses.replace(
+        under_scope("query.aggregate", scope, **_sql_fields(req)),
+        receipt=True,
+        request_id=request_id,
     )
-    answer = execute(
-        prepared,
-        rt.catalogue.data_path(rt.catalogue.get(scope.product)),
-        limits,
-        runner=rt.query_runner(),
-    )
-    stored = {"columns": answer.columns, "rows": answer.rows, "accuracy": answer.accuracy}
-    # Charged in the transaction that records the call (sandbox/actions/at_commit.py):
-    # no charge without its entry, and no answer without its charge.
-    now_spent = rt.ledger.budget(scope.id)
-    foreseen = Budget(
-        now_spent.epsilon,
-        now_spent.spent + from_nano(cost),
-        now_spent.delta,
-        now_spent.delta_spent + from_atto(delta_cost),
-    )
-    predicted = _answer(stored, req.epsilon, foreseen.to_dict())
-    release = QueryRelease(
-        scope, query_key, cost, delta_cost, stored, note.request_id, rt.clock(), render
-    )
-    release.predicted = predicted
-    note.effect = release
-    note.epsilon = decimal_str(req.epsilon)
-    if delta_cost:
-        note.extra["delta"] = decimal_str(from_atto(delta_cost))
-    note.after_append.append(lambda index: release.link(rt, index))
-    return predicted
+
+    def build() -> Pending:
+        prepared, version, delta = _prepared(rt, scope, req)
+        query_key = hashlib.sha256(
+            f"{prepared.normalized_sql}\n{decimal_str(req.epsilon)}\n{decimal_str(delta)}\n"
+            f"{version}".encode()
+        ).hexdigest()
+        fields = {
+            **pending.fields,
+            "product_version": version,
+            "rewritten_sql_hash": hashlib.sha256(prepared.rewritten_sql.encode()).hexdigest(),
+            "query_key": query_key,
+        }
+        stored = rt.ledger.reused(scope.id, query_key)
+        if stored is None:
+            scope.check_affordable(req.epsilon, delta)
+            limits = EngineLimits(
+                timeout_s=rt.settings.query_timeout_s,
+                memory_limit=rt.settings.query_memory_limit,
+                threads=rt.settings.query_threads,
+            )
+            record = rt.catalogue.get(scope.product)
+            answer = execute(
+                prepared, rt.catalogue.data_path(record), limits, runner=rt.query_runner()
+            )
+            stored = {"columns": answer.columns, "rows": answer.rows, "accuracy": answer.accuracy}
+        release = _release(scope.id, query_key, req.epsilon, delta, stored, request_id, rt)
+        return dataclasses.replace(pending, fields=fields, apply=release)
+
+    return pending.attempt(build)
 
 
-class QueryRelease(AtCommit):
-    """Charges the budget and stores the answer when the call's entry commits
-    (``BudgetLedger.release_in``): refused if the scope was suspended or revoked
-    meanwhile (its status is read again at commit) or with ``budget_exhausted`` if
-    others spent the budget meanwhile; answered from the stored release if an
-    identical query was released meanwhile (then nothing is charged and the entry says
-    so)."""
+def _release(
+    scope_id: str,
+    query_key: str,
+    epsilon: Decimal,
+    delta: Decimal,
+    stored: dict[str, Any],
+    request_id: str | None,
+    rt: Runtime,
+) -> Apply:
+    def apply(tx: LogTransaction) -> Answer:
+        release = BudgetLedger.charge(
+            tx.conn,
+            scope_id=scope_id,
+            query_key=query_key,
+            epsilon=epsilon,
+            delta=delta,
+            answer=stored,
+            request_id=request_id,
+            audit_index=tx.index,
+            now=rt.clock(),
+        )
+        body = {
+            "columns": release.answer["columns"],
+            "rows": release.answer["rows"],
+            "epsilon_spent": float(release.charged),
+            "budget": release.budget.to_dict(),
+            "accuracy": release.answer["accuracy"],
+        }
+        if release.reused:
+            return Answer(body, fields={"reused": True})
+        extra = {"delta": decimal_str(delta)} if delta else {}
+        return Answer(body, epsilon=release.charged, fields=extra)
 
-    def __init__(
-        self,
-        scope: Scope,
-        query_key: str,
-        cost_nano: int,
-        delta_atto: int,
-        stored: dict[str, Any],
-        request_id: str | None,
-        now: datetime,
-        render: Render,
-    ) -> None:
-        super().__init__(render)
-        self.scope = scope
-        self.query_key = query_key
-        self.cost_nano = cost_nano
-        self.delta_atto = delta_atto
-        self.stored = stored
-        self.request_id = request_id
-        self.now = now
-        self.predicted: dict[str, Any] = {}
-        self.outcome: Release | None = None
-
-    @classmethod
-    def apply_all(cls, conn: Connection, effects: Sequence[Any]) -> None:
-        statuses = ScopeStore.status_in(conn, {e.scope.id for e in effects})
-        for e in effects:
-            status, reason = statuses.get(e.scope.id, (ScopeStatus.REVOKED, None))
-            e.refusal = unusable(e.scope, status, reason, e.now)
-            if e.refusal is not None:
-                continue
-            try:
-                e.outcome = BudgetLedger.release_in(
-                    conn,
-                    e.scope.id,
-                    e.query_key,
-                    e.cost_nano,
-                    e.stored,
-                    e.request_id,
-                    e.delta_atto,
-                    e.now,
-                )
-            except BudgetExhausted as exc:
-                e.refusal = exc
-                continue
-            o = e.outcome
-            spent = from_nano(o.charged_nano)
-            final = _answer(o.answer, spent, o.budget.to_dict())
-            if final != e.predicted:
-                e.replacement = final
-
-    def entry_fields(self, fields: dict[str, Any]) -> dict[str, Any]:
-        fields = super().entry_fields(fields)
-        if self.outcome is not None and self.outcome.reused:
-            fields = {k: v for k, v in fields.items() if k != "delta"}
-            fields.update(epsilon="0", reused=True)
-        return fields
-
-    def link(self, rt: Runtime, index: int) -> None:
-        """Record the charge's audit index (after the commit; the entry's ``query_key``
-        links them as well)."""
-        if self.outcome is not None and self.outcome.charge_id is not None:
-            rt.ledger.link_audit(self.outcome.charge_id, index)
-
-
-def _answer(stored: Mapping[str, Any], spent: Decimal, budget: dict[str, float]) -> dict[str, Any]:
-    return {
-        "columns": stored["columns"],
-        "rows": stored["rows"],
-        "epsilon_spent": float(spent),
-        "budget": budget,
-        "accuracy": stored["accuracy"],
-    }
+    return apply

@@ -1,27 +1,23 @@
-"""Operators' scope grants and transitions (suspend, resume, revoke), committed with
-their audit entry.
+"""Operators' scope grants and transitions (suspend, resume, revoke), and reads.
 
-Each change is an ``AtCommit`` effect of the call's entry: it happens in the
-transaction that records it, so a failed append leaves no scope granted or changed
-without a trace (the caller gets a 503 and may retry), and a change that another
-process made impossible in the meantime (the id taken, the scope revoked) is refused
-there with ``conflict`` and recorded as refused. The answer is the scope as it will be
-once the entry commits.
+A grant or a transition commits in the transaction of its audit entry
+(``sandbox/actions/call.py``): a failed append leaves no scope granted or changed, and
+a change another process made impossible meanwhile (the id taken, the scope revoked)
+is refused there with ``conflict`` and recorded as refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
-from policies.scopes import Scope, ScopeGrant, ScopeStatus, ScopeStore
+from audit.log import LogTransaction
+from policies.principals import Principal, Role
+from policies.scopes import ScopeStatus, ScopeStore, parse_grant
 from products.errors import Conflict, NotFound
-from sandbox.actions.at_commit import AtCommit, Render
-from sandbox.actions.note import AuditNote
+from products.manifest import DataProduct
+from sandbox.actions.call import Answer, Pending
 from sandbox.runtime import Runtime
 
 # The statuses each transition may start from (DESIGN §4: suspension is reversible,
@@ -31,88 +27,122 @@ ALLOWED_FROM: dict[ScopeStatus, tuple[ScopeStatus, ...]] = {
     ScopeStatus.ACTIVE: (ScopeStatus.SUSPENDED,),
     ScopeStatus.REVOKED: (ScopeStatus.ACTIVE, ScopeStatus.SUSPENDED),
 }
+ACTION_OF: dict[ScopeStatus, str] = {
+    ScopeStatus.SUSPENDED: "scope.suspend",
+    ScopeStatus.ACTIVE: "scope.resume",
+    ScopeStatus.REVOKED: "scope.revoke",
+}
 
 
-class ScopeTransition(AtCommit):
-    """Moves one scope to ``status`` when its entry commits, or refuses the call."""
+def grant(rt: Runtime, data: Mapping[str, Any], granted_by: str) -> Pending:
+    """``scope.grant``: validate ``data`` against the catalogue and store the grant;
+    answered with the scope (201). Refused with ``invalid_request`` naming the fields,
+    or ``conflict`` if the id is taken."""
+    product = data.get("product")
+    pending = Pending(
+        "scope.grant",
+        target={"product": product} if isinstance(product, str) else {},
+        changes_state=True,
+    )
 
-    def __init__(
-        self, scope: Scope, status: ScopeStatus, reason: str | None, now: datetime, render: Render
-    ) -> None:
-        super().__init__(render)
-        self.scope = scope
-        self.status = status
-        self.reason = reason
-        self.now = now
-
-    @classmethod
-    def apply_all(cls, conn: Connection, effects: Sequence[Any]) -> None:
-        for e in effects:
-            moved = ScopeStore.set_status_in(
-                conn,
-                e.scope.id,
-                e.status,
-                e.reason,
-                allowed_from=ALLOWED_FROM[e.status],
-                now=e.now,
-            )
-            if not moved:
-                e.refusal = Conflict(
-                    f"scope {e.scope.id!r} changed status meanwhile; cannot become "
-                    f"{e.status.value}",
-                    {"scope": e.scope.id},
-                )
-
-
-def transition(
-    rt: Runtime,
-    scope_id: str,
-    status: ScopeStatus,
-    reason: str | None,
-    note: AuditNote,
-    render: Render,
-) -> dict[str, Any]:
-    """Move ``scope_id`` to ``status`` with the call's audit entry; return the scope as
-    it will be. Raises ``NotFound``, or ``Conflict`` if the scope's current status does
-    not allow the move (e.g. resuming a revoked scope)."""
-    current = rt.scopes.get(scope_id)
-    if current.status not in ALLOWED_FROM[status]:
-        raise Conflict(
-            f"scope {scope_id!r} is {current.status.value}; cannot become {status.value}",
-            {"scope": scope_id, "status": current.status.value},
+    def build() -> Pending:
+        g = parse_grant(
+            data,
+            product_of=lambda pid: _manifest(rt, pid),
+            enterprise_exists=lambda pid: _is_enterprise(rt, pid),
+            verification_product_of=rt.catalogue.verification_product_owner,
         )
-    note.effect = ScopeTransition(current, status, reason, rt.clock(), render)
-    note.after_append.append(lambda _index: rt.scopes.forget(scope_id))
-    return dataclasses.replace(current, status=status, status_reason=reason).to_dict()
+
+        def apply(tx: LogTransaction) -> Answer:
+            scope = ScopeStore.grant(tx.conn, g, granted_by, rt.clock())
+            if scope is None:
+                raise Conflict(f"scope {g.id!r} already exists", {"scope": g.id})
+            return Answer(scope.to_dict(), status=201)
+
+        target = {"scope": g.id, "product": g.product, "enterprise": g.enterprise}
+        return dataclasses.replace(pending, target=target, apply=apply)
+
+    return pending.attempt(build)
 
 
-class ScopeGrantAtCommit(AtCommit):
-    """Stores one grant when its entry commits, or refuses the call if the id is taken."""
-
-    def __init__(self, grant: ScopeGrant, granted_by: str, now: datetime, render: Render):
-        super().__init__(render)
-        self.grant = grant
-        self.granted_by = granted_by
-        self.now = now
-
-    @classmethod
-    def apply_all(cls, conn: Connection, effects: Sequence[Any]) -> None:
-        for e in effects:
-            if ScopeStore.grant_in(conn, e.grant, e.granted_by, e.now) is None:
-                e.refusal = Conflict(f"scope {e.grant.id!r} already exists", {"scope": e.grant.id})
-
-
-def grant(
-    rt: Runtime, grant: ScopeGrant, granted_by: str, note: AuditNote, render: Render
-) -> dict[str, Any]:
-    """Grant ``grant`` with the call's audit entry; return the scope as it will be.
-    Raises ``Conflict`` if the id is already taken."""
+def _manifest(rt: Runtime, product_id: str) -> DataProduct | None:
     try:
-        rt.scopes.get(grant.id)
+        return rt.catalogue.get(product_id).manifest
     except NotFound:
-        pass
-    else:
-        raise Conflict(f"scope {grant.id!r} already exists", {"scope": grant.id})
-    now = rt.clock()
-    note.effect = ScopeGrantAtCommit(grant, granted_by, now, render)
-    return ScopeStore.granted(grant, granted_by, now).to_dict()
+        return None
+
+
+def _is_enterprise(rt: Runtime, principal_id: str) -> bool:
+    p = rt.principals.find(principal_id)
+    return p is not None and p.role is Role.ENTERPRISE
+
+
+def transition(rt: Runtime, scope_id: str, status: ScopeStatus, reason: str | None) -> Pending:
+    """``scope.suspend`` / ``scope.resume`` / ``scope.revoke``: move the scope to
+    ``status``; answered with the scope. Refused with ``not_found``, or ``conflict`` if
+    its status does not allow the move (e.g. resuming a revoked scope)."""
+    pending = Pending(ACTION_OF[status], target={"scope": scope_id}, changes_state=True)
+
+    def build() -> Pending:
+        current = rt.scopes.get(scope_id)
+
+        def apply(tx: LogTransaction) -> Answer:
+            moved = ScopeStore.set_status(
+                tx.conn,
+                scope_id,
+                status,
+                reason,
+                allowed_from=ALLOWED_FROM[status],
+                now=rt.clock(),
+            )
+            if moved is None:
+                now_status, _ = ScopeStore.status(tx.conn, scope_id)
+                raise Conflict(
+                    f"scope {scope_id!r} is {now_status.value}; cannot become {status.value}",
+                    {"scope": scope_id, "status": now_status.value},
+                )
+            return Answer(moved.to_dict())
+
+        target = {"scope": scope_id, "product": current.product, "enterprise": current.enterprise}
+        return dataclasses.replace(pending, target=target, apply=apply)
+
+    return pending.attempt(build)
+
+
+def read(rt: Runtime, caller: Principal, scope_id: str) -> Pending:
+    """``scope.read``: the scope with its budget; enterprises see only their own
+    (another's is ``not_found``, so ids do not leak)."""
+    pending = Pending("scope.read", target={"scope": scope_id})
+
+    def build() -> Pending:
+        scope = rt.scopes.get(scope_id)
+        if caller.role is Role.ENTERPRISE and scope.enterprise != caller.id:
+            raise NotFound(f"no scope {scope_id!r}", {"scope": scope_id})
+        target = {"scope": scope.id, "product": scope.product, "enterprise": scope.enterprise}
+        return dataclasses.replace(pending, target=target, answer=Answer(scope.to_dict()))
+
+    return pending.attempt(build)
+
+
+def listing(rt: Runtime, caller: Principal) -> Pending:
+    """``scope.list``: every scope (enterprises: their own)."""
+    only = caller.id if caller.role is Role.ENTERPRISE else None
+    body = {"scopes": [s.to_dict() for s in rt.scopes.list(enterprise=only)]}
+    return Pending("scope.list", answer=Answer(body))
+
+
+def charges(rt: Runtime, scope_id: str) -> Pending:
+    """``scope.charges``: the scope's budget ledger, every charge with its audit index."""
+    pending = Pending("scope.charges", target={"scope": scope_id})
+
+    def build() -> Pending:
+        scope = rt.scopes.get(scope_id)
+        body: dict[str, Any] = {
+            "scope": scope.id,
+            "budget": scope.budget.to_dict(),
+            "charges": rt.ledger.charges(scope_id),
+        }
+        target = {"scope": scope.id, "product": scope.product}
+        return dataclasses.replace(pending, target=target, answer=Answer(body))
+
+    return pending.attempt(build)

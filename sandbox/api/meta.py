@@ -8,7 +8,7 @@ from typing import Any
 from flask import Response
 from flask_smorest import Blueprint
 
-from sandbox.api.lifecycle import runtime
+from sandbox.api.calls import runtime
 
 blp = Blueprint("meta", __name__, url_prefix="/v1", description="Liveness, keys and docs")
 

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask import request
+from flask import Response, request
 from flask_smorest import Blueprint
 
-from policies.principals import Role
 from products.errors import InvalidRequest
 from products.loader import DataFormat
-from sandbox.actions.products import load_product_data_with_entry, register_product_with_entry
-from sandbox.api.context import caller, note, state
-from sandbox.api.lifecycle import json_body, render_refusal, runtime
+from sandbox.actions import products
+from sandbox.api.calls import caller, json_body, respond, respond_upload, runtime, upload_path
 from sandbox.api.schemas import ref_body, ref_response
-from sandbox.engine.sample import MAX_SAMPLE_ROWS, synthetic_sample
 from sandbox.errors import UnsupportedMediaType
 
 blp = Blueprint("products", __name__, url_prefix="/v1/products", description="Data products")
@@ -28,34 +23,24 @@ UPLOAD_TYPES = {
 }
 
 
-def _include_counts() -> bool:
-    return caller().role in (Role.OPERATOR, Role.REGULATOR)
-
-
 @blp.route("", methods=["GET"])
 @blp.doc(summary="The catalogue: every product's metadata (never rows)")
 @blp.doc(responses={"200": ref_response("ProductList")})
-def list() -> dict[str, Any]:
-    note()
-    counts = _include_counts()
-    return {"products": [r.to_dict(include_counts=counts) for r in runtime().catalogue.products()]}
+def list() -> Response:
+    return respond(products.listing(runtime(), caller()))
 
 
 @blp.route("", methods=["POST"])
 @blp.doc(summary="Register a product from its manifest (operator)")
 @blp.doc(requestBody=ref_body("Manifest"), responses={"201": ref_response("Product")})
-def create() -> tuple[dict[str, Any], int]:
-    data = json_body()
-    n = note(product=str(data.get("id")) if "id" in data else None)
-    record = register_product_with_entry(runtime(), data, caller().id, n, render_refusal)
-    return record.to_dict(include_counts=True), 201
+def create() -> Response:
+    return respond(products.register(runtime(), json_body(), caller().id))
 
 
 @blp.route("/<product_id>", methods=["GET"])
 @blp.doc(summary="One product's metadata", responses={"200": ref_response("Product")})
-def show(product_id: str) -> dict[str, Any]:
-    note(product=product_id)
-    return runtime().catalogue.get(product_id).to_dict(include_counts=_include_counts())
+def show(product_id: str) -> Response:
+    return respond(products.read(runtime(), caller(), product_id))
 
 
 @blp.route("/<product_id>/sample", methods=["GET"])
@@ -66,17 +51,9 @@ def show(product_id: str) -> dict[str, Any]:
         {"in": "query", "name": "seed", "schema": {"type": "integer", "default": 0}},
     ],
 )
-def sample(product_id: str) -> dict[str, Any]:
-    note(product=product_id)
-    record = runtime().catalogue.get(product_id)
+def sample(product_id: str) -> Response:
     n, seed = _int_param("n", 20), _int_param("seed", 0)
-    if not 0 <= n <= MAX_SAMPLE_ROWS:
-        raise InvalidRequest(
-            f"n must be between 0 and {MAX_SAMPLE_ROWS}",
-            {"fields": {"n": [f"0..{MAX_SAMPLE_ROWS}"]}},
-        )
-    columns, rows = synthetic_sample(record.manifest, n, seed)
-    return {"columns": columns, "rows": rows, "synthetic": True}
+    return respond(products.sample(runtime(), product_id, n, seed))
 
 
 def _int_param(name: str, default: int) -> int:
@@ -101,21 +78,14 @@ def _int_param(name: str, default: int) -> int:
         }
     },
 )
-def upload(product_id: str) -> dict[str, Any]:
-    n = note(product=product_id)
+def upload(product_id: str) -> Response:
     fmt = UPLOAD_TYPES.get(request.mimetype)
     if fmt is None:
         raise UnsupportedMediaType(
             f"upload CSV (text/csv) or Parquet (application/vnd.apache.parquet), "
             f"not {request.mimetype or 'no Content-Type'!r}"
         )
-    upload_path = state().upload
-    if upload_path is None or upload_path.stat().st_size == 0:
+    path = upload_path()
+    if path is None or path.stat().st_size == 0:
         raise InvalidRequest("the request body is empty: send the rows")
-    record = load_product_data_with_entry(
-        runtime(), product_id, upload_path, fmt, caller().id, n, render_refusal
-    )
-    if record.current is not None:
-        n.extra["product_version"] = record.current.version
-        n.extra["content_hash"] = record.current.content_hash
-    return record.to_dict(include_counts=True)
+    return respond_upload(products.upload(runtime(), caller().id, product_id, path, fmt))

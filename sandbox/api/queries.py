@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from flask import Response
 from flask_smorest import Blueprint
 
-from sandbox.actions.queries import preview as preview_query
-from sandbox.actions.queries import run_query
-from sandbox.api.context import caller, note
-from sandbox.api.lifecycle import json_body, render_refusal, runtime
+from sandbox.actions import queries
+from sandbox.api.calls import caller, json_body, respond, runtime
 from sandbox.api.schemas import ref_body, ref_response
 
 blp = Blueprint("queries", __name__, url_prefix="/v1/queries", description="DP queries")
@@ -21,9 +18,9 @@ blp = Blueprint("queries", __name__, url_prefix="/v1/queries", description="DP q
     requestBody=ref_body("QueryRequest"),
     responses={"200": ref_response("Preview")},
 )
-def preview() -> dict[str, Any]:
-    n = note()
-    return preview_query(runtime(), caller(), json_body(), n)
+def preview() -> Response:
+    req = queries.parse_query_request(json_body())
+    return respond(queries.preview(runtime(), caller(), req))
 
 
 @blp.route("", methods=["POST"])
@@ -32,7 +29,6 @@ def preview() -> dict[str, Any]:
     requestBody=ref_body("QueryRequest"),
     responses={"200": ref_response("QueryAnswer")},
 )
-def run() -> dict[str, Any]:
-    n = note()
-    n.receipt = True
-    return run_query(runtime(), caller(), json_body(), n, render_refusal)
+def run() -> Response:
+    req = queries.parse_query_request(json_body())
+    return respond(queries.run_query(runtime(), caller(), req))

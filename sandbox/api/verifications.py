@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask import request
+from flask import Response, request
 from flask_smorest import Blueprint
 
-from sandbox.actions.verifications import define_with_entry, verify, verify_batch
-from sandbox.api.context import caller, note
-from sandbox.api.lifecycle import json_body, render_refusal, runtime
+from sandbox.actions import verifications
+from sandbox.api.calls import caller, json_body, respond, runtime
 from sandbox.api.schemas import ref_body, ref_response
 
 products_blp = Blueprint(
@@ -28,30 +25,20 @@ calls_blp = Blueprint(
 
 @products_blp.route("", methods=["POST"])
 @products_blp.doc(summary="Define a verification product (operator)")
-def create() -> tuple[dict[str, Any], int]:
-    data = json_body()
-    n = note(
-        product=data.get("product") if isinstance(data.get("product"), str) else None,
-    )
-    vp = define_with_entry(runtime(), caller(), data, n, render_refusal)
-    n.target["verification_product"] = vp.id
-    return vp.to_dict(), 201
+def create() -> Response:
+    return respond(verifications.define(runtime(), caller().id, json_body()))
 
 
 @products_blp.route("", methods=["GET"])
 @products_blp.doc(summary="Verification products (optionally of one data product)")
-def list() -> dict[str, Any]:
-    note()
-    rt = runtime()
-    ids = rt.catalogue.verification_ids(request.args.get("product") or None)
-    return {"verification_products": [rt.catalogue.verification(i)[0].to_dict() for i in ids]}
+def list() -> Response:
+    return respond(verifications.list_definitions(runtime(), request.args.get("product") or None))
 
 
 @products_blp.route("/<vp_id>", methods=["GET"])
 @products_blp.doc(summary="One verification product's definition")
-def show(vp_id: str) -> dict[str, Any]:
-    note(verification_product=vp_id)
-    return runtime().catalogue.verification(vp_id)[0].to_dict()
+def show(vp_id: str) -> Response:
+    return respond(verifications.read_definition(runtime(), vp_id))
 
 
 @calls_blp.route("/<vp_id>", methods=["POST"])
@@ -60,10 +47,8 @@ def show(vp_id: str) -> dict[str, Any]:
     requestBody=ref_body("VerificationRequest"),
     responses={"200": ref_response("VerificationAnswer")},
 )
-def verify_one(vp_id: str) -> dict[str, Any]:
-    n = note(verification_product=vp_id)
-    n.receipt = True
-    return verify(runtime(), caller(), vp_id, json_body(), n)
+def verify_one(vp_id: str) -> Response:
+    return respond(verifications.verify(runtime(), caller(), vp_id, json_body()))
 
 
 @calls_blp.route("/<vp_id>/batch", methods=["POST"])
@@ -71,7 +56,5 @@ def verify_one(vp_id: str) -> dict[str, Any]:
     summary="Verify many subjects; answers in item order (enterprise)",
     requestBody=ref_body("BatchRequest"),
 )
-def batch(vp_id: str) -> dict[str, Any]:
-    n = note(verification_product=vp_id)
-    n.receipt = True
-    return verify_batch(runtime(), caller(), vp_id, json_body(), n)
+def batch(vp_id: str) -> Response:
+    return respond(verifications.verify_batch(runtime(), caller(), vp_id, json_body()))

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from policies.principals import Role, jwk_thumbprint, parse_key
-from products.errors import DomainError, InvalidRequest
+from policies.principals import Role
+from products.errors import InvalidRequest
 from products.loader import DataFormat
 from products.yamlfile import load_yaml
-from sandbox.actions.products import load_product_data, register_product
+from sandbox.actions import principals as principals_actions
+from sandbox.actions import products as products_actions
 from sandbox.cli.common import CliContext
-
-
-def _argv() -> str:
-    return shlex.join(["sandbox", *sys.argv[1:]])
 
 
 @click.command("init")
@@ -68,25 +63,12 @@ def principals_add(
 ) -> None:
     """Register a principal locally (how the first operator is created); audited."""
     rt = ctx.runtime(create=True)
-    pem = Path(public_key).read_text()
-    key = parse_key({"public_key": pem, "kid": kid or jwk_thumbprint(pem)})
-    target = {"principal": principal_id}
-    try:
-        p = rt.principals.add(
-            principal_id, Role(role), name or principal_id, [key], created_by=None
-        )
-    except DomainError as exc:
-        ctx.audit_local(
-            "principal.register",
-            target,
-            _argv(),
-            None,
-            decision="deny",
-            reason=f"{exc.code}: {exc.message}",
-        )
-        raise
-    index = ctx.audit_local("principal.register", target, _argv(), p.to_dict())
-    click.echo(f"added {role} {principal_id!r} with kid {key.kid} (audit index {index})")
+    key = {"public_key": Path(public_key).read_text(), **({"kid": kid} if kid else {})}
+    data = {"id": principal_id, "role": role, "name": name or principal_id, "keys": [key]}
+    outcome = ctx.call(principals_actions.register(rt, data, None, roles=tuple(Role)))
+    assert outcome.body is not None
+    kids = ", ".join(k["kid"] for k in outcome.body["keys"])
+    click.echo(f"added {role} {principal_id!r} with kid {kids} (audit index {outcome.index})")
     ctx.close()
 
 
@@ -130,29 +112,17 @@ def products_register(
     """Register a product from MANIFEST (YAML or JSON) and load its rows; audited."""
     # What can be checked before anything is written is checked first: the manifest's
     # syntax and the data file's format (a load that fails later leaves the product
-    # registered without data; docs/architecture.md, known limitations).
+    # registered without data; load it with PUT /v1/products/{id}/data).
     data = read_manifest(Path(manifest))
     if data_file:
         DataFormat.from_name(Path(data_file).name)
     rt = ctx.runtime(create=True)
-    product_id = str(data.get("id")) if isinstance(data, dict) else "?"
-    target = {"product": product_id}
-    try:
-        record = register_product(rt, data, owner)
-    except DomainError as exc:
-        ctx.audit_local(
-            "product.register",
-            target,
-            _argv(),
-            None,
-            decision="deny",
-            reason=f"{exc.code}: {exc.message}",
-        )
-        raise
-    ctx.audit_local("product.register", target, _argv(), record.to_dict(include_counts=True))
-    click.echo(f"registered product {record.id!r}")
+    outcome = ctx.call(products_actions.register(rt, data, owner))
+    assert outcome.body is not None
+    product_id = str(outcome.body["id"])
+    click.echo(f"registered product {product_id!r} (audit index {outcome.index})")
     if data_file:
-        load_with_progress(ctx, record.id, Path(data_file), owner, quiet=quiet)
+        load_with_progress(ctx, product_id, Path(data_file), owner, quiet=quiet)
     ctx.close()
 
 
@@ -162,7 +132,6 @@ def load_with_progress(
     """Load rows with a progress bar per stage; audited as ``product.data``."""
     rt = ctx.runtime()
     fmt = DataFormat.from_name(data_file.name)
-    target = {"product": product_id}
     with Progress(
         TextColumn("{task.description:<10}"),
         BarColumn(),
@@ -183,27 +152,21 @@ def load_with_progress(
                         bar.update(tid, completed=1.0)
             bar.update(tasks[stage], completed=fraction)
 
-        try:
-            record = load_product_data(
-                rt, product_id, data_file, fmt, owner, owner_only=False, progress=progress
-            )
-        except DomainError as exc:
-            ctx.audit_local(
-                "product.data",
-                target,
-                _argv(),
-                None,
-                decision="deny",
-                reason=f"{exc.code}: {exc.message}",
-            )
-            raise
+        up = products_actions.upload(
+            rt, owner, product_id, data_file, fmt, owner_only=False, progress=progress
+        )
         for tid in tasks.values():
             bar.update(tid, completed=1.0)
-    assert record.current is not None
-    ctx.audit_local("product.data", target, _argv(), record.to_dict(include_counts=True))
+    try:
+        outcome = ctx.call(up.pending)
+    except BaseException:
+        up.discard()
+        raise
+    assert outcome.body is not None
     click.echo(
-        f"loaded {record.current.row_count} rows into {product_id!r} version "
-        f"{record.current.version} (sha256 {record.current.content_hash[:16]}…)"
+        f"loaded {outcome.body['row_count']} rows into {product_id!r} version "
+        f"{outcome.body['version']} (sha256 {str(outcome.body['content_hash'])[:16]}…, "
+        f"audit index {outcome.index})"
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from audit.errors import AuditError
 from audit.note import CosignatureSigner, CosignatureVerifier, NoteVerifier
 from audit.verify import verify_bundle
 from audit.witness import load_state, save_state, witness_checkpoint
+from sandbox.actions import audit_access
 from sandbox.cli.common import CliContext
 from sandbox.cli.remote import make_client
 from sandbox.client import ApiError
@@ -37,23 +37,21 @@ def audit() -> None:
 def export(ctx: CliContext, out: str, start: int, end: int | None) -> None:
     """Write an audit bundle of entries START ≤ i < END (audited as audit.export)."""
     rt = ctx.runtime()
+    pending, last = audit_access.export(rt, start, end)
+    ctx.call(pending)
     keys, witnesses = rt.bundle_keys()
     path = Path(out)
     tmp = path.with_name(path.name + ".partial")
     try:
         with tmp.open("wb") as f:
-            end = rt.audit.export(f, start=start, end=end, keys=keys, witnesses=witnesses)
+            rt.audit.export(f, start=start, end=last, keys=keys, witnesses=witnesses)
         tmp.replace(path)
     except AuditError as exc:
         tmp.unlink(missing_ok=True)
         raise click.ClickException(exc.message) from None
-    ctx.audit_local(
-        "audit.export",
-        {},
-        shlex.join(["sandbox", *sys.argv[1:]]),
-        {"start": start, "end": end, "file": path.name},
-    )
-    click.echo(f"wrote entries [{start}, {end}) to {path}")
+    finally:
+        tmp.unlink(missing_ok=True)
+    click.echo(f"wrote entries [{start}, {last}) to {path}")
     ctx.close()
 
 

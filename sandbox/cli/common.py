@@ -1,13 +1,12 @@
-"""What every CLI command shares: settings, the lazily opened runtime, local auditing."""
+"""What every CLI command shares: settings, the lazily opened runtime, local calls."""
 
 from __future__ import annotations
 
-import getpass
-import socket
+import shlex
+import sys
 from collections.abc import Callable
-from typing import Any
 
-from audit.entry import request_hash, result_hash
+from sandbox.actions.call import Caller, Outcome, Pending, commit
 from sandbox.runtime import Runtime
 from sandbox.settings import Settings
 
@@ -35,36 +34,15 @@ class CliContext:
             self._runtime.close()
             self._runtime = None
 
-    def audit_local(
-        self,
-        action: str,
-        target: dict[str, str],
-        argv: str,
-        result: Any,
-        *,
-        actor: str | None = None,
-        decision: str = "allow",
-        reason: str | None = None,
-    ) -> int:
-        """Record a local (CLI) administrative action in the audit log; return its index.
-
-        The actor is the operating-system account that ran the command, marked
-        ``cli:`` so that a regulator can tell console actions from signed calls.
-        """
-        rt = self.runtime()
-        appended = rt.audit.append(
-            {
-                "actor": actor or f"cli:{getpass.getuser()}",
-                "role": "operator",
-                "action": action,
-                "target": target,
-                "request_hash": request_hash("CLI", argv, b""),
-                "decision": decision,
-                "reason": reason,
-                "epsilon": "0",
-                "result_hash": result_hash(result) if result is not None else None,
-                "jti": None,
-                "client": f"cli@{socket.gethostname()}",
-            }
-        )
-        return appended.index
+    def call(self, pending: Pending) -> Outcome:
+        """Commit a local command's action with its audit entry, exactly as the API
+        commits a signed call (``sandbox/actions/call.py``); the actor is the
+        operating-system account that ran the command (``cli:USER``), so a regulator
+        can tell local commands from signed calls. Returns the outcome; raises the
+        refusal (after it is recorded), which the ``sandbox`` command prints as one
+        line."""
+        argv = shlex.join(["sandbox", *sys.argv[1:]])
+        outcome = commit(self.runtime(), Caller.local(argv), pending)
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome

@@ -11,17 +11,16 @@ from __future__ import annotations
 import csv
 import json
 import shlex
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 
-from policies.principals import Role, generate_keypair, parse_key
-from policies.scopes import parse_grant
+from policies.principals import Role, generate_keypair
 from products.errors import NotFound
 from products.manifest import Classification
+from sandbox.actions import principals, products, scopes, verifications
 from sandbox.cli.admin import load_with_progress
 from sandbox.cli.common import CliContext
 from sandbox.demo import DemoSizes, manifest_data, verification_data, write_all
@@ -57,10 +56,6 @@ SCOPES: dict[str, tuple[str, str, list[str]]] = {
 }
 
 
-def _argv() -> str:
-    return shlex.join(["sandbox", *sys.argv[1:]])
-
-
 def _key_pair(keys_dir: Path, pid: str) -> str:
     """Return the PEM public key of ``pid``'s demo key pair, creating it if needed."""
     private, public = keys_dir / f"{pid}.key", keys_dir / f"{pid}.pub"
@@ -77,10 +72,8 @@ def _principals(ctx: CliContext, rt: Runtime, keys_dir: Path) -> None:
     for pid, role, name in PRINCIPALS:
         pem = _key_pair(keys_dir, pid)
         if rt.principals.find(pid) is None:
-            p = rt.principals.add(
-                pid, role, name, [parse_key({"public_key": pem})], created_by=None
-            )
-            ctx.audit_local("principal.register", {"principal": pid}, _argv(), p.to_dict())
+            data = {"id": pid, "role": role.value, "name": name, "keys": [{"public_key": pem}]}
+            ctx.call(principals.register(rt, data, None, roles=tuple(Role)))
 
 
 def _products(ctx: CliContext, rt: Runtime, data_dir: Path, sizes: DemoSizes, quiet: bool) -> None:
@@ -89,12 +82,8 @@ def _products(ctx: CliContext, rt: Runtime, data_dir: Path, sizes: DemoSizes, qu
         try:
             record = rt.catalogue.get(pid)
         except NotFound:
-            from sandbox.actions.products import register_product
-
-            record = register_product(rt, data, "op-demo")
-            ctx.audit_local(
-                "product.register", {"product": pid}, _argv(), record.to_dict(include_counts=True)
-            )
+            ctx.call(products.register(rt, data, "op-demo"))
+            record = rt.catalogue.get(pid)
         if record.current is None:
             if files is None:
                 click.echo(f"generating demo data in {data_dir} …")
@@ -102,16 +91,7 @@ def _products(ctx: CliContext, rt: Runtime, data_dir: Path, sizes: DemoSizes, qu
             load_with_progress(ctx, pid, files[pid], "op-demo", quiet=quiet)
     for vp_id, definition in verification_data().items():
         if rt.catalogue.verification_product_owner(vp_id) is None:
-            from sandbox.actions.verifications import define
-
-            op = rt.principals.get("op-demo")
-            vp = define(rt, op, definition)
-            ctx.audit_local(
-                "verification_product.register",
-                {"verification_product": vp.id, "product": vp.product},
-                _argv(),
-                vp.to_dict(),
-            )
+            ctx.call(verifications.define(rt, "op-demo", definition))
 
 
 def _scopes(ctx: CliContext, rt: Runtime) -> None:
@@ -126,31 +106,20 @@ def _scopes(ctx: CliContext, rt: Runtime) -> None:
         columns = [
             c.name for c in manifest.columns if c.classification is not Classification.IDENTIFIER
         ]
-        grant = parse_grant(
-            {
-                "id": sid,
-                "enterprise": "ent-demo",
-                "product": product_id,
-                "purpose": purpose,
-                "operations": {"aggregate": {"columns": columns}, "verify": verify},
-                "epsilon": 10,
-                "max_epsilon_per_query": 1,
-                "rate_per_minute": 600,
-                "daily_quota": 100_000,
-                "valid_from": (now - timedelta(days=1)).isoformat(),
-                "valid_until": (now + timedelta(days=365)).isoformat(),
-            },
-            product_of=lambda p: rt.catalogue.get(p).manifest,
-            enterprise_exists=lambda e: rt.principals.find(e) is not None,
-            verification_product_of=rt.catalogue.verification_product_owner,
-        )
-        scope = rt.scopes.grant(grant, "op-demo")
-        ctx.audit_local(
-            "scope.grant",
-            {"scope": sid, "product": product_id, "enterprise": "ent-demo"},
-            _argv(),
-            scope.to_dict(),
-        )
+        grant = {
+            "id": sid,
+            "enterprise": "ent-demo",
+            "product": product_id,
+            "purpose": purpose,
+            "operations": {"aggregate": {"columns": columns}, "verify": verify},
+            "epsilon": 10,
+            "max_epsilon_per_query": 1,
+            "rate_per_minute": 600,
+            "daily_quota": 100_000,
+            "valid_from": (now - timedelta(days=1)).isoformat(),
+            "valid_until": (now + timedelta(days=365)).isoformat(),
+        }
+        ctx.call(scopes.grant(rt, grant, "op-demo"))
 
 
 def _examples(demo_dir: Path, data_dir: Path) -> dict[str, Path]:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import shlex
-import sys
 from pathlib import Path
 
 import click
 
 from policies.principals import generate_keypair, jwk_thumbprint
+from sandbox.actions import platform
 from sandbox.cli.common import CliContext
 from sandbox.platform_keys import PlatformKeys
 
@@ -57,10 +56,9 @@ def rotate(ctx: CliContext) -> None:
     """
     rt = ctx.runtime()
     old = rt.keys.current.kid
-    kid = PlatformKeys.rotate(ctx.settings.keys_dir)
-    ctx.audit_local(
-        "platform.key_rotate", {}, shlex.join(["sandbox", *sys.argv[1:]]), {"old": old, "new": kid}
-    )
+    pending, kid = platform.rotate_key(rt)
+    ctx.call(pending)
+    PlatformKeys.make_current(ctx.settings.keys_dir, kid)
     ctx.close()
     click.echo(f"platform key rotated: {old} -> {kid} (restart the servers to sign with it)")
 

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import duckdb
 
-from sandbox.errors import QueryFailed, ServiceUnavailable
+from sandbox.errors import QueryFailed, Unavailable
 
 _MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*\Z", re.IGNORECASE)
 Row = tuple[Any, ...]
@@ -295,9 +295,7 @@ class WorkerPool:
         try:
             worker = self._slots.get(timeout=self.wait_s)
         except queue.Empty:
-            raise ServiceUnavailable(
-                "the engine is busy; try again shortly", {"rule": "busy"}
-            ) from None
+            raise Unavailable("the engine is busy; try again shortly", {"rule": "busy"}) from None
         if worker is not None and worker.alive():
             return worker
         if worker is not None:

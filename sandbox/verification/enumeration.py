@@ -6,9 +6,15 @@ identity numbers to find real people, say) sends many distinct keys, nearly all 
 which match nothing. So, per scope and within a sliding window:
 
 - flag when at least ``min_keys`` distinct keys were probed and the share of them
-  never found reaches ``miss_ratio``;
+  never found reaches ``miss_ratio``, or — however many known keys dilute them —
+  when the distinct keys never found reach ``unknown_keys``;
 - suspend (reversibly: the operator may resume the scope) when, on top of that,
-  the distinct keys reach ``suspend_keys``.
+  the distinct keys reach ``suspend_keys`` or the unknown ones ``suspend_unknown_keys``.
+
+The platform reviews every scope's window on a fixed schedule
+(``sandbox/actions/review.py``), never during a caller's request: when and how often
+the review is written cannot depend on whether a probed subject exists (DESIGN
+invariant 8).
 
 A key counts as found when it matched a record, whatever its checks answered: the
 platform knows this internally; the caller only ever sees ``false`` for both. Keys
@@ -38,7 +44,10 @@ class EnumerationPolicy:
     min_keys: int = 200
     miss_ratio: float = 0.8
     suspend_keys: int = 500
+    unknown_keys: int = 100
+    suspend_unknown_keys: int = 300
     bucket_s: int = 60  # granularity of the stored counters; the window slides by it
+    review_s: int = 60  # the platform reviews the windows once per this period
 
     def __post_init__(self) -> None:
         if not (0 < self.bucket_s <= self.window_s and self.window_s % self.bucket_s == 0):
@@ -47,6 +56,10 @@ class EnumerationPolicy:
             raise ValueError("miss_ratio must be in (0, 1]")
         if not 1 <= self.min_keys <= self.suspend_keys:
             raise ValueError("need 1 <= min_keys <= suspend_keys")
+        if not 1 <= self.unknown_keys <= self.suspend_unknown_keys:
+            raise ValueError("need 1 <= unknown_keys <= suspend_unknown_keys")
+        if self.review_s < 1:
+            raise ValueError("review_s must be at least 1")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EnumerationPolicy:
@@ -57,6 +70,9 @@ class EnumerationPolicy:
             min_keys=settings.enumeration_min_keys,
             miss_ratio=settings.enumeration_miss_ratio,
             suspend_keys=settings.enumeration_suspend_keys,
+            unknown_keys=settings.enumeration_unknown_keys,
+            suspend_unknown_keys=settings.enumeration_suspend_unknown_keys,
+            review_s=settings.enumeration_review_s,
             bucket_s=max(1, window // 10) if window % 10 == 0 else window,
         )
 
@@ -85,14 +101,20 @@ class Verdict:
 
 def assess(stats: WindowStats, policy: EnumerationPolicy) -> Verdict:
     """Return whether ``stats`` look like enumeration (flag) and warrant suspension."""
-    if stats.distinct_keys < policy.min_keys or stats.miss_ratio < policy.miss_ratio:
+    by_ratio = stats.distinct_keys >= policy.min_keys and stats.miss_ratio >= policy.miss_ratio
+    by_count = stats.missed_keys >= policy.unknown_keys
+    if not (by_ratio or by_count):
         return Verdict(False, False)
-    suspend = stats.distinct_keys >= policy.suspend_keys
+    suspend = (
+        stats.distinct_keys >= policy.suspend_keys
+        or stats.missed_keys >= policy.suspend_unknown_keys
+    )
     reason = (
         f"possible enumeration: {stats.distinct_keys} distinct keys probed within "
-        f"{policy.window_s} s, {stats.miss_ratio:.0%} of them unknown (thresholds: "
-        f"{policy.min_keys} keys and {policy.miss_ratio:.0%} to flag, "
-        f"{policy.suspend_keys} keys to suspend)"
+        f"{policy.window_s} s, {stats.missed_keys} ({stats.miss_ratio:.0%}) of them unknown "
+        f"(thresholds: {policy.min_keys} keys and {policy.miss_ratio:.0%}, or "
+        f"{policy.unknown_keys} unknown keys, to flag; {policy.suspend_keys} keys or "
+        f"{policy.suspend_unknown_keys} unknown keys to suspend)"
     )
     return Verdict(True, suspend, reason)
 

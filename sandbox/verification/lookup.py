@@ -36,7 +36,7 @@ import duckdb
 
 from products.manifest import DataProduct
 from products.verification import AnswerShape, Op, VerificationProduct
-from sandbox.errors import QueryFailed, ServiceUnavailable
+from sandbox.errors import QueryFailed, Unavailable
 from sandbox.settings import Settings
 from sandbox.verification.index import AnswerIndex, Layout, build, index_path, indexable
 from sandbox.verification.request import Item, parse_item, parse_items
@@ -237,7 +237,7 @@ class VerificationRunner:
                     ).fetchone()
                     db = _Database(root, unit_key=bool(found and found[0]))
                 except duckdb.Error:
-                    raise ServiceUnavailable(
+                    raise Unavailable(
                         "the product's data file cannot be opened", {"data_file": Path(path).name}
                     ) from None
                 self._open[path] = db
@@ -283,7 +283,7 @@ class VerificationRunner:
         """Return the outcome of each parsed item, in item order.
 
         Raises ``QueryFailed`` if DuckDB gives up (memory, the batch time limit) and
-        ``ServiceUnavailable`` if the data file cannot be read.
+        ``Unavailable`` if the data file cannot be read.
         """
         if vp.product != product.id:
             raise ValueError(f"{vp.id!r} is defined on {vp.product!r}, not {product.id!r}")
@@ -316,7 +316,7 @@ class VerificationRunner:
                 "the batch needs more memory than allowed; send fewer items"
             ) from None
         except duckdb.Error as exc:
-            raise ServiceUnavailable(
+            raise Unavailable(
                 "the verification could not be evaluated",
                 {"reason": type(exc).__name__},
             ) from None

@@ -34,3 +34,12 @@ verification_probe_totals = sa.Table(
     sa.Column("lookups", sa.BigInteger, nullable=False),
     sa.Column("misses", sa.BigInteger, nullable=False),
 )
+
+# One row per review period: the platform writes one review entry per period, whichever
+# process gets there first (sandbox/actions/review.py).
+enumeration_reviews = sa.Table(
+    "enumeration_reviews",
+    metadata,
+    sa.Column("period", sa.BigInteger, primary_key=True),
+    sa.Column("audit_index", sa.BigInteger, nullable=False),
+)

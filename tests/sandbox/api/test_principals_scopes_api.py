@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
+from sandbox.api.lifecycle import render_refusal
 
 from policies.principals import Role, generate_keypair
 from policies.scopes import ScopeStatus, parse_grant
 from sandbox.actions.scopes import ScopeGrantAtCommit, ScopeTransition
-from sandbox.api.lifecycle import render_refusal
 from sandbox.runtime import Runtime
 from tests.sandbox.conftest import (
     REGISTRY_MANIFEST,

@@ -7,12 +7,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from sandbox.api.lifecycle import render_refusal
 
 from audit.entry import result_hash
 from audit.receipts import check_receipt
 from policies.scopes import to_nano
 from sandbox.actions.queries import QueryRelease
-from sandbox.api.lifecycle import render_refusal
 from sandbox.runtime import Runtime
 from tests.sandbox.conftest import (
     REGISTRY_MANIFEST,

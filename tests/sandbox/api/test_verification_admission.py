@@ -10,13 +10,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sandbox.actions.admission import CallAdmission
+from sandbox.api.lifecycle import render_refusal
 
 from audit.entry import result_hash
 from policies.calls import sign_call
 from policies.nonces import NonceStore
 from policies.scopes import ScopeStore
-from sandbox.actions.admission import CallAdmission
-from sandbox.api.lifecycle import render_refusal
 from sandbox.runtime import Runtime
 from tests.sandbox.api.test_verifications_api import demo, grant  # noqa: F401  (fixture)
 from tests.sandbox.conftest import AUDIENCE, Caller, call_fields, error_code

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sandbox.verification.enumeration import EnumerationPolicy
 from sandbox.verification.flags import FlagThrottle
+
+from sandbox.verification.enumeration import EnumerationPolicy
 
 POLICY = EnumerationPolicy()  # 600 s window in 60 s buckets
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
