@@ -152,6 +152,21 @@ class Entry:
         # must fail here, in its producer, not in the group-commit leader for a batch.
         canonical.encode(self.fields())
 
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> Entry:
+        """Return the entry of a flat JSON object of DESIGN §7 fields (every one of
+        them, none of the log's) plus extension fields. Raises :class:`BadEntry` or
+        :class:`NotCanonical`."""
+        for name in ASSIGNED_FIELDS:
+            if name in fields:
+                raise BadEntry(f"field {name!r} is assigned by the log")
+        missing = [name for name in CALLER_FIELDS if name not in fields]
+        if missing:
+            raise BadEntry(f"missing field {missing[0]!r}")
+        core = {name: fields[name] for name in CALLER_FIELDS}
+        extra = {k: v for k, v in fields.items() if k not in CALLER_FIELDS}
+        return cls(**core, extra=extra)
+
     def fields(self) -> dict[str, Any]:
         """Return the entry as a JSON object without the log's fields."""
         out = dict(self.extra)

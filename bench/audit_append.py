@@ -18,6 +18,7 @@ import uuid
 
 import sqlalchemy as sa
 
+from audit.entry import Entry
 from audit.log import AuditLog, create_tables
 from audit.note import NoteSigner
 
@@ -45,7 +46,7 @@ def run(log: AuditLog, threads: int, seconds: float) -> tuple[float, int]:
     def work(t: int) -> None:
         i = 0
         while time.perf_counter() < stop:
-            log.append(fields(t * 1_000_000 + i))
+            log.append(Entry.from_fields(fields(t * 1_000_000 + i)))
             i += 1
         counts[t] = i
 

@@ -63,7 +63,6 @@ def create_app(runtime: Runtime | None = None) -> Flask:
             body_sha256=hashlib.sha256(body).digest(),
             policy=rt.call_policy,
             principals=principal,
-            nonces=None,
             now=now,
         )
         subject = json.loads(body)["subject"]

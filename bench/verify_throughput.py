@@ -96,7 +96,8 @@ def setup(workdir: Path, rows: int, database_url: str | None) -> Path:
 
 def grant_scope(data_dir: Path, database_url: str | None) -> str:
     """Grant a verify scope with limits the benchmark cannot reach; return its id."""
-    from policies.scopes import parse_grant
+    from sandbox.actions import scopes
+    from sandbox.actions.call import Caller, commit
     from sandbox.runtime import Runtime
     from sandbox.settings import Settings
 
@@ -105,24 +106,22 @@ def grant_scope(data_dir: Path, database_url: str | None) -> str:
     try:
         now = rt.clock()
         sid = f"sc-bench-{secrets.token_hex(4)}"
-        grant = parse_grant(
-            {
-                "id": sid,
-                "enterprise": "ent-demo",
-                "product": "enterprise_registry",
-                "purpose": "throughput benchmark (bench/verify_throughput.py)",
-                "operations": {"verify": [VP]},
-                "epsilon": 1,
-                "rate_per_minute": 1_000_000,
-                "daily_quota": 1_000_000_000,
-                "valid_from": (now - timedelta(days=1)).isoformat(),
-                "valid_until": (now + timedelta(days=1)).isoformat(),
-            },
-            product_of=lambda p: rt.catalogue.get(p).manifest,
-            enterprise_exists=lambda e: rt.principals.find(e) is not None,
-            verification_product_of=rt.catalogue.verification_product_owner,
+        grant = {
+            "id": sid,
+            "enterprise": "ent-demo",
+            "product": "enterprise_registry",
+            "purpose": "throughput benchmark (bench/verify_throughput.py)",
+            "operations": {"verify": [VP]},
+            "epsilon": 1,
+            "rate_per_minute": 1_000_000,
+            "daily_quota": 1_000_000_000,
+            "valid_from": (now - timedelta(days=1)).isoformat(),
+            "valid_until": (now + timedelta(days=1)).isoformat(),
+        }
+        outcome = commit(
+            rt, Caller.local("bench/verify_throughput.py"), scopes.grant(rt, grant, "op-demo")
         )
-        rt.scopes.grant(grant, "op-demo")
+        assert outcome.allowed, outcome.body
     finally:
         rt.close()
     return sid

@@ -186,6 +186,8 @@ def commit(rt: Runtime, caller: Caller, pending: Pending) -> Outcome:
     """Commit ``pending`` with its audit entry and return the outcome (see the module
     docstring). Raises ``audit.log.StoreError`` when the store fails: then nothing of
     the call was committed, and nothing may be released."""
+    if pending.answer is None and pending.apply is None and pending.refusal is None:
+        raise ValueError(f"{pending.action}: a call needs an answer, a change or a refusal")
     pending = _storable(pending)
     target = dict(pending.target)
     settled: list[Outcome] = []
@@ -204,8 +206,10 @@ def commit(rt: Runtime, caller: Caller, pending: Pending) -> Outcome:
                 error, counted = Replayed("this call (jti) was already used", "replayed"), False
         scope = pending.scope
         if scope is not None and counted:
+            # The order of DESIGN §5: a call over its scope's limits, or under a scope
+            # no longer usable, is refused as such whatever else is wrong with it.
             over = RateLimiter.count(tx.conn, scope, pending.calls, now)
-            error = error or over or _unusable(tx, scope, now)
+            error = over or _unusable(tx, scope, now) or error
         if error is None and scope is not None and pending.probes:
             record_probes(tx.conn, scope.id, now, pending.probes, rt.enumeration)
         answer = pending.answer
@@ -261,11 +265,14 @@ def _settle(
     error: DomainError | None,
 ) -> tuple[Outcome, Entry]:
     extra: dict[str, Any] = dict(pending.fields)
+    if error is None and answer is None:  # an apply that returned nothing: a defect
+        error = Internal("the call produced no answer")
     if error is None:
-        assert answer is not None, "an allowed call needs an answer"
+        assert answer is not None
         body, status = answer.body, answer.status
         extra.update(answer.fields)
     else:
+        answer = None
         body, status = error_body(error), status_of(error)
     result = result_hash(body) if body is not None else None
     extra["status"] = status
@@ -281,7 +288,7 @@ def _settle(
         request_hash=caller.request_hash,
         decision="allow" if error is None else "deny",
         reason=None if error is None else storable(f"{error.code}: {error.message}"[:500]),
-        epsilon=decimal_str(answer.epsilon) if error is None and answer is not None else "0",
+        epsilon=decimal_str(answer.epsilon) if answer is not None else "0",
         result_hash=result,
         jti=caller.jti,
         client=caller.client,

@@ -8,8 +8,9 @@ which match nothing. So, per scope and within a sliding window:
 - flag when at least ``min_keys`` distinct keys were probed and the share of them
   never found reaches ``miss_ratio``, or — however many known keys dilute them —
   when the distinct keys never found reach ``unknown_keys``;
-- suspend (reversibly: the operator may resume the scope) when, on top of that,
-  the distinct keys reach ``suspend_keys`` or the unknown ones ``suspend_unknown_keys``.
+- suspend (reversibly: the operator may resume the scope) when the distinct keys of a
+  window flagged by its ratio reach ``suspend_keys``, or the unknown keys reach
+  ``suspend_unknown_keys``.
 
 The platform reviews every scope's window on a fixed schedule
 (``sandbox/actions/review.py``), never during a caller's request: when and how often
@@ -105,9 +106,8 @@ def assess(stats: WindowStats, policy: EnumerationPolicy) -> Verdict:
     by_count = stats.missed_keys >= policy.unknown_keys
     if not (by_ratio or by_count):
         return Verdict(False, False)
-    suspend = (
-        stats.distinct_keys >= policy.suspend_keys
-        or stats.missed_keys >= policy.suspend_unknown_keys
+    suspend = (by_ratio and stats.distinct_keys >= policy.suspend_keys) or (
+        stats.missed_keys >= policy.suspend_unknown_keys
     )
     reason = (
         f"possible enumeration: {stats.distinct_keys} distinct keys probed within "

@@ -41,3 +41,32 @@ def new_log(url: str, signer: object, **kwargs: object) -> object:
 
 #: Logs made by ``new_log``; the conftest disposes their engines after each test.
 CREATED: list[object] = []
+
+
+def make_entry(i: int, **over: object) -> object:
+    """The :class:`audit.entry.Entry` of ``make_fields(i, **over)``."""
+    from audit.entry import Entry
+
+    return Entry.from_fields(make_fields(i, **over))
+
+
+def in_entry(log: object, work: object) -> object:
+    """Run ``work(tx)`` in the transaction of a new entry, as a call does; return what
+    it returned (or raise what it raised, with nothing appended)."""
+    from audit.log import AuditLog
+
+    assert isinstance(log, AuditLog)
+    got: list[object] = []
+
+    def write(tx: object) -> object:
+        got.append(work(tx))  # type: ignore[operator]
+        return make_entry(10**6)
+
+    log.append(write)  # type: ignore[arg-type]
+    return got[0]
+
+
+def checkpoint_now(log: object, size: int | None = None, reuse_within: float = 0.0) -> object:
+    """Sign (or return) a checkpoint in the transaction of its own entry, as a call
+    would (``size`` None: every entry before that one)."""
+    return in_entry(log, lambda tx: tx.checkpoint(size, reuse_within=reuse_within))

@@ -44,7 +44,9 @@ def test_result_hash_drops_receipt_and_accepts_dp_floats() -> None:
 
 def test_leaf_round_trip_and_extra_fields() -> None:
     fields = make_fields(3, consent_ref="c-77")
-    leaf = entry.make_leaf(fields, index=9, time=T, prev=b"\x01" * 32)
+    leaf = entry.Entry.from_fields(fields).leaf(
+        index=9, time=entry.format_time(T), prev=b"\x01" * 32
+    )
     parsed = entry.parse_leaf(leaf)
     assert parsed["index"] == 9 and parsed["time"] == "2026-11-23T11:02:29.123Z"
     assert parsed["consent_ref"] == "c-77" and parsed["prev"] == "01" * 32
@@ -61,21 +63,25 @@ def test_leaf_round_trip_and_extra_fields() -> None:
         ({"target": "p"}, "target"),
         ({"request_hash": "ABC"}, "request_hash"),
         ({"action": ""}, "action"),
-        ({"action": None}, "may not be null"),
+        ({"action": None}, "non-empty string"),
+        ({"actor": 5}, "actor"),
+        ({"target": {"scope": 5}}, "target"),
     ],
 )
 def test_bad_fields_are_refused(change: dict[str, Any], message: str) -> None:
     with pytest.raises(BadEntry, match=message):
-        entry.check_fields(make_fields(1) | change)
+        entry.Entry.from_fields(make_fields(1) | change)
 
 
 def test_missing_field_and_float_extra() -> None:
     fields = make_fields(1)
     del fields["jti"]
     with pytest.raises(BadEntry, match="missing field 'jti'"):
-        entry.check_fields(fields)
+        entry.Entry.from_fields(fields)
     with pytest.raises(NotCanonical):
-        entry.check_fields(make_fields(1, score=0.1))
+        entry.Entry.from_fields(make_fields(1, score=0.1))
+    with pytest.raises(BadEntry, match="shadow"):
+        entry.Entry(**{k: v for k, v in make_fields(1).items()}, extra={"actor": "x"})
 
 
 def test_parse_leaf_strictness() -> None:

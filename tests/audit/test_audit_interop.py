@@ -10,7 +10,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from audit_helpers import make_fields, new_log, sqlite_url
+from audit_helpers import in_entry, make_entry, new_log, sqlite_url
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -124,10 +124,10 @@ def test_independent_verifier_accepts_checkpoint_and_proofs(log: AuditLog) -> No
     assert log.signer is not None
     pub = serialization.load_pem_public_key(log.signer.public_pem().encode())
     assert isinstance(pub, Ed25519PublicKey)
-    leaves = [log.append(make_fields(i)).leaf for i in range(13)]
-    old = log.checkpoint(force=True)
-    leaves += [log.append(make_fields(i)).leaf for i in range(13, 29)]
-    new = log.checkpoint(force=True)
+    leaves = [log.append(make_entry(i)).leaf for i in range(13)]
+    old = log.checkpoint()
+    leaves += [log.append(make_entry(i)).leaf for i in range(13, 29)]
+    new = log.checkpoint()
     origin, size, root = ind_open_checkpoint(new.note, log.signer.name, pub)
     assert (origin, size, root) == (log.origin, 29, mth(leaves))
     _, size1, root1 = ind_open_checkpoint(old.note, log.signer.name, pub)
@@ -150,8 +150,8 @@ def test_independent_verifier_accepts_checkpoint_and_proofs(log: AuditLog) -> No
 
 def test_independent_cosignature_is_accepted(log: AuditLog) -> None:
     for i in range(3):
-        log.append(make_fields(i))
-    cp = log.checkpoint(force=True)
+        log.append(make_entry(i))
+    cp = log.checkpoint()
     key = Ed25519PrivateKey.generate()
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     name = "witness.regulator.example"
@@ -161,4 +161,6 @@ def test_independent_cosignature_is_accepted(log: AuditLog) -> None:
     blob = ind_key_id(name, 4, raw) + ts.to_bytes(8, "big") + sig
     cosigned = cp.note + f"\u2014 {name} {base64.b64encode(blob).decode()}\n"
     verifier = CosignatureVerifier(name, raw)
-    assert log.add_cosignature(cosigned, verifier).line in (log.cosigned_checkpoint() or "")
+    stored = in_entry(log, lambda tx: tx.add_cosignature(cosigned, verifier))
+    with log.engine.connect() as conn:
+        assert stored.line in log.cosigned_note(conn, cp)

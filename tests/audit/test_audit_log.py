@@ -11,12 +11,21 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from audit_helpers import make_fields, new_log, sqlite_url
+from audit_helpers import (
+    checkpoint_now,
+    in_entry,
+    make_entry,
+    make_fields,
+    new_log,
+    sqlite_url,
+)
 
 from audit import merkle, verify_bundle
+from audit.entry import Entry
 from audit.errors import BadCheckpoint, BadEntry, BadSignature, OutOfRange
 from audit.log import AuditLog
 from audit.note import CosignatureSigner, NoteSigner, open_checkpoint, parse_note
@@ -52,15 +61,15 @@ def leaf_hashes(lg: AuditLog) -> list[bytes]:
 
 
 def test_append_returns_committed_entries(log: AuditLog) -> None:
-    a = log.append(make_fields(0))
-    b = log.append(make_fields(1))
+    a = log.append(make_entry(0))
+    b = log.append(make_entry(1))
     assert (a.index, b.index) == (0, 1)
     assert log.leaf(1) == b.leaf and b.leaf_hash == merkle.leaf_hash(b.leaf)
     assert log.size() == 2
     entry = log.entries().entries[1].entry
     assert entry["prev"] == a.leaf_hash.hex() and entry["index"] == 1
     with pytest.raises(BadEntry):
-        log.append(make_fields(2, index=5))
+        log.append(make_entry(2, index=5))
     assert log.size() == 2  # nothing written for a refused entry
 
 
@@ -69,11 +78,11 @@ def test_a_nul_in_a_field_is_kept_in_the_leaf_and_fails_no_batch(log: AuditLog) 
     fields = make_fields(0)
     fields["actor"] = "a\x00b"
     fields["target"] = {"scope": "s\x00", "product": "p"}
-    appended = log.append(fields)
+    appended = log.append(Entry.from_fields(fields))
     entry = log.entries().entries[0].entry
     assert entry["actor"] == "a\x00b" and entry["target"]["scope"] == "s\x00"
     assert log.leaf(0) == appended.leaf and b"a\\u0000b" in appended.leaf
-    assert log.append(make_fields(1)).index == 1
+    assert log.append(make_entry(1)).index == 1
 
 
 def test_concurrent_threads_no_gaps_and_root_matches(log: AuditLog) -> None:
@@ -83,7 +92,7 @@ def test_concurrent_threads_no_gaps_and_root_matches(log: AuditLog) -> None:
 
     def work(t: int) -> None:
         for i in range(per):
-            res = log.append(make_fields(t * per + i))
+            res = log.append(make_entry(t * per + i))
             with lock:
                 seen.append(res.index)
 
@@ -101,7 +110,7 @@ def test_concurrent_threads_no_gaps_and_root_matches(log: AuditLog) -> None:
 
 def test_proofs_from_the_store(log: AuditLog) -> None:
     for i in range(37):
-        log.append(make_fields(i))
+        log.append(make_entry(i))
     hashes = leaf_hashes(log)
     for size in (1, 2, 5, 16, 37):
         root = merkle.root(hashes[:size])
@@ -128,8 +137,8 @@ def test_proofs_from_the_store(log: AuditLog) -> None:
 
 def test_entries_filters_and_cursor(log: AuditLog) -> None:
     for i in range(30):
-        log.append(make_fields(i))
-    log.append(make_fields(30, actor="op-1", role="operator", target={"enterprise": "ent-0"}))
+        log.append(make_entry(i))
+    log.append(make_entry(30, actor="op-1", role="operator", target={"enterprise": "ent-0"}))
     page = log.entries(actor="ent-1", limit=3)
     assert [e.index for e in page.entries] == [1, 6, 11] and page.next_cursor == 12
     rest = log.entries(actor="ent-1", cursor=page.next_cursor, limit=10)
@@ -151,9 +160,9 @@ def test_times_never_go_backwards(db_url: str, signer: NoteSigner) -> None:
     now = [datetime(2026, 11, 23, 12, 0, tzinfo=UTC)]
     lg = new_log(db_url, signer, clock=lambda: now[0])
     assert isinstance(lg, AuditLog)
-    a = lg.append(make_fields(0))
+    a = lg.append(make_entry(0))
     now[0] -= timedelta(seconds=30)  # a clock step back (NTP, another node)
-    b = lg.append(make_fields(1))
+    b = lg.append(make_entry(1))
     assert b.time == a.time == "2026-11-23T12:00:00.000Z"
     lg.close()
 
@@ -165,78 +174,88 @@ def test_checkpoints_and_cosignatures(db_url: str, signer: NoteSigner) -> None:
     empty = lg.checkpoint()
     assert empty.size == 0 and empty.root == merkle.EMPTY_ROOT
     for i in range(3):
-        lg.append(make_fields(i))
-    assert lg.checkpoint().size == 0  # within min_checkpoint_interval
-    assert lg.checkpoint(force=True).size == 3
+        lg.append(make_entry(i))
+    # A call asking within a second of the latest gets the latest; otherwise one of
+    # every entry before its own, signed with it.
+    assert checkpoint_now(lg, reuse_within=1.0).size == 0  # type: ignore[attr-defined]
+    assert checkpoint_now(lg).size == 4  # type: ignore[attr-defined]
     assert lg.maybe_checkpoint() is None
-    for i in range(3, 8):
-        lg.append(make_fields(i))
+    for i in range(4):
+        lg.append(make_entry(i))
     cp = lg.maybe_checkpoint()  # grew by 5
-    assert cp is not None and cp.size == 8
+    assert cp is not None and cp.size == 9
     parsed, _ = open_checkpoint(cp.note, [signer.verifier()], origin=lg.origin)
-    assert parsed.root == lg.root(8) and parsed.time == cp.time
-    assert cp.to_api()["tree_size"] == 8
+    assert parsed.root == lg.root(9) and parsed.time == cp.time
+    assert cp.to_api()["tree_size"] == 9
     now[0] += timedelta(seconds=61)
-    lg.append(make_fields(8))
+    lg.append(make_entry(8))
     assert lg.maybe_checkpoint() is not None  # older than checkpoint_interval
+    with pytest.raises(OutOfRange):
+        checkpoint_now(lg, size=99)
+    assert lg.size() == 10  # a writer that raised appended nothing
 
     w = CosignatureSigner.generate("regulator.example/w1")
     note = parse_note(cp.note)
     cosigned = str(note.with_signatures([w.sign(note.text, 1_800_000_000)]))
-    first = lg.add_cosignature(cosigned, w.verifier())
+
+    def cosign(text: str, verifier: object) -> Any:
+        return in_entry(lg, lambda tx: tx.add_cosignature(text, verifier))
+
+    first = cosign(cosigned, w.verifier())
     line = first.line
     assert first.created
-    again = lg.add_cosignature(cosigned, w.verifier())  # idempotent
+    again = cosign(cosigned, w.verifier())  # idempotent
     assert again.line == line and not again.created
     # A later cosignature of the same checkpoint by the same witness (a newer time)
     # verifies, but the first one is kept and the caller is told so.
     newer = str(note.with_signatures([w.sign(note.text, 1_800_000_100)]))
-    kept = lg.add_cosignature(newer, w.verifier())
+    kept = cosign(newer, w.verifier())
     assert kept.line == line and not kept.created
-    full = lg.cosigned_checkpoint(8)
-    assert full is not None and full.endswith(line + "\n") and full.startswith(cp.note)
+    with lg.engine.connect() as conn:
+        full = lg.cosigned_note(conn, cp)
+        assert lg.latest_cosigned_note(conn) == full
+    assert full.endswith(line + "\n") and full.startswith(cp.note)
     other = CosignatureSigner.generate("regulator.example/w1")
     with pytest.raises(BadCheckpoint):
-        lg.add_cosignature(cosigned, other.verifier())  # no line by that key
+        cosign(cosigned, other.verifier())  # no line by that key
     forged = str(note.with_signatures([other.sign(note.text, 5)]))
     forged = forged.replace(other.sign(note.text, 5).line().split()[-1][:8], "AAAAAAAA")
     with pytest.raises((BadSignature, BadCheckpoint)):
-        lg.add_cosignature(forged, other.verifier())
-    bogus = note.text.replace("\n8\n", "\n7\n")
+        cosign(forged, other.verifier())
+    bogus = note.text.replace("\n9\n", "\n7\n")
     with pytest.raises(BadCheckpoint):
-        lg.add_cosignature(
-            str(parse_note(cosigned).__class__(bogus, note.signatures)), w.verifier()
-        )
+        cosign(str(parse_note(cosigned).__class__(bogus, note.signatures)), w.verifier())
     lg.close()
 
 
 def test_export_ranges_and_text_stream(log: AuditLog, tmp_path: Path) -> None:
     for i in range(21):
-        log.append(make_fields(i))
+        log.append(make_entry(i))
     for start, end in [(0, 21), (5, 13), (16, 16), (0, 1)]:
+        checkpoint_now(log, end)
         p = tmp_path / f"e{start}.jsonl"
         with p.open("w", encoding="utf-8") as f:
             assert log.export(f, start=start, end=end) == end
         report = verify_bundle(p, trusted_keys=[log.signer.verifier()] if log.signer else None)
         assert report.ok, report.errors
     chunks: list[bytes] = []
+    checkpoint_now(log, 9)
     log.export(chunks.append, start=3, end=9, page=2)
     assert sum(c.startswith(b'{"type":"entry"') for c in chunks) == 6
     with pytest.raises(OutOfRange):
-        log.export(chunks.append, start=5, end=22)
-    ro = AuditLog(log.engine)
-    with pytest.raises(BadCheckpoint):
-        ro.export(chunks.append, end=20)
+        log.export(chunks.append, start=5, end=99)
+    with pytest.raises(BadCheckpoint, match="no checkpoint of size 20"):
+        log.export(chunks.append, end=20)
 
 
 APPENDER = """
 import sys, sqlalchemy as sa
 sys.path.insert(0, {tests!r})
-from audit_helpers import make_fields
+from audit_helpers import make_entry, make_fields
 from audit.log import AuditLog
 log = AuditLog(sa.create_engine(sys.argv[1]))
 for i in range(int(sys.argv[2])):
-    log.append(make_fields(i))
+    log.append(make_entry(i))
 """
 
 
@@ -249,7 +268,7 @@ def test_two_processes_append_without_gaps(db_url: str, signer: NoteSigner) -> N
         subprocess.Popen([sys.executable, "-c", code, db_url, str(per)], cwd=REPO) for _ in range(2)
     ]
     for _ in range(per):  # and this process too
-        lg.append(make_fields(0))
+        lg.append(make_entry(0))
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     hashes = leaf_hashes(lg)
     assert len(hashes) == 3 * per

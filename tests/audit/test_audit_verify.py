@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from audit_helpers import make_fields, new_log, sqlite_url
+from audit_helpers import checkpoint_now, in_entry, make_entry, new_log, sqlite_url
 
 from audit import canonical, verify_bundle
 from audit.errors import BadCheckpoint, MalformedBundle, TamperDetected
@@ -30,11 +30,18 @@ def bundle_log(tmp_path_factory: pytest.TempPathFactory) -> AuditLog:
     log = new_log(sqlite_url(d), NoteSigner.generate("public-data-sandbox/audit"))
     assert isinstance(log, AuditLog)
     for i in range(8):
-        log.append(make_fields(i))
+        log.append(make_entry(i))
     return log
 
 
 def export(log: AuditLog, path: Path, start: int = 0, end: int | None = None) -> bytes:
+    if end is None:
+        end = log.size()
+    if log.checkpoint_at(end) is None:
+        if end == log.size():
+            log.checkpoint()
+        else:
+            checkpoint_now(log, end)
     with path.open("wb") as f:
         log.export(f, start=start, end=end)
     return path.read_bytes()
@@ -187,6 +194,7 @@ def test_a_bundle_resigned_with_another_key_fails_when_keys_are_pinned(
     p = tmp_path / "m.jsonl"
     with p.open("wb") as f:
         forged = AuditLog(bundle_log.engine, signer=mallory)
+        checkpoint_now(forged, 3)
         forged.export(f, end=3)  # size 3 is new: signed by mallory, header lists mallory
     assert verify_bundle(p).ok  # self-consistent...
     pinned = verify_bundle(p, trusted_keys=[bundle_log.signer.verifier()])
@@ -195,12 +203,14 @@ def test_a_bundle_resigned_with_another_key_fails_when_keys_are_pinned(
 
 def test_cosignatures_are_reported(bundle_log: AuditLog, tmp_path: Path) -> None:
     w = CosignatureSigner.generate("regulator.example/witness")
-    cp = bundle_log.checkpoint(force=True)
+    cp = bundle_log.checkpoint()
     from audit.note import parse_note
 
     n = parse_note(cp.note)
     line = w.sign(n.text, 1_800_000_000)
-    bundle_log.add_cosignature(str(n.with_signatures([line])), w.verifier())
+    in_entry(
+        bundle_log, lambda tx: tx.add_cosignature(str(n.with_signatures([line])), w.verifier())
+    )
     p = tmp_path / "c.jsonl"
     export(bundle_log, p, 0, cp.size)
     report = verify_bundle(p, witnesses=[w.verifier()])
@@ -225,7 +235,8 @@ def test_cli(bundle_log: AuditLog, tmp_path: Path) -> None:
     data = export(bundle_log, p)
     env_cmd = [sys.executable, "-m", "audit", "verify", str(p)]
     ok = subprocess.run(env_cmd, cwd=REPO, capture_output=True, text=True, check=False)
-    assert ok.returncode == 0 and ok.stdout.startswith("OK: 8 entries"), ok.stderr
+    n = bundle_log.size()
+    assert ok.returncode == 0 and ok.stdout.startswith(f"OK: {n} entries"), ok.stderr
     assert bundle_log.signer is not None
     pinned = [*env_cmd, "--key", bundle_log.signer.vkey()]
     assert subprocess.run(pinned, cwd=REPO, capture_output=True, check=False).returncode == 0

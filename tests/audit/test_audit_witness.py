@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from audit_helpers import make_fields, new_log, sqlite_url
+from audit_helpers import in_entry, make_entry, new_log, sqlite_url
 
 from audit.errors import BadCheckpoint, BadProof
 from audit.log import AuditLog
@@ -21,8 +21,8 @@ def test_witness_follows_a_growing_log(tmp_path: Path, signer: NoteSigner) -> No
     assert load_state(state_file) is None
     for round_, n in enumerate((3, 4, 0, 9)):
         for i in range(n):
-            log.append(make_fields(i))
-        cp = log.checkpoint(force=True)
+            log.append(make_entry(i))
+        cp = log.checkpoint()
         state = load_state(state_file)
         proof = (
             log.consistency_proof(state.size, cp.size).proof
@@ -39,9 +39,9 @@ def test_witness_follows_a_growing_log(tmp_path: Path, signer: NoteSigner) -> No
         )
         save_state(state_file, done.state)
         open_note(done.note, [me.verifier()])
-        log.add_cosignature(done.note, me.verifier())
+        in_entry(log, lambda tx, note=done.note: tx.add_cosignature(note, me.verifier()))
     final = load_state(state_file)
-    assert final is not None and final.size == 16 and final.root == log.root(16)
+    assert final is not None and final.size == cp.size and final.root == log.root(cp.size)
 
 
 def test_witness_refuses_forks_rollbacks_and_bad_proofs(tmp_path: Path, signer: NoteSigner) -> None:
@@ -51,19 +51,19 @@ def test_witness_refuses_forks_rollbacks_and_bad_proofs(tmp_path: Path, signer: 
     assert isinstance(a, AuditLog) and isinstance(b, AuditLog)
     me = CosignatureSigner.generate("w")
     for i in range(5):
-        a.append(make_fields(i))
-        b.append(make_fields(i, reason="other history"))
+        a.append(make_entry(i))
+        b.append(make_entry(i, reason="other history"))
     keys = [signer.verifier()]
     first = witness_checkpoint(
-        a.checkpoint(force=True).note, log_keys=keys, cosigner=me, state=None, proof=[], now=1
+        a.checkpoint().note, log_keys=keys, cosigner=me, state=None, proof=[], now=1
     )
-    fork = b.checkpoint(force=True).note  # same size, other root
+    fork = b.checkpoint().note  # same size, other root
     with pytest.raises(BadProof, match="forked"):
         witness_checkpoint(fork, log_keys=keys, cosigner=me, state=first.state, proof=[], now=2)
     for i in range(5, 9):
-        a.append(make_fields(i))
-        b.append(make_fields(i))
-    grown = a.checkpoint(force=True).note
+        a.append(make_entry(i))
+        b.append(make_entry(i))
+    grown = a.checkpoint().note
     wrong = b.consistency_proof(5, 9).proof
     with pytest.raises(BadProof):
         witness_checkpoint(grown, log_keys=keys, cosigner=me, state=first.state, proof=wrong, now=3)

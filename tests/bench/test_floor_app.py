@@ -15,9 +15,10 @@ from flask import Flask
 
 from bench.floor_app import create_app
 from policies.calls import sign_call
-from policies.principals import Role, generate_keypair, parse_key
+from policies.principals import Role, generate_keypair
 from sandbox.runtime import Runtime
 from sandbox.settings import Settings
+from tests.sandbox.conftest import add_principal
 
 AUDIENCE = "public-data-sandbox"
 PATH = "/v1/verifications/enterprise-good-standing"
@@ -32,9 +33,8 @@ def rt(tmp_path: Path) -> Iterator[Runtime]:
 
 def floor(rt: Runtime) -> tuple[Flask, bytes, str]:
     private, public = generate_keypair("ed25519")
-    key = parse_key({"public_key": public.decode()})
-    rt.principals.add("ent-acme", Role.ENTERPRISE, "ACME", [key], created_by=None)
-    return create_app(rt), private, key.kid
+    kid = add_principal(rt, "ent-acme", Role.ENTERPRISE, public)
+    return create_app(rt), private, kid
 
 
 def signed(private: bytes, kid: str, body: bytes) -> str:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
 
-from policies.budget import BudgetLedger
+from policies.budget import BudgetLedger, Release
 from policies.errors import BudgetExhausted, OperationNotAllowed
-from policies.principals import PrincipalStore, Role, generate_keypair, parse_key
-from policies.scopes import ScopeStore, parse_grant, to_nano
+from policies.principals import Principal, PrincipalStore, Role, generate_keypair, parse_key
+from policies.scopes import ScopeStore, parse_grant
 from products.catalogue import Catalogue
 from products.manifest import parse_manifest
+from products.transactions import read_then_write
 from tests.policies.conftest import FakeClock
 
 PRODUCT = parse_manifest(
@@ -33,73 +35,97 @@ PRODUCT = parse_manifest(
 
 @pytest.fixture
 def scopes(engine: Engine, clock: FakeClock) -> ScopeStore:
-    Catalogue(engine, Path("/nonexistent"), clock).register(PRODUCT, "op")
-    PrincipalStore(engine, clock).add(
+    principal = Principal(
         "ent",
         Role.ENTERPRISE,
         "E",
-        [parse_key({"public_key": generate_keypair()[1].decode()})],
-        created_by=None,
+        (parse_key({"public_key": generate_keypair()[1].decode()}),),
+        clock(),
     )
+    with engine.begin() as conn:
+        Catalogue.register(conn, PRODUCT, "op", clock())
+        PrincipalStore.add(conn, principal, None)
     return ScopeStore(engine, clock)
 
 
-def grant(scopes: ScopeStore, scope_id: str, epsilon: str, per_query: str) -> None:
-    scopes.grant(
-        parse_grant(
-            {
-                "id": scope_id,
-                "enterprise": "ent",
-                "product": "p",
-                "purpose": "test",
-                "operations": {"aggregate": {"columns": ["x"]}},
-                "epsilon": epsilon,
-                "max_epsilon_per_query": per_query,
-                "rate_per_minute": 10,
-                "daily_quota": 10,
-                "valid_from": "2026-01-01T00:00:00Z",
-                "valid_until": "2027-01-01T00:00:00Z",
-            },
-            product_of={"p": PRODUCT}.get,
-            enterprise_exists=lambda e: True,
-            verification_product_of=lambda v: None,
-        ),
-        "op",
+def grant(scopes: ScopeStore, engine: Engine, scope_id: str, epsilon: str, per_query: str) -> None:
+    g = parse_grant(
+        {
+            "id": scope_id,
+            "enterprise": "ent",
+            "product": "p",
+            "purpose": "test",
+            "operations": {"aggregate": {"columns": ["x"]}},
+            "epsilon": epsilon,
+            "max_epsilon_per_query": per_query,
+            "rate_per_minute": 10,
+            "daily_quota": 10,
+            "valid_from": "2026-01-01T00:00:00Z",
+            "valid_until": "2027-01-01T00:00:00Z",
+        },
+        product_of={"p": PRODUCT}.get,
+        enterprise_exists=lambda e: True,
+        verification_product_of=lambda v: None,
     )
+    with engine.begin() as conn:
+        assert ScopeStore.grant(conn, g, "op", datetime(2026, 6, 1, tzinfo=UTC)) is not None
+
+
+def charge(
+    engine: Engine, key: str, epsilon: str, answer: dict[str, Any], index: int = 0
+) -> Release:
+    """One charge in a transaction of its own, as a call's commit makes it."""
+    with read_then_write(engine) as conn:
+        return BudgetLedger.charge(
+            conn,
+            scope_id="s",
+            query_key=key,
+            epsilon=Decimal(epsilon),
+            delta=Decimal(0),
+            answer=answer,
+            request_id=None,
+            audit_index=index,
+            now=datetime(2026, 6, 1, tzinfo=UTC),
+        )
 
 
 def test_charges_are_exact_decimals(scopes: ScopeStore, engine: Engine, clock: FakeClock) -> None:
-    grant(scopes, "s", "1", "1")
+    grant(scopes, engine, "s", "1", "1")
     ledger = BudgetLedger(engine, clock)
     for i in range(10):
-        ledger.release("s", f"q{i}", to_nano(Decimal("0.1")), {"i": i}, None)
+        charge(engine, f"q{i}", "0.1", {"i": i}, index=i)
     assert ledger.budget("s").spent == Decimal(1) and ledger.budget("s").remaining == 0
     with pytest.raises(BudgetExhausted) as exc:
-        ledger.release("s", "q-last", to_nano(Decimal("0.000000001")), {}, None)
+        charge(engine, "q-last", "0.000000001", {})
     assert exc.value.details["budget"]["remaining"] == 0.0
+    assert [c["audit_index"] for c in ledger.charges("s")] == list(range(10))
 
 
 def test_identical_query_reuses_the_answer_without_charge(
     scopes: ScopeStore, engine: Engine, clock: FakeClock
 ) -> None:
-    grant(scopes, "s", "1", "1")
+    grant(scopes, engine, "s", "1", "1")
     ledger = BudgetLedger(engine, clock)
-    first = ledger.release("s", "same", to_nano(Decimal("0.6")), {"noisy": 41.7}, "j1")
-    again = ledger.release("s", "same", to_nano(Decimal("0.6")), {"noisy": 99.0}, "j2")
+    first = charge(engine, "same", "0.6", {"noisy": 41.7})
+    again = charge(engine, "same", "0.6", {"noisy": 99.0})
     assert (first.reused, again.reused) == (False, True)
-    assert again.answer == {"noisy": 41.7} and again.charged_nano == 0
+    assert again.answer == {"noisy": 41.7} and again.charged == 0
     assert ledger.budget("s").spent == Decimal("0.6")
     assert [c["epsilon"] for c in ledger.charges("s")] == ["0.6"]
 
 
-def test_per_query_cap_and_early_refusal(
-    scopes: ScopeStore, engine: Engine, clock: FakeClock
-) -> None:
-    grant(scopes, "s", "2", "0.5")
-    ledger = BudgetLedger(engine, clock)
+def test_per_query_cap_and_early_refusal(scopes: ScopeStore, engine: Engine) -> None:
+    grant(scopes, engine, "s", "2", "0.5")
     with pytest.raises(OperationNotAllowed):
-        ledger.check_affordable(scopes.get("s"), to_nano(Decimal("0.6")))
-    ledger.check_affordable(scopes.get("s"), to_nano(Decimal("0.5")))
+        scopes.get("s").check_affordable(Decimal("0.6"))
+    scopes.get("s").check_affordable(Decimal("0.5"))
+    charge(engine, "a", "0.5", {})
+    charge(engine, "b", "0.5", {})
+    charge(engine, "c", "0.5", {})
+    scopes.get("s").check_affordable(Decimal("0.5"))
+    charge(engine, "d", "0.5", {})
+    with pytest.raises(BudgetExhausted):
+        scopes.get("s").check_affordable(Decimal("0.000000001"))
 
 
 @pytest.mark.parametrize(("n", "k"), [(24, 5)])
@@ -107,7 +133,7 @@ def test_concurrent_charges_never_overdraw(
     scopes: ScopeStore, engine: Engine, clock: FakeClock, n: int, k: int
 ) -> None:
     """N parallel distinct queries against a budget for K < N: exactly K succeed."""
-    grant(scopes, "s", str(k), "1")
+    grant(scopes, engine, "s", str(k), "1")
     ledger = BudgetLedger(engine, clock)
     barrier = threading.Barrier(n)
     outcomes: list[str] = []
@@ -116,7 +142,7 @@ def test_concurrent_charges_never_overdraw(
     def worker(i: int) -> None:
         barrier.wait()
         try:
-            ledger.release("s", f"q{i}", to_nano(Decimal(1)), {"i": i}, None)
+            charge(engine, f"q{i}", "1", {"i": i})
             result = "ok"
         except BudgetExhausted:
             result = "exhausted"

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
 
 from policies.errors import QuotaExceeded, RateLimited
 from policies.limits import RateLimiter
-from policies.principals import PrincipalStore, Role, generate_keypair, parse_key
-from policies.scopes import ScopeStore, parse_grant
-from products.catalogue import Catalogue
+from policies.scopes import Scope, ScopeStore, parse_grant
 from products.manifest import parse_manifest
-from tests.policies.conftest import FakeClock
+from tests.policies.conftest import FakeClock, seed, store_grant
 
 PRODUCT = parse_manifest(
     {
@@ -29,56 +26,60 @@ PRODUCT = parse_manifest(
 
 @pytest.fixture
 def scope(engine: Engine, clock: FakeClock) -> ScopeStore:
-    Catalogue(engine, Path("/nonexistent"), clock).register(PRODUCT, "op")
-    PrincipalStore(engine, clock).add(
-        "ent",
-        Role.ENTERPRISE,
-        "E",
-        [parse_key({"public_key": generate_keypair()[1].decode()})],
-        created_by=None,
+    seed(engine, clock, PRODUCT, "ent")
+    grant = parse_grant(
+        {
+            "id": "s",
+            "enterprise": "ent",
+            "product": "p",
+            "purpose": "test",
+            "operations": {"verify": []},
+            "epsilon": 1,
+            "rate_per_minute": 3,
+            "daily_quota": 5,
+            "valid_from": "2026-01-01T00:00:00Z",
+            "valid_until": "2027-01-01T00:00:00Z",
+        },
+        product_of={"p": PRODUCT}.get,
+        enterprise_exists=lambda e: True,
+        verification_product_of=lambda v: None,
     )
-    store = ScopeStore(engine, clock)
-    store.grant(
-        parse_grant(
-            {
-                "id": "s",
-                "enterprise": "ent",
-                "product": "p",
-                "purpose": "test",
-                "operations": {"verify": []},
-                "epsilon": 1,
-                "rate_per_minute": 3,
-                "daily_quota": 5,
-                "valid_from": "2026-01-01T00:00:00Z",
-                "valid_until": "2027-01-01T00:00:00Z",
-            },
-            product_of={"p": PRODUCT}.get,
-            enterprise_exists=lambda e: True,
-            verification_product_of=lambda v: None,
-        ),
-        "op",
-    )
-    return store
+    store_grant(engine, grant, clock())
+    return ScopeStore(engine, clock)
+
+
+def count(engine: Engine, scope: Scope, clock: FakeClock, n: int = 1) -> None:
+    """Count ``n`` calls in a transaction of their own; raise the refusal, if any."""
+    with engine.begin() as conn:
+        refusal = RateLimiter.count(conn, scope, n, clock())
+    if refusal is not None:
+        raise refusal
 
 
 def test_rate_then_quota(scope: ScopeStore, engine: Engine, clock: FakeClock) -> None:
-    limiter = RateLimiter(engine, clock)
     s = scope.get("s")
     for _ in range(3):
-        limiter.count(s)
+        count(engine, s, clock)
     with pytest.raises(RateLimited) as rate:
-        limiter.count(s)
+        count(engine, s, clock)
     assert 1 <= rate.value.retry_after <= 60
     clock.now += timedelta(minutes=1)
-    limiter.count(s)  # 5th call of the day: the refused 4th counted too
+    count(engine, s, clock)  # 5th call of the day: the refused 4th counted too
     with pytest.raises(QuotaExceeded) as quota:
-        limiter.count(s)
+        count(engine, s, clock)
     assert quota.value.retry_after > 60
     clock.now += timedelta(days=1)
-    limiter.count(s)
+    count(engine, s, clock)
 
 
 def test_batches_count_each_item(scope: ScopeStore, engine: Engine, clock: FakeClock) -> None:
-    limiter = RateLimiter(engine, clock)
     with pytest.raises(RateLimited):
-        limiter.count(scope.get("s"), n=4)
+        count(engine, scope.get("s"), clock, n=4)
+
+
+def test_old_windows_are_pruned(scope: ScopeStore, engine: Engine, clock: FakeClock) -> None:
+    count(engine, scope.get("s"), clock)
+    limiter = RateLimiter(engine, clock)
+    assert limiter.prune() == 0
+    clock.now += timedelta(days=3)
+    assert limiter.prune() == 2  # the minute and the day window

@@ -9,11 +9,10 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from policies.errors import ScopeExpired, ScopeRevoked, ScopeSuspended
-from policies.principals import PrincipalStore, Role, generate_keypair, parse_key
-from policies.scopes import ScopeStore, parse_grant
-from products.errors import Conflict, InvalidRequest
+from policies.scopes import ScopeStatus, ScopeStore, parse_grant
+from products.errors import InvalidRequest
 from products.manifest import DataProduct, parse_manifest
-from tests.policies.conftest import FakeClock
+from tests.policies.conftest import FakeClock, move_scope, seed, store_grant
 
 PRODUCT = parse_manifest(
     {
@@ -117,46 +116,42 @@ def test_bad_grants_are_refused_with_field_level_messages(over: dict[str, Any], 
 
 @pytest.fixture
 def store(engine: Engine, clock: FakeClock) -> ScopeStore:
-    from products.catalogue import Catalogue
-
-    Catalogue(engine, __import__("pathlib").Path("/nonexistent"), clock).register(PRODUCT, "op")
-    PrincipalStore(engine, clock).add(
-        "ent-acme",
-        Role.ENTERPRISE,
-        "ACME",
-        [parse_key({"public_key": generate_keypair()[1].decode()})],
-        created_by=None,
-    )
+    seed(engine, clock, PRODUCT, "ent-acme")
     return ScopeStore(engine, clock)
 
 
-def test_lifecycle_suspend_resume_revoke(store: ScopeStore, clock: FakeClock) -> None:
-    s = store.grant(parse(grant_request(id="sc1")), "op")
+def test_lifecycle_suspend_resume_revoke(
+    store: ScopeStore, engine: Engine, clock: FakeClock
+) -> None:
+    s = store_grant(engine, parse(grant_request(id="sc1")), clock())
+    assert s is not None
     s.check_usable(clock())
     assert s.to_dict()["budget"] == {"epsilon": 10.0, "spent": 0.0, "remaining": 10.0}
-    store.suspend("sc1", "enumeration suspected")
+    assert move_scope(engine, "sc1", ScopeStatus.SUSPENDED, [ScopeStatus.ACTIVE])
     with pytest.raises(ScopeSuspended):
         store.get("sc1").check_usable(clock())
-    store.resume("sc1")
+    assert move_scope(engine, "sc1", ScopeStatus.ACTIVE, [ScopeStatus.SUSPENDED])
     store.get("sc1").check_usable(clock())
-    store.revoke("sc1")
+    assert move_scope(engine, "sc1", ScopeStatus.REVOKED, [ScopeStatus.ACTIVE])
     with pytest.raises(ScopeRevoked):
         store.get("sc1").check_usable(clock())
-    with pytest.raises(Conflict):
-        store.resume("sc1")
-    with pytest.raises(Conflict):
-        store.grant(parse(grant_request(id="sc1")), "op")
+    assert move_scope(engine, "sc1", ScopeStatus.ACTIVE, [ScopeStatus.SUSPENDED]) is None
+    assert store_grant(engine, parse(grant_request(id="sc1")), clock()) is None  # id taken
+    with engine.connect() as conn:
+        assert ScopeStore.status(conn, "sc1") == (ScopeStatus.REVOKED, None)
+        assert ScopeStore.status(conn, "missing") == (ScopeStatus.REVOKED, None)
 
 
-def test_validity_window(store: ScopeStore, clock: FakeClock) -> None:
-    s = store.grant(parse(grant_request(id="sc2")), "op")
+def test_validity_window(store: ScopeStore, engine: Engine, clock: FakeClock) -> None:
+    s = store_grant(engine, parse(grant_request(id="sc2")), clock())
+    assert s is not None
     with pytest.raises(ScopeExpired):
         s.check_usable(s.valid_until)
     with pytest.raises(ScopeExpired):
         s.check_usable(s.valid_from - timedelta(seconds=1))
 
 
-def test_enterprise_listing(store: ScopeStore) -> None:
-    store.grant(parse(grant_request(id="sc3")), "op")
+def test_enterprise_listing(store: ScopeStore, engine: Engine, clock: FakeClock) -> None:
+    store_grant(engine, parse(grant_request(id="sc3")), clock())
     assert [s.id for s in store.list(enterprise="ent-acme")] == ["sc3"]
     assert store.list(enterprise="someone-else") == []

@@ -15,7 +15,10 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from policies.calls import sign_call
-from policies.principals import Role, generate_keypair, parse_key
+from policies.principals import Role, generate_keypair
+from sandbox.actions import principals
+from sandbox.actions.call import Caller as CallContext
+from sandbox.actions.call import Outcome, Pending, commit
 from sandbox.app import create_app
 from sandbox.runtime import Runtime
 from sandbox.settings import Settings
@@ -92,11 +95,33 @@ class Caller:
         return self.call("POST", path, json_body=body if body is not None else {}, **kw)
 
 
+def local(rt: Runtime, pending: Pending) -> Outcome:
+    """Commit ``pending`` as a local (CLI) command would; raise its refusal."""
+    outcome = commit(rt, CallContext.local("sandbox tests"), pending)
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome
+
+
+def add_principal(rt: Runtime, pid: str, role: Role, public_pem: bytes) -> str:
+    """Register a principal through its action, as ``sandbox principals add`` does;
+    return its kid."""
+    data = {
+        "id": pid,
+        "role": role.value,
+        "name": pid,
+        "keys": [{"public_key": public_pem.decode()}],
+    }
+    outcome = local(rt, principals.register(rt, data, None, roles=tuple(Role)))
+    assert outcome.body is not None
+    kid: str = outcome.body["keys"][0]["kid"]
+    return kid
+
+
 def make_caller(app: Flask, rt: Runtime, pid: str, role: Role) -> Caller:
     private, public = generate_keypair("ed25519")
-    key = parse_key({"public_key": public.decode()})
-    rt.principals.add(pid, role, pid, [key], created_by=None)
-    return Caller(pid, role, private, key.kid, app.test_client())
+    kid = add_principal(rt, pid, role, public)
+    return Caller(pid, role, private, kid, app.test_client())
 
 
 @pytest.fixture
@@ -128,27 +153,6 @@ def store_refuses_entries(rt: Runtime, action: str) -> Iterator[None]:
     finally:
         with rt.engine.begin() as conn:
             conn.exec_driver_sql("DROP TRIGGER refuse_entries")
-
-
-def call_fields(
-    actor: str, role: str, action: str, target: dict[str, str], jti: str, status: int = 200
-) -> dict[str, Any]:
-    """The audit fields of an allowed call, as the HTTP layer would append them (for
-    tests that hand an effect to ``AuditLog.append`` themselves)."""
-    return {
-        "actor": actor,
-        "role": role,
-        "action": action,
-        "target": target,
-        "request_hash": "0" * 64,
-        "decision": "allow",
-        "reason": None,
-        "status": status,
-        "epsilon": "0",
-        "result_hash": None,
-        "jti": jti,
-        "client": "127.0.0.1",
-    }
 
 
 def error_code(resp: TestResponse) -> str:

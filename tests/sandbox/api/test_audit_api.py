@@ -14,18 +14,24 @@ from sandbox.runtime import Runtime
 from tests.sandbox.conftest import Caller, error_code
 
 
-def test_refused_calls_are_recorded_with_the_claimed_issuer(
+def test_refused_calls_are_recorded_as_anonymous_with_the_claimed_issuer_apart(
     enterprise: Caller, regulator: Caller
 ) -> None:
+    # A call that does not verify proves nothing about who sent it: recorded under the
+    # actor "anonymous", the issuer it named kept as a claim, so that nobody can write
+    # entries under another principal's name (or into its own-entries view).
     forged = enterprise.call("GET", "/v1/products", sign_path="/v1/scopes")
     assert forged.status_code == 401 and error_code(forged) == "bad_signature"
     index = int(forged.headers["X-Audit-Index"])
     page = regulator.get(f"/v1/audit/entries?cursor={index}&limit=1").get_json()
     entry = page["entries"][0]["entry"]
     assert entry["index"] == index and entry["action"] == "auth.refused"
-    assert entry["actor"] == "ent-acme" and entry["decision"] == "deny"
+    assert (entry["actor"], entry["role"]) == ("anonymous", "unauthenticated")
+    assert entry["claimed_actor"] == "ent-acme" and entry["decision"] == "deny"
     assert entry["reason"].startswith("bad_signature")
     assert "Bearer" not in json.dumps(entry)  # never the token itself
+    own = enterprise.get("/v1/audit/entries?limit=1000").get_json()["entries"]
+    assert index not in [e["index"] for e in own]
 
 
 def test_entries_are_filtered_and_own_only_for_non_regulators(
@@ -34,7 +40,12 @@ def test_entries_are_filtered_and_own_only_for_non_regulators(
     operator.get("/v1/products")
     enterprise.get("/v1/products")
     mine = enterprise.get("/v1/audit/entries").get_json()["entries"]
-    assert mine and {e["entry"]["actor"] for e in mine} == {"ent-acme"}
+    # Its own calls, and calls about it (its registration by a local command).
+    assert mine and all(
+        e["entry"]["actor"] == "ent-acme" or e["entry"]["target"].get("principal") == "ent-acme"
+        for e in mine
+    )
+    assert "op-city" not in {e["entry"]["actor"] for e in mine}
     everyone = regulator.get("/v1/audit/entries?action=product.list").get_json()["entries"]
     assert {e["entry"]["actor"] for e in everyone} == {"op-city", "ent-acme"}
     denied = regulator.get("/v1/audit/entries?decision=deny").get_json()["entries"]

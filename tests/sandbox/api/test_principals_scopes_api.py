@@ -5,18 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
-from sandbox.api.lifecycle import render_refusal
 
 from policies.principals import Role, generate_keypair
-from policies.scopes import ScopeStatus, parse_grant
-from sandbox.actions.scopes import ScopeGrantAtCommit, ScopeTransition
+from policies.scopes import ScopeStatus
+from sandbox.actions import scopes
+from sandbox.actions.call import Caller as CallContext
+from sandbox.actions.call import commit
 from sandbox.runtime import Runtime
 from tests.sandbox.conftest import (
     REGISTRY_MANIFEST,
     REGISTRY_ROWS,
     Caller,
-    call_fields,
     error_code,
+    local,
     make_caller,
     store_refuses_entries,
 )
@@ -175,21 +176,15 @@ def test_a_scope_transition_commits_only_with_its_entry(
 def test_a_transition_made_impossible_before_its_commit_is_refused_and_recorded(
     rt: Runtime, operator: Caller, enterprise: Caller
 ) -> None:
-    # Another process revokes the scope between the handler's check and the commit.
+    # Another process revokes the scope between the action's check and the commit.
     setup_product(operator)
     assert operator.post("/v1/scopes", scope_request(id="sc-acme")).status_code == 201
-
-    effect = ScopeTransition(
-        rt.scopes.get("sc-acme"), ScopeStatus.SUSPENDED, None, rt.clock(), render_refusal
-    )
-    rt.scopes.revoke("sc-acme")
-    appended = rt.audit.append(
-        call_fields("op-city", "operator", "scope.suspend", {"scope": "sc-acme"}, "j-1"), effect
-    )
-    assert effect.refusal is not None and effect.refusal_status == 409
-    assert '"conflict"' in effect.refusal_text
+    pending = scopes.transition(rt, "sc-acme", ScopeStatus.SUSPENDED, None)
+    local(rt, scopes.transition(rt, "sc-acme", ScopeStatus.REVOKED, "elsewhere"))
+    outcome = commit(rt, CallContext.local("test"), pending)
+    assert outcome.error is not None and (outcome.status, outcome.error.code) == (409, "conflict")
     entry = rt.audit.entries(limit=1000).entries[-1].entry
-    assert entry["index"] == appended.index
+    assert entry["index"] == outcome.index
     assert (entry["decision"], entry["status"]) == ("deny", 409)
     assert rt.scopes.get("sc-acme").status.value == "revoked"
 
@@ -215,19 +210,10 @@ def test_a_grant_whose_id_was_taken_before_its_commit_is_refused_and_recorded(
     rt: Runtime, operator: Caller, enterprise: Caller
 ) -> None:
     setup_product(operator)
-    grant = parse_grant(
-        scope_request(id="sc-acme"),
-        product_of=lambda p: rt.catalogue.get(p).manifest,
-        enterprise_exists=lambda e: rt.principals.find(e) is not None,
-        verification_product_of=rt.catalogue.verification_product_owner,
-    )
-    effect = ScopeGrantAtCommit(grant, "op-city", rt.clock(), render_refusal)
-    rt.scopes.grant(grant, "op-other")  # another process, between check and commit
-    rt.audit.append(
-        call_fields("op-city", "operator", "scope.grant", {"scope": "sc-acme"}, "j-2", 201),
-        effect,
-    )
-    assert effect.refusal_status == 409 and '"conflict"' in effect.refusal_text
+    pending = scopes.grant(rt, scope_request(id="sc-acme"), "op-city")
+    local(rt, scopes.grant(rt, scope_request(id="sc-acme"), "op-other"))  # another process
+    outcome = commit(rt, CallContext.local("test"), pending)
+    assert outcome.error is not None and (outcome.status, outcome.error.code) == (409, "conflict")
     entry = rt.audit.entries(limit=1000).entries[-1].entry
     assert (entry["decision"], entry["status"]) == ("deny", 409)
     assert rt.scopes.get("sc-acme").granted_by == "op-other"
@@ -266,4 +252,5 @@ def test_principals_and_keys_change_only_with_their_entries(
 
     for action in ("principal.register", "principal.key_add", "principal.key_disable"):
         entries = regulator.get(f"/v1/audit/entries?action={action}").get_json()["entries"]
-        assert [e["entry"]["decision"] for e in entries] == ["allow"], action
+        mine = [e for e in entries if e["entry"]["target"].get("principal") == "ent-new"]
+        assert [e["entry"]["decision"] for e in mine] == ["allow"], action

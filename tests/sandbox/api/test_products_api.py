@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sandbox.runtime import Runtime
@@ -145,4 +146,8 @@ def test_a_data_version_becomes_current_only_with_its_entry(rt: Runtime, operato
     assert done.status_code == 200
     body = done.get_json()
     assert body == operator.get("/v1/products/enterprise_registry").get_json()
-    assert body["version"] == 2  # version 1 was loaded for the failed call, never current
+    # The failed call left no version behind (nor its file): this is version 1.
+    assert body["version"] == 1
+    assert [p.name for p in (rt.settings.products_dir / "enterprise_registry").iterdir()] == [
+        Path(rt.catalogue.data_path(rt.catalogue.get("enterprise_registry"))).name
+    ]

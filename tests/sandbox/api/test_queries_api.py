@@ -7,19 +7,21 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sandbox.api.lifecycle import render_refusal
 
 from audit.entry import result_hash
 from audit.receipts import check_receipt
-from policies.scopes import to_nano
-from sandbox.actions.queries import QueryRelease
+from policies.scopes import ScopeStatus
+from sandbox.actions import queries, scopes
+from sandbox.actions.call import Caller as CallContext
+from sandbox.actions.call import commit
+from sandbox.actions.queries import QueryRequest
 from sandbox.runtime import Runtime
 from tests.sandbox.conftest import (
     REGISTRY_MANIFEST,
     REGISTRY_ROWS,
     Caller,
-    call_fields,
     error_code,
+    local,
     store_refuses_entries,
 )
 
@@ -293,42 +295,40 @@ def test_a_charge_commits_only_with_its_entry(
     assert [c["audit_index"] for c in charges] == [int(done.headers["X-Audit-Index"])]
 
 
-def _query_fields(jti: str) -> dict[str, Any]:
-    fields = call_fields(
-        "ent-acme", "enterprise", "query.aggregate", {"scope": "sc-q", "product": "x"}, jti
-    )
-    return {**fields, "epsilon": "0.5", "result_hash": "1" * 64}
+def test_what_others_did_before_the_commit_decides_the_answer(
+    scope: str, enterprise: Caller, rt: Runtime
+) -> None:
+    ent = rt.principals.get("ent-acme")
 
+    def req(sql: str, epsilon: str = "0.5") -> QueryRequest:
+        return QueryRequest("sc-q", sql, Decimal(epsilon))
 
-def test_what_others_did_before_the_commit_decides_the_answer(scope: str, rt: Runtime) -> None:
-    half = to_nano(Decimal("0.5"))
-    mine = {"columns": ["n"], "rows": [[10]], "accuracy": []}
-    theirs = {"columns": ["n"], "rows": [[12]], "accuracy": []}
     # 1. An identical query was released meanwhile: its answer is sent, nothing charged.
-    sc = rt.scopes.get("sc-q")
-    same = QueryRelease(sc, "k-same", half, 0, mine, None, rt.clock(), render_refusal)
-    same.predicted = {"foreseen": True}
-    rt.ledger.release("sc-q", "k-same", half, theirs, None)
-    rt.audit.append(_query_fields("j-1"), same)
-    assert same.replacement is not None and same.replacement["rows"] == [[12]]
-    assert same.replacement["epsilon_spent"] == 0.0
+    mine = queries.run_query(rt, ent, req(COUNT_BY_DISTRICT))
+    theirs = local(rt, queries.run_query(rt, ent, req(COUNT_BY_DISTRICT)))
+    outcome = commit(rt, CallContext.local("test"), mine)
+    assert outcome.body is not None and theirs.body is not None
+    assert outcome.body["rows"] == theirs.body["rows"] and outcome.body["epsilon_spent"] == 0.0
     entry = rt.audit.entries(limit=1000).entries[-1].entry
     assert (entry["epsilon"], entry["reused"]) == ("0", True)
-    assert entry["result_hash"] == result_hash(same.replacement)
+    assert entry["result_hash"] == result_hash(outcome.body)
     assert rt.ledger.budget("sc-q").spent == Decimal("0.5")  # the other release's charge only
     # 2. Others spent the budget meanwhile: refused, nothing charged or stored.
-    rt.ledger.release("sc-q", "k-other", to_nano(Decimal("2.3")), theirs, None)
-    late = QueryRelease(sc, "k-late", half, 0, mine, None, rt.clock(), render_refusal)
-    rt.audit.append(_query_fields("j-2"), late)
-    assert late.refusal_status == 403 and '"budget_exhausted"' in late.refusal_text
+    late = queries.run_query(rt, ent, req(COUNT_BY_DISTRICT + " LIMIT 3"))
+    for n in range(5):
+        local(rt, queries.run_query(rt, ent, req(f"{COUNT_BY_DISTRICT} LIMIT {10 + n}")))
+    outcome = commit(rt, CallContext.local("test"), late)
+    assert outcome.error is not None and (outcome.status, outcome.error.code) == (
+        403,
+        "budget_exhausted",
+    )
     entry = rt.audit.entries(limit=1000).entries[-1].entry
     assert (entry["decision"], entry["epsilon"]) == ("deny", "0")
-    assert rt.ledger.reused("sc-q", "k-late") is None
-    assert rt.ledger.budget("sc-q").spent == Decimal("2.8")
+    assert rt.ledger.budget("sc-q").spent == Decimal("3")
+    assert len(rt.ledger.charges("sc-q")) == 6
     # 3. The scope was revoked meanwhile: refused, nothing charged or stored.
-    rt.scopes.revoke("sc-q")
-    after = QueryRelease(sc, "k-after", half, 0, mine, None, rt.clock(), render_refusal)
-    rt.audit.append(_query_fields("j-3"), after)
-    assert after.refusal_status == 403 and '"scope_revoked"' in after.refusal_text
-    assert rt.ledger.reused("sc-q", "k-after") is None
-    assert rt.ledger.budget("sc-q").spent == Decimal("2.8")
+    after = queries.run_query(rt, ent, req(COUNT_BY_DISTRICT, "0.1"))
+    local(rt, scopes.transition(rt, "sc-q", ScopeStatus.REVOKED, None))
+    outcome = commit(rt, CallContext.local("test"), after)
+    assert outcome.error is not None and outcome.error.code == "scope_revoked"
+    assert len(rt.ledger.charges("sc-q")) == 6

@@ -160,7 +160,7 @@ def test_refused_calls_are_recorded_under_the_endpoint_action(
     assert entry["action"] == "scope.grant"
 
 
-def test_audience_must_be_exactly_the_platform(enterprise: Caller) -> None:
+def test_audience_must_be_the_platform_or_an_array_holding_it(enterprise: Caller) -> None:
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": "ent-acme",
@@ -172,6 +172,15 @@ def test_audience_must_be_exactly_the_platform(enterprise: Caller) -> None:
         "iat": now,
         "exp": now + 60,
     }
+    token = jwt.encode(
+        claims,
+        enterprise.private_pem,
+        algorithm="EdDSA",
+        headers={"kid": enterprise.kid, "typ": "pds-call+jwt"},
+    )
+    # RFC 7519 §4.1.3: an array containing the platform's audience is addressed to it.
+    assert enterprise.get("/v1/products", token=token).status_code == 200
+    claims.update(aud=["other", "more"], jti="a2")
     token = jwt.encode(
         claims,
         enterprise.private_pem,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import random
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -13,24 +12,23 @@ import pytest
 
 from audit.receipts import check_receipt
 from products.loader import DataFormat
-from sandbox.actions.products import load_product_data, register_product
-from sandbox.actions.verifications import define
+from sandbox.actions import products, verifications
+from sandbox.actions.review import review
 from sandbox.demo import DemoSizes, manifest_data, verification_data, write_all
 from sandbox.runtime import Runtime
 from sandbox.verification.codes import make_uscc
-from tests.sandbox.conftest import Caller, error_code, store_refuses_entries
+from tests.sandbox.conftest import Caller, error_code, local
 
 
 @pytest.fixture
 def demo(rt: Runtime, operator: Caller, enterprise: Caller, tmp_path: Path) -> dict[str, Any]:
     files = write_all(tmp_path / "csv", DemoSizes(300, 600, 100))
-    op = rt.principals.get("op-city")
     for pid in ("enterprise_registry", "social_insurance"):
-        register_product(rt, manifest_data()[pid], "op-city")
-        load_product_data(rt, pid, files[pid], DataFormat.CSV, "op-city")
+        local(rt, products.register(rt, manifest_data()[pid], "op-city"))
+        local(rt, products.upload(rt, "op-city", pid, files[pid], DataFormat.CSV).pending)
     for body in verification_data().values():
         if body["product"] in ("enterprise_registry", "social_insurance"):
-            define(rt, op, body)
+            local(rt, verifications.define(rt, "op-city", body))
     rows = {}
     for pid in ("enterprise_registry", "social_insurance"):
         with files[pid].open(encoding="utf-8") as f:
@@ -284,106 +282,8 @@ def test_scope_must_grant_the_verification(
     assert error_code(wrong_product) == "operation_not_allowed"
 
 
-def test_enumeration_is_flagged_and_suspends_the_scope(
-    demo: dict[str, Any], operator: Caller, enterprise: Caller, regulator: Caller
-) -> None:
-    rng = random.Random(7)
-    alphabet = "0123456789ABCDEFGHJKLMNPQRTUWXY"
-    probes = [
-        make_uscc("9", "1", "440106", "".join(rng.choice(alphabet) for _ in range(8)))
-        for _ in range(1000)
-    ]
-    statuses = []
-    for start in range(0, 1000, 100):
-        resp = enterprise.post(
-            "/v1/verifications/enterprise-good-standing/batch",
-            {
-                "scope": "sc-kyc",
-                "items": [{"subject": {"uscc": u}} for u in probes[start : start + 100]],
-            },
-        )
-        statuses.append(resp.status_code)
-        if resp.status_code != 200:
-            assert error_code(resp) == "scope_suspended"
-            break
-    assert statuses[:5] == [200] * 5 and statuses[-1] == 403, statuses
-    flags = regulator.get("/v1/audit/entries?action=scope.flag").get_json()["entries"]
-    assert flags and flags[0]["entry"]["actor"] == "platform"
-    assert flags[-1]["entry"]["suspended"] is True and "enumeration" in flags[-1]["entry"]["reason"]
-    # The enterprise cannot see the flags: they would tell it which probes existed.
-    own = enterprise.get("/v1/audit/entries?limit=1000").get_json()["entries"]
-    assert all(e["entry"]["action"] != "scope.flag" for e in own)
-    assert all("distinct keys" not in json.dumps(e["entry"]) for e in own)
-    blocked = verify(
-        enterprise, "enterprise-good-standing", {"scope": "sc-kyc", "subject": {"uscc": probes[0]}}
-    )
-    assert blocked.status_code == 403 and error_code(blocked) == "scope_suspended"
-    assert operator.post("/v1/scopes/sc-kyc/resume").get_json()["status"] == "active"
-
-
-def test_a_flagged_scope_is_flagged_once_per_bucket_and_always_on_suspension(
-    demo: dict[str, Any], enterprise: Caller, regulator: Caller
-) -> None:
-    # Batches of 50 unknown keys: flagged from the 4th (200 keys), suspended at the
-    # 10th (500). Every batch from the 4th is flagged again; the trail keeps the first
-    # flag of each 60 s bucket (this test spans at most two) and the suspension.
-    rng = random.Random(11)
-    alphabet = "0123456789ABCDEFGHJKLMNPQRTUWXY"
-    probes = [
-        make_uscc("9", "1", "440106", "".join(rng.choice(alphabet) for _ in range(8)))
-        for _ in range(500)
-    ]
-    for start in range(0, 500, 50):
-        resp = enterprise.post(
-            "/v1/verifications/enterprise-good-standing/batch",
-            {
-                "scope": "sc-kyc",
-                "items": [{"subject": {"uscc": u}} for u in probes[start : start + 50]],
-            },
-        )
-        assert resp.status_code == 200
-    flags = [
-        e["entry"]
-        for e in regulator.get("/v1/audit/entries?action=scope.flag").get_json()["entries"]
-    ]
-    assert flags[-1]["suspended"] is True
-    assert 1 <= len(flags[:-1]) <= 2, [f["reason"] for f in flags]  # not one per batch (6)
-    assert all(f["suspended"] is False for f in flags[:-1])
-
-
-def test_a_platform_suspension_commits_only_with_its_flag_entry(
-    demo: dict[str, Any], rt: Runtime, enterprise: Caller, regulator: Caller
-) -> None:
-    # While the store refuses the flag entries (a trigger standing in for a full disk),
-    # the suspension they carry must not happen either: no unaudited state change.
-    rng = random.Random(13)
-    alphabet = "0123456789ABCDEFGHJKLMNPQRTUWXY"
-    probes = [
-        make_uscc("9", "1", "440106", "".join(rng.choice(alphabet) for _ in range(8)))
-        for _ in range(600)
-    ]
-
-    def send(batch: list[str]) -> Any:
-        return enterprise.post(
-            "/v1/verifications/enterprise-good-standing/batch",
-            {"scope": "sc-kyc", "items": [{"subject": {"uscc": u}} for u in batch]},
-        )
-
-    with store_refuses_entries(rt, "scope.flag"):
-        for start in range(0, 500, 100):  # the 5th batch reaches the suspension threshold
-            assert send(probes[start : start + 100]).status_code == 200
-    assert rt.scopes.get("sc-kyc").status.value == "active"
-    assert regulator.get("/v1/audit/entries?action=scope.flag").get_json()["entries"] == []
-
-    assert send(probes[500:600]).status_code == 200  # still over the threshold
-    assert rt.scopes.get("sc-kyc").status.value == "suspended"
-    flags = regulator.get("/v1/audit/entries?action=scope.flag").get_json()["entries"]
-    assert [f["entry"]["suspended"] for f in flags] == [True]
-    assert send(probes[:1]).status_code == 403
-
-
 def test_honest_callers_are_not_flagged(
-    demo: dict[str, Any], enterprise: Caller, regulator: Caller
+    demo: dict[str, Any], rt: Runtime, enterprise: Caller, regulator: Caller
 ) -> None:
     known = [r["uscc"] for r in demo["enterprise_registry"][:250]]
     resp = enterprise.post(
@@ -394,7 +294,9 @@ def test_honest_callers_are_not_flagged(
         f"/v1/audit/entries?cursor={resp.headers['X-Audit-Index']}&limit=1"
     ).get_json()["entries"][0]["entry"]
     assert entry["items"] == 250
-    assert regulator.get("/v1/audit/entries?action=scope.flag").get_json()["entries"] == []
+    assert review(rt) is not None
+    reviews = regulator.get("/v1/audit/entries?action=scope.review").get_json()["entries"]
+    assert [r["entry"]["flags"] for r in reviews] == [[]]
 
 
 def test_operators_define_verification_products(

@@ -29,14 +29,15 @@ from sandbox.verification.enumeration import (
 from sandbox.verification.probes import (
     Probe,
     purge_expired,
-    record_and_assess,
     record_probes,
-    window_misses,
+    scopes_to_review,
     window_stats,
 )
 from sandbox.verification.tables import metadata, verification_probes
 
-POLICY = EnumerationPolicy()  # 600 s window, 200 keys and 80% to flag, 500 keys to suspend
+# 600 s window; flag at 200 keys and 80% unknown, or 100 unknown keys; suspend at 500
+# keys or 300 unknown keys.
+POLICY = EnumerationPolicy()
 SECRET = b"per-deployment-secret-0123456789"
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -49,12 +50,13 @@ T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
     [
         (WindowStats(0, 0, 0), False, False),
         (WindowStats(50, 50, 50), False, False),  # all misses, but few keys
-        (WindowStats(199, 199, 400), False, False),
-        (WindowStats(200, 160, 200), True, False),  # exactly at both flag thresholds
-        (WindowStats(200, 159, 200), False, False),  # just under the ratio
-        (WindowStats(3000, 600, 3000), False, False),  # a busy honest caller: 20% misses
-        (WindowStats(499, 499, 499), True, False),
-        (WindowStats(500, 400, 500), True, True),
+        (WindowStats(99, 99, 400), False, False),  # under both flag thresholds
+        (WindowStats(200, 160, 200), True, False),  # at the ratio threshold
+        (WindowStats(400, 99, 400), False, False),  # a busy honest caller: 25% misses
+        (WindowStats(1000, 100, 1000), True, False),  # 10%, diluted: flagged by count
+        (WindowStats(1000, 299, 1000), True, False),
+        (WindowStats(1000, 300, 1000), True, True),  # suspended by count
+        (WindowStats(500, 400, 500), True, True),  # suspended by keys, at the ratio
         (WindowStats(1000, 990, 1000), True, True),
     ],
 )
@@ -88,6 +90,9 @@ def test_policy_comes_from_settings_and_refuses_nonsense() -> None:
         {"miss_ratio": 0.0},
         {"miss_ratio": 1.5},
         {"min_keys": 600},
+        {"unknown_keys": 0},
+        {"unknown_keys": 400},
+        {"review_s": 0},
     ):
         with pytest.raises(ValueError):
             EnumerationPolicy(**bad)
@@ -143,6 +148,17 @@ def _random_person(rng: random.Random) -> str:
     return make_prc_id(rng.choice(["440106", "440111", "110105"]), born.date(), rng.randrange(1000))
 
 
+def record_and_assess(
+    engine: Engine, scope: str, now: datetime, probes: list[Probe], policy: EnumerationPolicy
+) -> Verdict:
+    """Record ``probes``, then assess the window as the scheduled review does."""
+    with engine.begin() as conn:
+        record_probes(conn, scope, now, probes, policy)
+        if scope not in scopes_to_review(conn, now, policy):
+            return Verdict(False, False)
+        return assess(window_stats(conn, scope, now, policy), policy)
+
+
 def test_an_enumerating_caller_is_flagged_then_suspended(engine: Engine) -> None:
     # 1,000 random identity numbers probed in ten batches over five minutes: almost
     # none belong to anyone in the product.
@@ -157,10 +173,9 @@ def test_an_enumerating_caller_is_flagged_then_suspended(engine: Engine) -> None
             person = _random_person(rng)
             probes.append(_probe(person, person in known))
         verdicts.append(record_and_assess(engine, scope, now, probes, POLICY))
-    assert not verdicts[0].flag  # 100 keys: not yet enough to judge
     first_flag = next(i for i, v in enumerate(verdicts) if v.flag)
     first_suspend = next(i for i, v in enumerate(verdicts) if v.suspend)
-    assert first_flag == 1 and first_suspend == 4  # at 200 and 500 distinct keys
+    assert first_flag == 0 and first_suspend == 2  # at 100 and 300 unknown keys
     assert "possible enumeration" in verdicts[-1].reason
     with engine.connect() as conn:
         stats = window_stats(conn, scope, T0 + timedelta(seconds=300), POLICY)
@@ -208,20 +223,16 @@ def test_the_same_key_counts_once_and_a_hit_clears_it(engine: Engine) -> None:
     assert stats == WindowStats(distinct_keys=2, missed_keys=1, lookups=5)
 
 
-def test_recording_returns_the_windows_missed_lookups(engine: Engine) -> None:
-    # What the counter upsert returns must be what a separate read of the window gives:
-    # the bucket it wrote, plus the earlier buckets still in the window, of this scope only.
-    scope, other = _scope(), _scope()
-    step = timedelta(seconds=POLICY.bucket_s)
+def test_only_windows_that_could_flag_are_reviewed(engine: Engine) -> None:
+    # The review looks at each key of a window only when its missed lookups (from one
+    # row per bucket) could reach a flag: each missed distinct key is one missed lookup.
+    quiet, busy = _scope(), _scope()
+    floor = min(POLICY.unknown_keys, int(POLICY.miss_ratio * POLICY.min_keys))
     with engine.begin() as conn:
-        record_probes(conn, other, T0, [_probe("x", False)] * 4, POLICY)
-        t = T0
-        for n in range(POLICY.window_s // POLICY.bucket_s + 3):  # the window slides past T0
-            probes = [_probe(f"m{n}-{i}", False) for i in range(n % 3)] + [_probe("hit", True)]
-            got = record_probes(conn, scope, t, probes, POLICY)
-            assert got == window_misses(conn, scope, t, POLICY)
-            t += step
-        assert record_probes(conn, scope, t, [], POLICY) is None
+        record_probes(conn, quiet, T0, [_probe(f"q{i}", False) for i in range(floor - 1)], POLICY)
+        record_probes(conn, busy, T0, [_probe(f"b{i}", False) for i in range(floor)], POLICY)
+        due = scopes_to_review(conn, T0, POLICY)
+    assert busy in due and quiet not in due
 
 
 def test_concurrent_recorders_lose_no_counts(engine: Engine) -> None:

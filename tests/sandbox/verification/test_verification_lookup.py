@@ -25,7 +25,7 @@ from products.verification import (
     VerificationProduct,
     parse_verification_product,
 )
-from sandbox.errors import ServiceUnavailable
+from sandbox.errors import Unavailable
 from sandbox.settings import Settings
 from sandbox.verification.codes import make_prc_id, make_uscc
 from sandbox.verification.lookup import VerificationLimits, VerificationRunner
@@ -406,7 +406,7 @@ def test_malformed_key_is_refused_before_any_lookup(
         runner.verify(vp, product, missing_file, bad, consent_ref="c-1")
     assert list(err.value.details["fields"]["subject"]) == ["uscc"]
     assert bad["uscc"] not in json.dumps(err.value.as_dict(), ensure_ascii=False)
-    with pytest.raises(ServiceUnavailable):
+    with pytest.raises(Unavailable):
         runner.verify(vp, product, missing_file, subject, consent_ref="c-1")
 
 

@@ -1,5 +1,5 @@
-"""Verification calls are admitted when their audit entry commits (actions/admission.py):
-replays, limits and scope status are decided there, and a call refused there gets the
+"""A call commits with its entry (sandbox/actions/call.py): its nonce, its scope's rate
+and quota and the scope's status are decided there, and a call refused there gets the
 refusal, never its answer, with an entry that says so."""
 
 from __future__ import annotations
@@ -10,16 +10,16 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sandbox.actions.admission import CallAdmission
-from sandbox.api.lifecycle import render_refusal
 
 from audit.entry import result_hash
 from policies.calls import sign_call
-from policies.nonces import NonceStore
-from policies.scopes import ScopeStore
+from policies.scopes import ScopeStatus, ScopeStore
+from sandbox.actions import scopes
+from sandbox.actions.call import Answer, Pending, commit
+from sandbox.actions.call import Caller as CallContext
 from sandbox.runtime import Runtime
 from tests.sandbox.api.test_verifications_api import demo, grant  # noqa: F401  (fixture)
-from tests.sandbox.conftest import AUDIENCE, Caller, call_fields, error_code
+from tests.sandbox.conftest import AUDIENCE, Caller, error_code, local
 
 PATH = "/v1/verifications/enterprise-good-standing"
 
@@ -96,18 +96,27 @@ def test_a_suspension_by_another_process_applies_to_the_next_call_at_once(
     rt: Runtime,
 ) -> None:
     assert verify_status(enterprise, _body(demo, 2)) == 200  # the scope is now cached here
-    # Another process (its own store object; this process's cache is not told).
-    ScopeStore(rt.engine, rt.clock).suspend("sc-kyc", "operator review")
+    # Another process: this process's cache is not told.
+    cached = rt.scopes.cached("sc-kyc")
+    move(rt, ScopeStatus.SUSPENDED, [ScopeStatus.ACTIVE])
+    assert rt.scopes.cached("sc-kyc") is cached
     resp = enterprise.post(PATH, _body(demo, 3))
     assert resp.status_code == 403
     assert error_code(resp) == "scope_suspended"
     entry = _entry(rt, int(resp.headers["X-Audit-Index"]))
     assert (entry["decision"], entry["status"]) == ("deny", 403)
     assert entry["result_hash"] == result_hash(resp.get_json())
-    ScopeStore(rt.engine, rt.clock).resume("sc-kyc")
-    ScopeStore(rt.engine, rt.clock).revoke("sc-kyc")
+    move(rt, ScopeStatus.REVOKED, [ScopeStatus.SUSPENDED])
     resp = enterprise.post(PATH, _body(demo, 3))
     assert error_code(resp) == "scope_revoked"
+
+
+def move(rt: Runtime, status: ScopeStatus, allowed_from: list[ScopeStatus]) -> None:
+    with rt.engine.begin() as conn:
+        moved = ScopeStore.set_status(
+            conn, "sc-kyc", status, None, allowed_from=allowed_from, now=rt.clock()
+        )
+    assert moved is not None
 
 
 def verify_status(caller: Caller, body: dict[str, Any]) -> int:
@@ -165,21 +174,48 @@ def test_a_call_refused_at_commit_leaves_no_probe(
     assert lookups == 1  # only the admitted call was recorded for enumeration detection
 
 
-def test_a_token_whose_window_ended_before_its_commit_is_refused_unclaimed(rt: Runtime) -> None:
+def test_a_token_whose_window_ended_before_its_commit_is_refused_unclaimed(
+    rt: Runtime, enterprise: Caller
+) -> None:
     # Its nonce may have been pruned meanwhile: claiming it afresh would admit a replay.
-    ended = rt.clock() - timedelta(seconds=1)
-    admission = CallAdmission(
-        issuer="ent-acme",
+    principal = rt.principals.get("ent-acme")
+    late = CallContext.signed(
+        principal,
         jti="j-late",
-        nonce_expires_at=ended,
-        limiter=rt.limiter,
-        enumeration=rt.enumeration,
-        clock=rt.clock,
-        render=render_refusal,
+        nonce_expires_at=rt.clock() - timedelta(seconds=1),
+        request_hash="0" * 64,
+        client="127.0.0.1",
     )
-    rt.audit.append(call_fields("ent-acme", "enterprise", "verify", {}, "j-late"), admission)
-    assert admission.refusal_status == 401 and '"token_expired"' in admission.refusal_text
+    outcome = commit(rt, late, Pending("scope.list", answer=Answer({})))
+    assert outcome.error is not None and (outcome.status, outcome.error.code) == (
+        401,
+        "token_expired",
+    )
     entry = rt.audit.entries(limit=1000).entries[-1].entry
     assert (entry["action"], entry["decision"]) == ("auth.refused", "deny")
-    with rt.engine.begin() as conn:  # nothing was claimed for it
-        assert NonceStore.claim_in(conn, [("ent-acme", "j-late", rt.clock())]) == [True]
+    assert not rt.nonces.seen("ent-acme", "j-late")  # nothing was claimed for it
+
+
+def test_a_refused_call_changes_nothing_its_change_would_have(
+    rt: Runtime, operator: Caller, enterprise: Caller
+) -> None:
+    from tests.sandbox.api.test_principals_scopes_api import scope_request, setup_product
+
+    setup_product(operator)
+    pending = scopes.grant(rt, scope_request(id="sc-twice"), "op-city")
+    op = rt.principals.get("op-city")
+    replayed = CallContext.signed(
+        op, jti="j-1", nonce_expires_at=rt.clock() + timedelta(minutes=5),
+        request_hash="0" * 64, client=None,
+    )  # fmt: skip
+    assert commit(rt, replayed, Pending("scope.list", answer=Answer({}))).allowed
+    outcome = commit(rt, replayed, pending)  # the same jti again: a replay
+    assert outcome.error is not None and outcome.error.code == "replayed"
+    assert rt.scopes.list() == []  # the grant was not applied
+
+
+def test_the_platform_and_local_callers_are_recorded_as_such(rt: Runtime) -> None:
+    local(rt, Pending("scope.list", apply=lambda tx: Answer({"ok": True})))
+    entry = rt.audit.entries(limit=1000).entries[-1].entry
+    assert entry["actor"].startswith("cli:") and entry["role"] == "operator"
+    assert entry["jti"] is None and entry["client"].startswith("cli@")
