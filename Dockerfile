@@ -7,12 +7,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 RUN groupadd --system sandbox && useradd --system --gid sandbox --home /app sandbox
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY audit ./audit
 COPY policies ./policies
 COPY products ./products
 COPY sandbox ./sandbox
-RUN pip install --no-cache-dir . && mkdir -p /data && chown sandbox:sandbox /data
+RUN pip install --no-cache-dir -c constraints.txt . && mkdir -p /data && chown sandbox:sandbox /data
 
 USER sandbox
 VOLUME ["/data"]

@@ -9,6 +9,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import settings
+
+# Timing is not what property tests check, and a loaded CI machine (two pytest workers,
+# PostgreSQL, servers started by other tests) makes any deadline flaky.
+settings.register_profile("sandbox", deadline=None)
+settings.load_profile("sandbox")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SANDBOX_SHARED_DIR", REPO.parent / "shared"))

@@ -16,19 +16,21 @@
   ISO 7064 MOD 11-2 check character: weights ``2^(17-i) mod 11`` (7, 9, 10, 5, 8, 4, 2,
   1, 6, 3, ...) and check value ``(12 - sum mod 11) mod 11``, 10 written ``X``.
 
-Every function takes the code already normalised (``sandbox.verification.normalize``)
-and never echoes the value in its messages: a message names the rule broken only.
+The USCC and identity-number check characters are python-stdnum's (``stdnum.cn.uscc``,
+``stdnum.cn.ric``); the organisation-code check, which stdnum does not export, is
+computed here. Every function takes the code already normalised
+(``sandbox.verification.normalize``) and never echoes the value in its messages: a
+message names the rule broken only.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
+from stdnum.cn import ric, uscc
+
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
-USCC_WEIGHTS = tuple(pow(3, i, 31) for i in range(17))
 ORG_CODE_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)
-PRC_ID_WEIGHTS = tuple(pow(2, 17 - i, 11) for i in range(17))
-PRC_ID_CHECK = "10X98765432"  # indexed by (weighted sum mod 11)
 
 _USCC_VALUE = {c: i for i, c in enumerate(USCC_ALPHABET)}
 _DIGITS = frozenset("0123456789")
@@ -50,11 +52,9 @@ def uscc_check_char(first17: str) -> str:
     """
     if len(first17) != 17:
         raise ValueError("a USCC body has 17 characters")
-    try:
-        total = sum(_USCC_VALUE[c] * w for c, w in zip(first17, USCC_WEIGHTS, strict=True))
-    except KeyError:
-        raise ValueError("character outside the USCC alphabet") from None
-    return USCC_ALPHABET[(31 - total % 31) % 31]
+    if any(c not in _USCC_VALUE for c in first17):
+        raise ValueError("character outside the USCC alphabet")
+    return str(uscc.calc_check_digit(first17))
 
 
 def _org_value(c: str) -> int:
@@ -84,8 +84,8 @@ def prc_id_check_char(first17: str) -> str:
     """
     if len(first17) != 17 or not set(first17) <= _DIGITS:
         raise ValueError("an identity number body has 17 digits")
-    total = sum(int(c) * w for c, w in zip(first17, PRC_ID_WEIGHTS, strict=True))
-    return PRC_ID_CHECK[total % 11]
+    # stdnum takes the whole number and ignores its last character.
+    return str(ric.calc_check_digit(first17 + "0"))
 
 
 def uscc_problem(code: str) -> str | None:
