@@ -50,7 +50,7 @@ class PlatformKeys:
         if not pointer.exists():
             if not create:
                 raise InvalidRequest(f"no platform key in {keys_dir}; run 'sandbox init' first")
-            cls.make_current(keys_dir, cls.create(keys_dir))
+            cls.install(keys_dir, *generate_keypair("ed25519"))
         kid = pointer.read_text().strip()
         current = PlatformKey(
             kid=kid,
@@ -64,25 +64,21 @@ class PlatformKeys:
         return cls(current, public, note_name)
 
     @staticmethod
-    def create(keys_dir: Path) -> str:
-        """Create a new Ed25519 key, not yet current. Returns its kid."""
+    def install(keys_dir: Path, private_pem: bytes, public_pem: bytes) -> str:
+        """Store an Ed25519 key pair and make it the one that signs (the pointer to it
+        is replaced atomically). Returns its kid."""
         keys_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(keys_dir, 0o700)
-        private_pem, public_pem = generate_keypair("ed25519")
         kid = jwk_thumbprint(public_pem)
         key_path = keys_dir / f"platform-{kid}.key"
         fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(private_pem)
         (keys_dir / f"platform-{kid}.pub").write_bytes(public_pem)
-        return kid
-
-    @staticmethod
-    def make_current(keys_dir: Path, kid: str) -> None:
-        """Make the key ``kid`` (made by ``create``) the one that signs, atomically."""
         tmp = keys_dir / "current.tmp"
         tmp.write_text(kid + "\n")
         os.replace(tmp, keys_dir / "current")
+        return kid
 
     def jwks(self) -> dict[str, Any]:
         """Return the JWKS of all platform keys (current first)."""

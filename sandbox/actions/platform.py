@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+from policies.principals import generate_keypair, jwk_thumbprint
 from sandbox.actions.call import Answer, Pending
-from sandbox.platform_keys import PlatformKeys
 from sandbox.runtime import Runtime
 
 
-def rotate_key(rt: Runtime) -> tuple[Pending, str]:
+def rotate_key(rt: Runtime) -> tuple[Pending, bytes, bytes]:
     """``platform.key_rotate``: a new signing key for receipts and checkpoints.
 
-    The key is created first, not yet current; the caller makes it current
-    (``PlatformKeys.make_current``) once this call's entry is committed, so the log
-    records every key before it signs anything. Returns the call and the new kid.
+    The key pair is made in memory; the caller installs it
+    (``PlatformKeys.install``) once this call's entry is committed, so the log names
+    every key before it signs anything, and a refused call leaves no key behind.
+    Returns the call and the new private and public keys (PEM).
     """
-    old = rt.keys.current.kid
-    kid = PlatformKeys.create(rt.settings.keys_dir)
-    body = {"old": old, "new": kid}
-    return Pending("platform.key_rotate", answer=Answer(body)), kid
+    private_pem, public_pem = generate_keypair("ed25519")
+    body = {"old": rt.keys.current.kid, "new": jwk_thumbprint(public_pem)}
+    return Pending("platform.key_rotate", answer=Answer(body)), private_pem, public_pem

@@ -56,9 +56,9 @@ def rotate(ctx: CliContext) -> None:
     """
     rt = ctx.runtime()
     old = rt.keys.current.kid
-    pending, kid = platform.rotate_key(rt)
+    pending, private_pem, public_pem = platform.rotate_key(rt)
     ctx.call(pending)
-    PlatformKeys.make_current(ctx.settings.keys_dir, kid)
+    kid = PlatformKeys.install(ctx.settings.keys_dir, private_pem, public_pem)
     ctx.close()
     click.echo(f"platform key rotated: {old} -> {kid} (restart the servers to sign with it)")
 

@@ -140,13 +140,15 @@ def regulator(app: Flask, rt: Runtime) -> Caller:
 
 
 @contextmanager
-def store_refuses_entries(rt: Runtime, action: str) -> Iterator[None]:
-    """Within the block, the SQLite store fails every append of an ``action`` entry (a
-    trigger standing in for a full disk): what the call would change must not happen."""
+def store_refuses_entries(rt: Runtime, action: str | None) -> Iterator[None]:
+    """Within the block, the SQLite store fails every append of an ``action`` entry
+    (``None``: of every entry) — a trigger standing in for a full disk: what the call
+    would change must not happen."""
+    when = "" if action is None else f"WHEN NEW.action = '{action}' "
     with rt.engine.begin() as conn:
         conn.exec_driver_sql(
             f"CREATE TRIGGER refuse_entries BEFORE INSERT ON audit_entries "
-            f"WHEN NEW.action = '{action}' BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+            f"{when}BEGIN SELECT RAISE(ABORT, 'disk full'); END"
         )
     try:
         yield

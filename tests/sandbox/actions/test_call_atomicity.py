@@ -1,0 +1,366 @@
+"""One call, one write transaction (DESIGN §2.9), and nothing without its entry (§2.5).
+
+Every audited endpoint, allowed or refused, writes in exactly one transaction: the one
+that appends its entry. And when the store refuses that entry, nothing the call would
+have changed is changed — for every action, whether it comes through the API or a
+local command."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from policies.principals import Role, generate_keypair
+from sandbox.app import create_app
+from sandbox.cli import main
+from sandbox.demo import DemoSizes, manifest_data, verification_data, write_all
+from sandbox.runtime import Runtime
+from sandbox.settings import Settings
+from tests.sandbox.conftest import Caller, make_caller, store_refuses_entries
+
+WRITES = ("insert", "update", "delete", "replace")
+
+
+class WriteTransactions:
+    """Counts committed transactions that wrote, on every engine of the process."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def _statement(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().lower().startswith(WRITES):
+            conn.info["wrote"] = True
+
+    def _commit(self, conn: Any) -> None:
+        if conn.info.pop("wrote", False):
+            self.count += 1
+
+    def _rollback(self, conn: Any) -> None:
+        conn.info.pop("wrote", None)
+
+    def __enter__(self) -> WriteTransactions:
+        event.listen(Engine, "before_cursor_execute", self._statement)
+        event.listen(Engine, "commit", self._commit)
+        event.listen(Engine, "rollback", self._rollback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(Engine, "before_cursor_execute", self._statement)
+        event.remove(Engine, "commit", self._commit)
+        event.remove(Engine, "rollback", self._rollback)
+
+
+@dataclass
+class World:
+    rt: Runtime
+    operator: Caller
+    enterprise: Caller
+    regulator: Caller
+    subject: str
+    files: dict[str, Path]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
+    # No background work: its own transactions (checkpoints, reviews) would be counted.
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        database_url=url,
+        query_threads=1,
+        query_memory_limit="512MB",
+        checkpoint_interval_s=0,
+    )
+    rt = Runtime.open(settings)
+    app: Flask = create_app(runtime=rt)
+    operator = make_caller(app, rt, "op-city", Role.OPERATOR)
+    enterprise = make_caller(app, rt, "ent-acme", Role.ENTERPRISE)
+    regulator = make_caller(app, rt, "reg-bureau", Role.REGULATOR)
+    files = write_all(tmp_path / "csv", DemoSizes(60, 120, 60))
+    manifest = manifest_data()["enterprise_registry"]
+    assert operator.post("/v1/products", manifest).status_code == 201
+    upload = operator.call(
+        "PUT",
+        "/v1/products/enterprise_registry/data",
+        body=files["enterprise_registry"].read_bytes(),
+        content_type="text/csv",
+    )
+    assert upload.status_code == 200, upload.get_json()
+    vp = verification_data()["enterprise-good-standing"]
+    assert operator.post("/v1/verification-products", vp).status_code == 201
+    assert operator.post("/v1/scopes", scope("sc-1")).status_code == 201
+    with files["enterprise_registry"].open(encoding="utf-8") as f:
+        subject = f.readlines()[1].split(",")[0]
+    yield World(rt, operator, enterprise, regulator, subject, files)
+    rt.close()
+
+
+def scope(sid: str) -> dict[str, Any]:
+    return {
+        "id": sid,
+        "enterprise": "ent-acme",
+        "product": "enterprise_registry",
+        "purpose": "tests",
+        "operations": {
+            "aggregate": {"columns": ["district", "registered_capital"]},
+            "verify": ["enterprise-good-standing"],
+        },
+        "epsilon": 5,
+        "max_epsilon_per_query": 1,
+        "rate_per_minute": 1000,
+        "daily_quota": 100000,
+        "valid_from": "2026-01-01T00:00:00Z",
+        "valid_until": "2099-01-01T00:00:00Z",
+    }
+
+
+QUERY = "SELECT district, COUNT(*) AS n FROM enterprise_registry GROUP BY district"
+
+
+def calls(w: World) -> list[tuple[str, Caller, str, str, Any, int]]:
+    """(name, caller, method, path, body, expected status): every audited endpoint,
+    allowed and refused."""
+    key = generate_keypair()[1].decode()
+    verify = {"scope": "sc-1", "subject": {"uscc": w.subject}}
+    return [
+        ("health is unaudited", w.enterprise, "GET", "/v1/health", None, 200),
+        ("product list", w.enterprise, "GET", "/v1/products", None, 200),
+        ("product read", w.enterprise, "GET", "/v1/products/enterprise_registry", None, 200),
+        ("product read 404", w.enterprise, "GET", "/v1/products/nope", None, 404),
+        ("sample", w.enterprise, "GET", "/v1/products/enterprise_registry/sample?n=3", None, 200),
+        ("register 403", w.enterprise, "POST", "/v1/products", {"id": "x"}, 403),
+        ("register 400", w.operator, "POST", "/v1/products", {"id": "x"}, 400),
+        (
+            "register 409",
+            w.operator,
+            "POST",
+            "/v1/products",
+            manifest_data()["enterprise_registry"],
+            409,
+        ),
+        (
+            "upload",
+            w.operator,
+            "PUT",
+            "/v1/products/enterprise_registry/data",
+            w.files["enterprise_registry"].read_bytes(),
+            200,
+        ),
+        (
+            "upload 400",
+            w.operator,
+            "PUT",
+            "/v1/products/enterprise_registry/data",
+            b"a,b\n1,2\n",
+            400,
+        ),
+        (
+            "principal register",
+            w.operator,
+            "POST",
+            "/v1/principals",
+            {"id": "ent-b", "role": "enterprise", "name": "B", "keys": [{"public_key": key}]},
+            201,
+        ),
+        ("principal read", w.enterprise, "GET", "/v1/principals/ent-acme", None, 200),
+        ("key add", w.operator, "POST", "/v1/principals/ent-b/keys", {"public_key": key}, 409),
+        ("vp list", w.enterprise, "GET", "/v1/verification-products", None, 200),
+        (
+            "vp read",
+            w.enterprise,
+            "GET",
+            "/v1/verification-products/enterprise-good-standing",
+            None,
+            200,
+        ),
+        (
+            "vp define 409",
+            w.operator,
+            "POST",
+            "/v1/verification-products",
+            verification_data()["enterprise-good-standing"],
+            409,
+        ),
+        ("scope grant", w.operator, "POST", "/v1/scopes", scope("sc-2"), 201),
+        ("scope list", w.enterprise, "GET", "/v1/scopes", None, 200),
+        ("scope read", w.enterprise, "GET", "/v1/scopes/sc-1", None, 200),
+        ("scope suspend", w.operator, "POST", "/v1/scopes/sc-2/suspend", {}, 200),
+        ("scope resume", w.operator, "POST", "/v1/scopes/sc-2/resume", {}, 200),
+        ("scope resume 409", w.operator, "POST", "/v1/scopes/sc-2/resume", {}, 409),
+        ("scope revoke", w.operator, "POST", "/v1/scopes/sc-2/revoke", {}, 200),
+        ("charges", w.regulator, "GET", "/v1/scopes/sc-1/charges", None, 200),
+        (
+            "preview",
+            w.enterprise,
+            "POST",
+            "/v1/queries/preview",
+            {"scope": "sc-1", "sql": QUERY, "epsilon": 0.5},
+            200,
+        ),
+        (
+            "query",
+            w.enterprise,
+            "POST",
+            "/v1/queries",
+            {"scope": "sc-1", "sql": QUERY, "epsilon": 0.5},
+            200,
+        ),
+        (
+            "query reused",
+            w.enterprise,
+            "POST",
+            "/v1/queries",
+            {"scope": "sc-1", "sql": QUERY, "epsilon": 0.5},
+            200,
+        ),
+        (
+            "query 400",
+            w.enterprise,
+            "POST",
+            "/v1/queries",
+            {"scope": "sc-1", "sql": "SELECT x", "epsilon": 0.5},
+            400,
+        ),
+        (
+            "query 403",
+            w.enterprise,
+            "POST",
+            "/v1/queries",
+            {"scope": "sc-1", "sql": QUERY, "epsilon": 2},
+            403,
+        ),
+        (
+            "verify",
+            w.enterprise,
+            "POST",
+            "/v1/verifications/enterprise-good-standing",
+            verify,
+            200,
+        ),
+        (
+            "verify batch",
+            w.enterprise,
+            "POST",
+            "/v1/verifications/enterprise-good-standing/batch",
+            {"scope": "sc-1", "items": [{"subject": {"uscc": w.subject}}] * 3},
+            200,
+        ),
+        ("verify 404", w.enterprise, "POST", "/v1/verifications/nope", verify, 404),
+        ("entries", w.regulator, "GET", "/v1/audit/entries?limit=5", None, 200),
+        ("checkpoint", w.enterprise, "GET", "/v1/audit/checkpoint", None, 200),
+        ("inclusion", w.enterprise, "GET", "/v1/audit/proofs/inclusion?index=1", None, 200),
+        ("consistency", w.enterprise, "GET", "/v1/audit/proofs/consistency?first=1", None, 200),
+        ("export", w.regulator, "GET", "/v1/audit/export?start=0&end=3", None, 200),
+        ("export 403", w.enterprise, "GET", "/v1/audit/export", None, 403),
+        ("cosign 400", w.regulator, "POST", "/v1/audit/cosignatures", {"note": "x"}, 400),
+        ("unknown path", w.enterprise, "GET", "/v1/nothing", None, 404),
+        ("method", w.enterprise, "DELETE", "/v1/products", None, 405),
+        ("bad json", w.enterprise, "POST", "/v1/queries", b"{", 400),
+    ]
+
+
+def send(caller: Caller, method: str, path: str, body: Any) -> Any:
+    if isinstance(body, bytes):
+        kind = "text/csv" if path.endswith("/data") else "application/json"
+        return caller.call(method, path, body=body, content_type=kind)
+    return caller.call(method, path, json_body=body)
+
+
+def test_every_audited_call_writes_in_exactly_one_transaction(world: World) -> None:
+    for name, caller, method, path, body, status in calls(world):
+        before = world.rt.audit.size()
+        with WriteTransactions() as writes:
+            resp = send(caller, method, path, body)
+            resp.close()
+        assert resp.status_code == status, (name, resp.get_data(as_text=True)[:300])
+        audited = path != "/v1/health"
+        assert writes.count == (1 if audited else 0), name
+        assert world.rt.audit.size() == before + (1 if audited else 0), name
+    forged = world.enterprise.call("GET", "/v1/products", sign_path="/v1/scopes")
+    assert forged.status_code == 401
+
+
+def snapshot(rt: Runtime) -> dict[str, Any]:
+    """Every control-plane row but the audit log's, and the files of the data dir."""
+    out: dict[str, Any] = {}
+    with rt.engine.connect() as conn:
+        names = sa.inspect(conn).get_table_names()
+        for name in sorted(n for n in names if not n.startswith("audit_")):
+            rows = conn.execute(sa.text(f'SELECT * FROM "{name}"')).all()
+            out[name] = sorted(json.dumps([str(v) for v in r]) for r in rows)
+    # Derived caches (verification answer indexes, built in the background from the
+    # current data file) are not state.
+    files = rt.settings.data_dir
+    out["files"] = sorted(
+        str(p.relative_to(files))
+        for p in files.rglob("*")
+        if p.is_file()
+        and "sqlite3" not in p.name
+        and ".uploads" not in p.parts
+        and not any(part.endswith(".answers") for part in p.parts)
+    )
+    return out
+
+
+@pytest.fixture
+def sqlite_world(world: World) -> World:
+    if world.rt.engine.dialect.name != "sqlite":
+        pytest.skip("the refusing store is a SQLite trigger")
+    return world
+
+
+def test_a_store_that_refuses_the_entry_leaves_no_state_change(sqlite_world: World) -> None:
+    w = sqlite_world
+    for name, caller, method, path, body, status in calls(w):
+        if path == "/v1/health" or (status >= 400 and name != "query 400"):
+            continue
+        before = snapshot(w.rt)
+        with store_refuses_entries(w.rt, None):
+            resp = send(caller, method, path, body)
+            resp.close()
+        assert resp.status_code == 503, name
+        assert resp.headers.get("Retry-After"), name
+        assert "receipt" not in resp.get_data(as_text=True), name
+        assert snapshot(w.rt) == before, name
+
+
+def test_a_local_command_whose_entry_is_refused_changes_nothing(
+    sqlite_world: World, tmp_path: Path
+) -> None:
+    w = sqlite_world
+    data_dir = str(w.rt.settings.data_dir)
+    pub = tmp_path / "k.pub"
+    pub.write_bytes(generate_keypair()[1])
+    manifest = dict(manifest_data()["enterprise_registry"], id="registry_two")
+    mpath = tmp_path / "m.json"
+    mpath.write_text(json.dumps(manifest))
+    rows = tmp_path / "rows.csv"
+    rows.write_text(w.files["enterprise_registry"].read_text())
+    commands = [
+        ["principals", "add", "--id", "op-two", "--role", "operator", "--public-key", str(pub)],
+        ["products", "register", str(mpath), "--data", str(rows), "--quiet"],
+        ["keys", "rotate"],
+        ["audit", "export", "--out", str(tmp_path / "b.jsonl")],
+    ]
+    for args in commands:
+        before = snapshot(w.rt)
+        with store_refuses_entries(w.rt, None):
+            result = CliRunner().invoke(main, ["--data-dir", data_dir, *args])
+        assert result.exit_code != 0, args
+        assert "Traceback" not in result.output
+        assert snapshot(w.rt) == before, args
+    assert not (tmp_path / "b.jsonl").exists()
+    # And with a store that records them, each command works.
+    for args in commands[:2]:
+        result = CliRunner().invoke(main, ["--data-dir", data_dir, *args])
+        assert result.exit_code == 0, result.output
