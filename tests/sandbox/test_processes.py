@@ -184,3 +184,94 @@ def test_parallel_queries_through_two_servers_never_overdraw(tmp_path: Path, pg_
         assert len(rt.ledger.charges("sc")) == k
     finally:
         rt.close()
+
+
+def test_a_frozen_node_does_not_stop_the_others(tmp_path: Path, pg_url: str) -> None:
+    """DESIGN §2.9: a node frozen (SIGSTOP) for 10 s inside a write transaction (so
+    holding the audit log's head lock) does not stop another node sharing PostgreSQL:
+    its idle transaction is ended after ``store_idle_transaction_timeout_s`` and the
+    other node keeps at least half of its throughput through the freeze."""
+    import os
+    import signal
+    import time
+
+    import sqlalchemy as sa
+
+    settings = Settings(data_dir=tmp_path / "var", database_url=pg_url)
+    private, kid = bootstrap(settings)
+    answered: dict[str, list[float]] = {"a": [], "b": []}
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def load(name: str, url: str) -> None:
+        client = Client(url, "ent-acme", private, kid, timeout=3)
+        while not stop.is_set():
+            try:
+                client.get("/v1/products")
+            except (ApiError, OSError):
+                time.sleep(0.05)
+                client.close()
+                client = Client(url, "ent-acme", private, kid, timeout=3)
+                continue
+            with lock:
+                answered[name].append(time.monotonic())
+        client.close()
+
+    def rate(name: str, start: float, end: float) -> float:
+        with lock:
+            return sum(start <= t < end for t in answered[name]) / (end - start)
+
+    def writing(conn: sa.Connection) -> bool:
+        # Node a's connection sits inside a transaction that has locked or written rows
+        # (an xid): the audit append, whose first statement locks the head row.
+        return bool(
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'node-a' "
+                    "AND state = 'idle in transaction' AND backend_xid IS NOT NULL"
+                )
+            ).scalar()
+        )
+
+    watcher = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with (
+        running(settings.data_dir, pg_url + "&application_name=node-a", workers=1, threads=4) as a,
+        running(settings.data_dir, pg_url, workers=1, threads=4) as b,
+        watcher.connect() as conn,
+    ):
+        threads = [
+            threading.Thread(target=load, args=(name, server.url))
+            for name, server in (("a", a), ("b", b))
+            for _ in range(4)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(1.0)  # warm up
+            t0 = time.monotonic()
+            time.sleep(4.0)
+            # Stop node a until it is caught inside its audit append.
+            for _ in range(2000):
+                os.killpg(a.proc.pid, signal.SIGSTOP)
+                if writing(conn):
+                    break
+                os.killpg(a.proc.pid, signal.SIGCONT)
+                time.sleep(0.001)
+            else:
+                pytest.fail("node a was never caught inside a write transaction")
+            t1 = time.monotonic()
+            try:
+                time.sleep(10.0)
+            finally:
+                t2 = time.monotonic()
+                os.killpg(a.proc.pid, signal.SIGCONT)
+            before, during = rate("b", t0, t1), rate("b", t1, t2)
+            frozen = rate("a", t1 + 1, t2)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=30)
+    watcher.dispose()
+    assert before > 5, f"node b answered {before:.1f}/s before the freeze"
+    assert frozen == 0, "node a kept answering while stopped"
+    assert during >= 0.5 * before, f"node b: {before:.1f}/s before, {during:.1f}/s during"
