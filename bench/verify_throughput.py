@@ -96,6 +96,8 @@ def setup(workdir: Path, rows: int, database_url: str | None) -> Path:
 
 def grant_scope(data_dir: Path, database_url: str | None) -> str:
     """Grant a verify scope with limits the benchmark cannot reach; return its id."""
+    from policies.scopes import GrantSchema
+    from products.parsing import parse
     from sandbox.actions import scopes
     from sandbox.actions.call import Caller, commit
     from sandbox.runtime import Runtime
@@ -118,8 +120,9 @@ def grant_scope(data_dir: Path, database_url: str | None) -> str:
             "valid_from": (now - timedelta(days=1)).isoformat(),
             "valid_until": (now + timedelta(days=1)).isoformat(),
         }
+        request = parse(GrantSchema, grant, "scope")
         outcome = commit(
-            rt, Caller.local("bench/verify_throughput.py"), scopes.grant(rt, grant, "op-demo")
+            rt, Caller.local("bench/verify_throughput.py"), scopes.grant(rt, request, "op-demo")
         )
         assert outcome.allowed, outcome.body
     finally:

@@ -21,13 +21,16 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from policies.tables import principal_keys, principals
 from products.errors import InvalidRequest, NotFound
+from products.parsing import field_error
 
 PRINCIPAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 KID = re.compile(r"^[A-Za-z0-9._~-]{1,128}\Z")
@@ -62,13 +65,17 @@ def load_public_key(pem: str | bytes) -> tuple[PublicKeyObject, KeyAlg]:
     data = pem.encode() if isinstance(pem, str) else pem
     try:
         key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError):
-        raise InvalidRequest("public_key is not a PEM (SPKI) public key") from None
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise InvalidRequest(
+            "public_key is not a PEM (SPKI) public key", {"field": "public_key"}
+        ) from None
     if isinstance(key, ed25519.Ed25519PublicKey):
         return key, KeyAlg.EDDSA
     if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
         return key, KeyAlg.ES256
-    raise InvalidRequest("only Ed25519 (EdDSA) and P-256 (ES256) public keys are accepted")
+    raise InvalidRequest(
+        "only Ed25519 (EdDSA) and P-256 (ES256) public keys are accepted", {"field": "public_key"}
+    )
 
 
 def public_jwk(pem: str | bytes) -> dict[str, str]:
@@ -197,15 +204,81 @@ def parse_key(spec: dict[str, Any]) -> PublicKey:
     return PublicKey(kid=kid, alg=alg, pem=pem.strip() + "\n")
 
 
+#: Names the platform itself writes entries under: no principal may take them.
+RESERVED_IDS = frozenset({"platform", "anonymous", "unauthenticated"})
+
+
 def check_new_principal(principal_id: str, keys: Sequence[PublicKey]) -> None:
     """Raise ``InvalidRequest`` for an id or key set that may not be registered."""
     if not PRINCIPAL_ID.match(principal_id):
         raise InvalidRequest(
             "principal id must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}", {"field": "id"}
         )
+    if principal_id.lower() in RESERVED_IDS:
+        raise InvalidRequest(
+            f"principal id {principal_id!r} is reserved for the platform's own entries",
+            {"field": "id"},
+        )
     kids = [k.kid for k in keys]
     if len(set(kids)) != len(kids):
         raise InvalidRequest("two keys share a kid", {"field": "keys"})
+
+
+class KeySchema(Schema):
+    """A public key ``{public_key, kid?, alg?}`` (DESIGN §5) → :class:`PublicKey`."""
+
+    class Meta:
+        unknown = RAISE
+
+    public_key = fields.String(
+        required=True,
+        validate=validate.Length(max=16_000),
+        metadata={"description": "SPKI PEM (Ed25519 or P-256)"},
+    )
+    kid = fields.String(metadata={"description": "default: the RFC 7638 JWK thumbprint"})
+    alg = fields.String(validate=validate.OneOf([a.value for a in KeyAlg]))
+
+    @post_load
+    def _key(self, data: dict[str, Any], **_: Any) -> PublicKey:
+        try:
+            return parse_key(data)
+        except InvalidRequest as exc:
+            raise field_error(exc, "public_key") from None
+
+
+@dataclass(frozen=True)
+class PrincipalRequest:
+    """A principal to register, as parsed: its keys checked, not yet stored."""
+
+    id: str
+    role: Role
+    name: str
+    keys: tuple[PublicKey, ...]
+
+
+class PrincipalSchema(Schema):
+    """``{id, role, name, keys}`` (DESIGN §5) → :class:`PrincipalRequest`."""
+
+    class Meta:
+        unknown = RAISE
+
+    id = fields.String(required=True)
+    role = fields.String(required=True, validate=validate.OneOf([r.value for r in Role]))
+    name = fields.String(required=True, validate=validate.Length(min=1, max=300))
+    keys = fields.List(
+        fields.Nested(KeySchema), required=True, validate=validate.Length(min=1, max=16)
+    )
+
+    @post_load
+    def _principal(self, data: dict[str, Any], **_: Any) -> PrincipalRequest:
+        keys = tuple(data["keys"])
+        try:
+            check_new_principal(data["id"], keys)
+        except InvalidRequest as exc:
+            raise field_error(exc, "id") from None
+        if not data["name"].strip():
+            raise ValidationError({"name": ["must not be blank"]})
+        return PrincipalRequest(data["id"], Role(data["role"]), data["name"].strip(), keys)
 
 
 # Inserts that write nothing for a taken id or kid instead of failing, so that they can

@@ -14,7 +14,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -23,6 +23,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates_schema,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
@@ -36,11 +45,13 @@ from policies.errors import (
 from policies.tables import scopes
 from products.errors import InvalidRequest, NotFound
 from products.manifest import Classification, DataProduct
+from products.parsing import parse
 
 SCOPE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 NANO = Decimal("1e9")
 ATTO = Decimal("1e18")
-MAX_EPSILON = Decimal("100")
+MAX_SCOPE_EPSILON = Decimal("10000")  # a scope's whole budget
+MAX_QUERY_EPSILON = Decimal("100")  # one release
 MAX_DELTA = Decimal("1e-4")
 AGGREGATE_FUNCTIONS = ("count", "sum", "avg", "quantile", "histogram")
 Clock = Callable[[], datetime]
@@ -85,8 +96,10 @@ def decimal_str(value: Decimal) -> str:
     return text
 
 
-def parse_epsilon(value: Any, field: str, *, allow_zero: bool = False) -> Decimal:
-    """Parse a positive epsilon (number or decimal string, ≤ 9 decimals).
+def parse_epsilon(
+    value: Any, field: str, *, maximum: Decimal = MAX_QUERY_EPSILON, allow_zero: bool = False
+) -> Decimal:
+    """Parse a positive epsilon (number or decimal string, ≤ 9 decimals, ≤ ``maximum``).
 
     Raises ``InvalidRequest`` naming ``field``.
     """
@@ -100,10 +113,10 @@ def parse_epsilon(value: Any, field: str, *, allow_zero: bool = False) -> Decima
         ) from None
     if not d.is_finite() or d < 0 or (d == 0 and not allow_zero):
         raise InvalidRequest(f"{field} must be positive", {"fields": {field: ["must be > 0"]}})
-    if d > MAX_EPSILON:
+    if d > maximum:
         raise InvalidRequest(
-            f"{field} {d} is absurd: at most {MAX_EPSILON}",
-            {"fields": {field: [f"must be ≤ {MAX_EPSILON}"]}},
+            f"{field} {d} is absurd: at most {maximum}",
+            {"fields": {field: [f"must be ≤ {maximum}"]}},
         )
     if d != d.quantize(Decimal("1e-9")):
         raise InvalidRequest(
@@ -274,39 +287,6 @@ def _iso(t: datetime) -> str:
     return _aware(t).astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _parse_time(value: Any, field: str, errors: dict[str, list[str]]) -> datetime | None:
-    if not isinstance(value, str):
-        errors[field] = ["required: an RFC 3339 time such as 2027-01-01T00:00:00Z"]
-        return None
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        if t.tzinfo is None:
-            errors[field] = ["needs a time zone (e.g. Z)"]
-            return None
-        utc = t.astimezone(UTC)
-        if not 1970 <= utc.year <= 9998:
-            raise OverflowError
-    except ValueError:
-        errors[field] = ["not an RFC 3339 time"]
-        return None
-    except OverflowError:
-        errors[field] = ["must lie between 1970 and 9998"]
-        return None
-    return utc
-
-
-def _int_field(
-    data: Mapping[str, Any], field: str, lo: int, hi: int, errors: dict[str, list[str]]
-) -> int:
-    v = data.get(field)
-    if isinstance(v, bool) or not isinstance(v, int):
-        errors[field] = [f"required: an integer in [{lo}, {hi}]"]
-        return 0
-    if not lo <= v <= hi:
-        errors[field] = [f"must be in [{lo}, {hi}]"]
-    return v
-
-
 @dataclass(frozen=True)
 class ScopeGrant:
     """A validated grant request, not yet stored."""
@@ -327,22 +307,187 @@ class ScopeGrant:
     valid_until: datetime
 
 
-GRANT_FIELDS = frozenset(
-    {
-        "id",
-        "enterprise",
-        "product",
-        "purpose",
-        "operations",
-        "epsilon",
-        "delta",
-        "max_epsilon_per_query",
-        "rate_per_minute",
-        "daily_quota",
-        "valid_from",
-        "valid_until",
-    }
-)
+class EpsilonField(fields.Field[Decimal]):
+    """A privacy budget or cost: a JSON number or decimal string, > 0, at most 9 decimal
+    places and at most ``maximum``; loaded as an exact ``Decimal``."""
+
+    def __init__(self, *, maximum: Decimal, **kw: Any) -> None:
+        kw.setdefault("metadata", {"type": "number", "maximum": float(maximum)})
+        super().__init__(**kw)
+        self.maximum = maximum
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kw: Any) -> Decimal:
+        try:
+            return parse_epsilon(value, attr or "epsilon", maximum=self.maximum)
+        except InvalidRequest as exc:
+            raise ValidationError(exc.message) from None
+
+
+class DeltaField(fields.Field[Decimal]):
+    """A delta budget: a number in [0, MAX_DELTA] with at most 18 decimal places."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kw: Any) -> Decimal:
+        try:
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                raise InvalidOperation
+            delta = Decimal(str(value))
+        except InvalidOperation:
+            raise ValidationError("must be a number") from None
+        if not delta.is_finite() or delta < 0 or delta > MAX_DELTA:
+            raise ValidationError(f"must be in [0, {MAX_DELTA}]")
+        if delta != delta.quantize(Decimal("1e-18")):
+            raise ValidationError("at most 18 decimal places")
+        return delta
+
+
+class TimeField(fields.Field[datetime]):
+    """An RFC 3339 time with its zone, between 1970 and 9998; loaded in UTC."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kw: Any) -> datetime:
+        if not isinstance(value, str):
+            raise ValidationError("an RFC 3339 time such as 2027-01-01T00:00:00Z")
+        try:
+            t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValidationError("not an RFC 3339 time") from None
+        if t.tzinfo is None:
+            raise ValidationError("needs a time zone (e.g. Z)")
+        try:
+            utc = t.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError("must lie between 1970 and 9998") from None
+        if not 1970 <= utc.year <= 9998:
+            raise ValidationError("must lie between 1970 and 9998")
+        return utc
+
+
+class AggregateSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    columns = fields.List(fields.String(), required=True)
+    functions = fields.List(
+        fields.String(validate=validate.OneOf(AGGREGATE_FUNCTIONS)),
+        load_default=list(AGGREGATE_FUNCTIONS),
+    )
+
+
+class OperationsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    aggregate = fields.Nested(AggregateSchema)
+    verify = fields.List(fields.String())
+
+    @validates_schema
+    def _some(self, data: dict[str, Any], **_: Any) -> None:
+        if not data:
+            raise ValidationError("grant at least one operation: aggregate or verify")
+
+
+class GrantSchema(Schema):
+    """A scope grant request (DESIGN §5) → :class:`ScopeGrant`, before the references
+    (enterprise, product, columns, verification products) are checked against the
+    catalogue (``check_grant``)."""
+
+    class Meta:
+        unknown = RAISE
+
+    id = fields.String(validate=validate.Regexp(SCOPE_ID, error="must match [A-Za-z0-9_-]{{1,64}}"))
+    enterprise = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    product = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    purpose = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    operations = fields.Nested(OperationsSchema, required=True)
+    epsilon = EpsilonField(required=True, maximum=MAX_SCOPE_EPSILON)
+    delta = DeltaField(load_default=Decimal(0))
+    max_epsilon_per_query = EpsilonField(maximum=MAX_QUERY_EPSILON)
+    rate_per_minute = fields.Integer(
+        strict=True, required=True, validate=validate.Range(min=1, max=1_000_000)
+    )
+    daily_quota = fields.Integer(
+        strict=True, required=True, validate=validate.Range(min=1, max=1_000_000_000)
+    )
+    valid_from = TimeField(required=True)
+    valid_until = TimeField(required=True)
+
+    @post_load
+    def _grant(self, data: dict[str, Any], **_: Any) -> ScopeGrant:
+        errors: dict[str, list[str]] = {}
+        if not data["purpose"].strip():
+            errors["purpose"] = ["required: the purpose of use, in words"]
+        epsilon: Decimal = data["epsilon"]
+        max_q: Decimal = data.get("max_epsilon_per_query", min(epsilon, MAX_QUERY_EPSILON))
+        if max_q > epsilon:
+            errors["max_epsilon_per_query"] = ["cannot exceed the scope's epsilon"]
+        if data["valid_until"] <= data["valid_from"]:
+            errors["valid_until"] = ["must be after valid_from"]
+        if errors:
+            raise ValidationError(errors)
+        ops = data["operations"]
+        agg = ops.get("aggregate")
+        return ScopeGrant(
+            id=data.get("id") or "sc_" + secrets.token_hex(8),
+            enterprise=data["enterprise"],
+            product=data["product"],
+            purpose=data["purpose"].strip(),
+            aggregate_columns=frozenset(agg["columns"]) if agg is not None else None,
+            aggregate_functions=frozenset(agg["functions"]) if agg is not None else frozenset(),
+            verify=frozenset(ops.get("verify", [])),
+            epsilon=epsilon,
+            delta=data["delta"],
+            max_epsilon_per_query=max_q,
+            rate_per_minute=data["rate_per_minute"],
+            daily_quota=data["daily_quota"],
+            valid_from=data["valid_from"],
+            valid_until=data["valid_until"],
+        )
+
+
+#: The fields of a grant request (the policy files compare them).
+GRANT_FIELDS = frozenset(GrantSchema().fields)
+
+
+def check_grant(
+    grant: ScopeGrant,
+    *,
+    product_of: Callable[[str], DataProduct | None],
+    enterprise_exists: Callable[[str], bool],
+    verification_product_of: Callable[[str], str | None],
+) -> ScopeGrant:
+    """Check a parsed grant's references against the catalogue: the enterprise
+    exists, the product exists, the aggregate columns are its non-identifier columns,
+    the verification products are defined on it. ``verification_product_of`` maps a
+    verification-product id to its data product id (None if unknown). Returns the
+    grant; raises ``InvalidRequest`` whose ``details.fields`` name each bad field."""
+    errors: dict[str, list[str]] = {}
+    if not enterprise_exists(grant.enterprise):
+        errors["enterprise"] = [f"no enterprise principal {grant.enterprise!r}"]
+    product = product_of(grant.product)
+    if product is None:
+        errors["product"] = [f"no product {grant.product!r}"]
+    problems = []
+    for c in sorted(grant.aggregate_columns or ()):
+        col = product.column(c) if product else None
+        if product is not None and col is None:
+            problems.append(f"unknown column {c!r} of product {product.id!r}")
+        elif col is not None and col.classification is Classification.IDENTIFIER:
+            problems.append(f"{c!r} is an identifier column: never allowed for aggregation")
+    if problems:
+        errors["operations.aggregate.columns"] = problems
+    problems = []
+    for vp in sorted(grant.verify):
+        owner = verification_product_of(vp)
+        if owner is None:
+            problems.append(f"no verification product {vp!r}")
+        elif owner != grant.product:
+            problems.append(
+                f"verification product {vp!r} is defined on {owner!r}, not on {grant.product!r}"
+            )
+    if problems:
+        errors["operations.verify"] = problems
+    if errors:
+        raise InvalidRequest("invalid scope", {"fields": errors})
+    return grant
 
 
 def parse_grant(
@@ -352,152 +497,15 @@ def parse_grant(
     enterprise_exists: Callable[[str], bool],
     verification_product_of: Callable[[str], str | None],
 ) -> ScopeGrant:
-    """Validate a scope grant request against the product and the catalogue.
-
-    ``verification_product_of`` maps a verification-product id to its data product
-    id (None if unknown). Returns the grant. Raises ``InvalidRequest`` whose
-    ``details.fields`` maps each bad field to messages.
-    """
-    if not isinstance(data, Mapping):
-        raise InvalidRequest("a scope must be a JSON object")
-    errors: dict[str, list[str]] = {}
-    unknown = sorted(set(data) - GRANT_FIELDS)
-    if unknown:
-        errors["_schema"] = [f"unknown field(s): {', '.join(unknown)}"]
-    scope_id = data.get("id") or "sc_" + secrets.token_hex(8)
-    if not isinstance(scope_id, str) or not SCOPE_ID.match(scope_id):
-        errors["id"] = ["must match [A-Za-z0-9_-]{1,64}"]
-    enterprise = data.get("enterprise")
-    if not isinstance(enterprise, str) or not enterprise:
-        errors["enterprise"] = ["required: the enterprise principal id"]
-    elif not enterprise_exists(enterprise):
-        errors["enterprise"] = [f"no enterprise principal {enterprise!r}"]
-    product_id = data.get("product")
-    product = product_of(product_id) if isinstance(product_id, str) else None
-    if product is None:
-        errors["product"] = [f"no product {product_id!r}" if product_id else "required"]
-    purpose = data.get("purpose")
-    if not isinstance(purpose, str) or not purpose.strip():
-        errors["purpose"] = ["required: the purpose of use, in words"]
-    elif len(purpose) > 2000:
-        errors["purpose"] = ["at most 2000 characters"]
-
-    ops = data.get("operations")
-    agg_cols: frozenset[str] | None = None
-    agg_funcs: frozenset[str] = frozenset(AGGREGATE_FUNCTIONS)
-    verify: frozenset[str] = frozenset()
-    if not isinstance(ops, Mapping) or not ops:
-        errors["operations"] = ["required: {'aggregate': {...}} and/or {'verify': [...]}"]
-    else:
-        extra = sorted(set(ops) - {"aggregate", "verify"})
-        if extra:
-            errors["operations"] = [f"unknown operation(s): {', '.join(extra)}"]
-        if "aggregate" in ops:
-            agg_cols, agg_funcs = _parse_aggregate(ops["aggregate"], product, errors)
-        if "verify" in ops:
-            verify = _parse_verify(ops["verify"], product_id, verification_product_of, errors)
-
-    epsilon = delta = max_q = Decimal(0)
-    try:
-        epsilon = parse_epsilon(data.get("epsilon"), "epsilon")
-    except InvalidRequest as exc:
-        errors.update(exc.details.get("fields", {}))
-    try:
-        max_q = parse_epsilon(
-            data.get("max_epsilon_per_query", data.get("epsilon")), "max_epsilon_per_query"
-        )
-        if epsilon and max_q > epsilon:
-            errors["max_epsilon_per_query"] = ["cannot exceed the scope's epsilon"]
-    except InvalidRequest as exc:
-        errors.update(exc.details.get("fields", {}))
-    raw_delta = data.get("delta", 0)
-    try:
-        if isinstance(raw_delta, bool):
-            raise InvalidOperation
-        delta = Decimal(str(raw_delta))
-        if not delta.is_finite() or delta < 0 or delta > MAX_DELTA:
-            errors["delta"] = [f"must be in [0, {MAX_DELTA}]"]
-        elif delta != delta.quantize(Decimal("1e-18")):
-            errors["delta"] = ["at most 18 decimal places"]
-    except InvalidOperation:
-        errors["delta"] = ["must be a number"]
-    rate = _int_field(data, "rate_per_minute", 1, 1_000_000, errors)
-    quota = _int_field(data, "daily_quota", 1, 1_000_000_000, errors)
-    valid_from = _parse_time(data.get("valid_from"), "valid_from", errors)
-    valid_until = _parse_time(data.get("valid_until"), "valid_until", errors)
-    if valid_from and valid_until and valid_until <= valid_from:
-        errors["valid_until"] = ["must be after valid_from"]
-    if errors:
-        raise InvalidRequest("invalid scope", {"fields": errors})
-    assert isinstance(enterprise, str) and product is not None and isinstance(purpose, str)
-    assert valid_from is not None and valid_until is not None
-    return ScopeGrant(
-        id=scope_id,
-        enterprise=enterprise,
-        product=product.id,
-        purpose=purpose.strip(),
-        aggregate_columns=agg_cols,
-        aggregate_functions=agg_funcs,
-        verify=verify,
-        epsilon=epsilon,
-        delta=delta,
-        max_epsilon_per_query=max_q,
-        rate_per_minute=rate,
-        daily_quota=quota,
-        valid_from=valid_from,
-        valid_until=valid_until,
+    """Parse a grant request (``GrantSchema``) and check its references
+    (``check_grant``): for local commands and policy files. Raises ``InvalidRequest``."""
+    grant: ScopeGrant = parse(GrantSchema, data, "scope")
+    return check_grant(
+        grant,
+        product_of=product_of,
+        enterprise_exists=enterprise_exists,
+        verification_product_of=verification_product_of,
     )
-
-
-def _parse_aggregate(
-    spec: Any, product: DataProduct | None, errors: dict[str, list[str]]
-) -> tuple[frozenset[str] | None, frozenset[str]]:
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("columns"), list):
-        errors["operations.aggregate"] = ["needs {'columns': [column names]}"]
-        return None, frozenset()
-    columns = spec["columns"]
-    problems = []
-    for c in columns:
-        if not isinstance(c, str):
-            problems.append(f"{c!r} is not a column name")
-            continue
-        col = product.column(c) if product else None
-        if product is not None and col is None:
-            problems.append(f"unknown column {c!r} of product {product.id!r}")
-        elif col is not None and col.classification is Classification.IDENTIFIER:
-            problems.append(f"{c!r} is an identifier column: never allowed for aggregation")
-    funcs = spec.get("functions", list(AGGREGATE_FUNCTIONS))
-    if not isinstance(funcs, list) or not all(f in AGGREGATE_FUNCTIONS for f in funcs):
-        errors["operations.aggregate.functions"] = [
-            f"a list drawn from {', '.join(AGGREGATE_FUNCTIONS)}"
-        ]
-        funcs = []
-    if problems:
-        errors["operations.aggregate.columns"] = problems
-    return frozenset(c for c in columns if isinstance(c, str)), frozenset(funcs)
-
-
-def _parse_verify(
-    spec: Any,
-    product_id: Any,
-    verification_product_of: Callable[[str], str | None],
-    errors: dict[str, list[str]],
-) -> frozenset[str]:
-    if not isinstance(spec, list) or not all(isinstance(v, str) for v in spec):
-        errors["operations.verify"] = ["a list of verification product ids"]
-        return frozenset()
-    problems = []
-    for vp in spec:
-        owner = verification_product_of(vp)
-        if owner is None:
-            problems.append(f"no verification product {vp!r}")
-        elif owner != product_id:
-            problems.append(
-                f"verification product {vp!r} is defined on {owner!r}, not on {product_id!r}"
-            )
-    if problems:
-        errors["operations.verify"] = problems
-    return frozenset(spec)
 
 
 class ScopeStore:

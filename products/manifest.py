@@ -21,11 +21,12 @@ from marshmallow import (
     Schema,
     ValidationError,
     fields,
+    post_load,
     validate,
     validates_schema,
 )
 
-from products.errors import InvalidRequest
+from products.parsing import parse
 
 PRODUCT_ID = re.compile(r"^[a-z0-9_]{1,64}\Z")
 # Checked when a product is registered, not when a stored manifest is read back (a
@@ -380,6 +381,34 @@ def _registration_problems(columns: list[dict[str, Any]]) -> dict[str, Any]:
     return errors
 
 
+class NewManifestSchema(ManifestSchema):
+    """A manifest to register (DESIGN §5) → :class:`DataProduct`, with the rules that
+    apply to new products (stored manifests are read under the rules of their day)."""
+
+    registering = True
+
+    @post_load
+    def _product(self, data: dict[str, Any], **_: Any) -> DataProduct:
+        if self.registering:
+            problems = _registration_problems(data["columns"])
+            if problems:
+                raise ValidationError(problems)
+        return DataProduct(
+            id=data["id"],
+            title=data["title"],
+            description=data["description"],
+            privacy_unit=data["privacy_unit"],
+            max_rows_per_unit=data["max_rows_per_unit"],
+            columns=tuple(_column(c) for c in data["columns"]),
+            unique=tuple(tuple(k) for k in data.get("unique", [])),
+            min_group_size=data.get("min_group_size"),
+        )
+
+
+class StoredManifestSchema(NewManifestSchema):
+    registering = False
+
+
 def parse_manifest(data: Any, *, registering: bool = True) -> DataProduct:
     """Validate manifest data (already decoded from JSON or YAML).
 
@@ -388,26 +417,6 @@ def parse_manifest(data: Any, *, registering: bool = True) -> DataProduct:
     ``DataProduct``. Raises ``InvalidRequest`` whose ``details`` map each offending
     field path to its messages.
     """
-    if not isinstance(data, Mapping):
-        raise InvalidRequest("a manifest must be a JSON/YAML object")
-    try:
-        loaded = ManifestSchema().load(dict(data))
-    except ValidationError as exc:
-        raise InvalidRequest(
-            "invalid product manifest",
-            {"fields": exc.normalized_messages()},  # type: ignore[no-untyped-call]
-        ) from None
-    if registering:
-        problems = _registration_problems(loaded["columns"])
-        if problems:
-            raise InvalidRequest("invalid product manifest", {"fields": problems})
-    return DataProduct(
-        id=loaded["id"],
-        title=loaded["title"],
-        description=loaded["description"],
-        privacy_unit=loaded["privacy_unit"],
-        max_rows_per_unit=loaded["max_rows_per_unit"],
-        columns=tuple(_column(c) for c in loaded["columns"]),
-        unique=tuple(tuple(k) for k in loaded.get("unique", [])),
-        min_group_size=loaded.get("min_group_size"),
-    )
+    schema = NewManifestSchema if registering else StoredManifestSchema
+    product: DataProduct = parse(schema, data, "product manifest")
+    return product

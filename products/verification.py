@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, fields, validate
 
 from products.errors import InvalidRequest
 from products.manifest import (
@@ -35,6 +35,7 @@ from products.manifest import (
     Scalar,
     _typed,
 )
+from products.parsing import parse
 
 VERIFICATION_ID = re.compile(r"^[a-z0-9_-]{1,64}\Z")
 CHECK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
@@ -285,7 +286,7 @@ def _check_problems(check: dict[str, Any], product: DataProduct) -> dict[str, li
     return problems
 
 
-def _cross_problems(data: dict[str, Any], product: DataProduct) -> dict[str, Any]:
+def _cross_problems(data: Mapping[str, Any], product: DataProduct) -> dict[str, Any]:
     errors: dict[str, Any] = {}
     if data["product"] != product.id:
         errors["product"] = [f"must name the data product {product.id!r}"]
@@ -330,19 +331,17 @@ def _cross_problems(data: dict[str, Any], product: DataProduct) -> dict[str, Any
 
 
 def parse_verification_product(data: Any, product: DataProduct) -> VerificationProduct:
-    """Validate a verification-product definition against its data product.
+    """Validate a verification-product definition (``VerificationSchema``) against its
+    data product (``verification_from``). Raises ``InvalidRequest``."""
+    return verification_from(parse(VerificationSchema, data, "verification product"), product)
+
+
+def verification_from(loaded: Mapping[str, Any], product: DataProduct) -> VerificationProduct:
+    """Check a definition loaded by ``VerificationSchema`` against its data product.
 
     Returns the frozen ``VerificationProduct``. Raises ``InvalidRequest`` whose
     ``details.fields`` map each offending field path to its messages.
     """
-    if not isinstance(data, Mapping):
-        raise InvalidRequest("a verification product must be a JSON object")
-    try:
-        loaded = VerificationSchema().load(dict(data))
-    except ValidationError as exc:
-        raise InvalidRequest(
-            "invalid verification product", {"fields": exc.messages_dict}
-        ) from None
     errors = _cross_problems(loaded, product)
     if errors:
         raise InvalidRequest("invalid verification product", {"fields": errors})

@@ -9,9 +9,8 @@ from typing import Any
 
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
-from flask_smorest import Api
 
-from sandbox.api import register_blueprints
+from sandbox.api import SandboxApi, register_blueprints
 from sandbox.api.calls import install
 from sandbox.runtime import Runtime
 from sandbox.schedule import tick
@@ -45,7 +44,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     app.extensions["sandbox.runtime"] = runtime
     runtime.start_background(lambda: tick(runtime))
-    api = Api(app)
+    api = SandboxApi(app)
     install(app)
     register_blueprints(api)
     return app

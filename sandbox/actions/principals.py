@@ -9,111 +9,66 @@ kid taken, the key gone) is refused there and recorded as refused.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from audit.log import LogTransaction
-from policies.principals import (
-    Principal,
-    PrincipalStore,
-    PublicKey,
-    Role,
-    check_new_principal,
-    parse_key,
-)
+from policies.principals import Principal, PrincipalRequest, PrincipalStore, PublicKey, Role
 from products.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from sandbox.actions.call import Answer, Pending
 from sandbox.runtime import Runtime
 
-PRINCIPAL_FIELDS = frozenset({"id", "role", "name", "keys"})
-
 
 def register(
     rt: Runtime,
-    data: Mapping[str, Any],
+    request: PrincipalRequest,
     created_by: str | None,
     *,
     roles: Sequence[Role] = (Role.ENTERPRISE, Role.REGULATOR),
 ) -> Pending:
-    """``principal.register``: a principal ``{id, role, name, keys}`` with its keys
-    (201). ``roles`` are the roles this edge may register (operators only locally).
-    Refused with ``invalid_request`` naming the fields, or ``conflict`` (id taken)."""
-    pid = data.get("id")
-    pending = Pending(
-        "principal.register",
-        target={"principal": pid} if isinstance(pid, str) else {},
-        changes_state=True,
-    )
-
-    def build() -> Pending:
-        principal = _parse_principal(rt, data, roles)
-
-        def apply(tx: LogTransaction) -> Answer:
-            if PrincipalStore.add(tx.conn, principal, created_by) is None:
-                raise Conflict(
-                    f"principal {principal.id!r} already exists", {"principal": principal.id}
-                )
-            return Answer(principal.to_dict(), status=201)
-
-        return dataclasses.replace(pending, apply=apply)
-
-    return pending.attempt(build)
-
-
-def _parse_principal(rt: Runtime, data: Mapping[str, Any], roles: Sequence[Role]) -> Principal:
-    errors: dict[str, list[str]] = {}
-    pid, role, name, keys = data.get("id"), data.get("role"), data.get("name"), data.get("keys")
-    if role not in [r.value for r in roles]:
+    """``principal.register``: a principal with its keys (201). ``roles`` are the roles
+    this edge may register (operators only locally). Refused with ``invalid_request``,
+    or ``conflict`` (the id is taken)."""
+    pending = Pending("principal.register", target={"principal": request.id}, changes_state=True)
+    if request.role not in roles:
         allowed = " or ".join(repr(r.value) for r in roles)
-        errors["role"] = [
-            f"must be {allowed}"
-            + (
-                ""
-                if Role.OPERATOR in roles
-                else " (operators are added with 'sandbox principals add')"
-            )
-        ]
-    if not isinstance(name, str) or not name.strip() or len(name) > 300:
-        errors["name"] = ["required: the display name (≤ 300 characters)"]
-    if not isinstance(pid, str):
-        errors["id"] = ["required"]
-    unknown = sorted(set(data) - PRINCIPAL_FIELDS)
-    if unknown:
-        errors["_schema"] = [f"unknown field(s): {', '.join(unknown)}"]
-    if not isinstance(keys, list) or not keys or not all(isinstance(k, dict) for k in keys):
-        errors["keys"] = ["required: a non-empty list of {public_key, kid?, alg?}"]
-    if errors:
-        raise InvalidRequest("invalid principal", {"fields": errors})
-    assert isinstance(pid, str) and isinstance(name, str) and isinstance(keys, list)
-    assert isinstance(role, str)
-    parsed = [parse_key(k) for k in keys]
-    check_new_principal(pid, parsed)
-    return Principal(
-        id=pid,
-        role=Role(role),
-        name=name.strip(),
-        keys=tuple(sorted((dataclasses.replace(k, status="active") for k in parsed), key=_kid)),
+        local = "" if Role.OPERATOR in roles else " (operators: 'sandbox principals add')"
+        return pending.refused(
+            InvalidRequest("invalid principal", {"fields": {"role": [f"must be {allowed}{local}"]}})
+        )
+    principal = Principal(
+        id=request.id,
+        role=request.role,
+        name=request.name,
+        keys=tuple(
+            sorted((dataclasses.replace(k, status="active") for k in request.keys), key=_kid)
+        ),
         created_at=rt.clock(),
     )
 
+    def apply(tx: LogTransaction) -> Answer:
+        if PrincipalStore.add(tx.conn, principal, created_by) is None:
+            raise Conflict(
+                f"principal {principal.id!r} already exists", {"principal": principal.id}
+            )
+        return Answer(principal.to_dict(), status=201)
 
-def add_key(rt: Runtime, principal_id: str, data: Mapping[str, Any]) -> Pending:
+    return dataclasses.replace(pending, apply=apply)
+
+
+def add_key(rt: Runtime, principal_id: str, key: PublicKey) -> Pending:
     """``principal.key_add``: add a public key (201). Refused with ``not_found`` or
     ``conflict`` (the kid is taken)."""
     pending = Pending("principal.key_add", target={"principal": principal_id}, changes_state=True)
 
-    def build() -> Pending:
-        key = parse_key(dict(data))
-        rt.principals.get(principal_id)
+    def apply(tx: LogTransaction) -> Answer:
+        if PrincipalStore.load(tx.conn, principal_id) is None:
+            raise NotFound(f"no principal {principal_id!r}", {"principal": principal_id})
+        if not PrincipalStore.add_key(tx.conn, principal_id, key, rt.clock()):
+            raise Conflict(f"principal {principal_id!r} already has kid {key.kid!r}")
+        return Answer(_stored(tx, principal_id), status=201)
 
-        def apply(tx: LogTransaction) -> Answer:
-            if not PrincipalStore.add_key(tx.conn, principal_id, key, rt.clock()):
-                raise Conflict(f"principal {principal_id!r} already has kid {key.kid!r}")
-            return Answer(_stored(tx, principal_id), status=201)
-
-        return dataclasses.replace(pending, apply=apply)
-
-    return pending.attempt(build)
+    return dataclasses.replace(pending, apply=apply)
 
 
 def disable_key(rt: Runtime, principal_id: str, kid: str) -> Pending:

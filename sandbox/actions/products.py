@@ -13,43 +13,33 @@ import dataclasses
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from audit.log import LogTransaction
 from policies.principals import Principal, Role
 from products.catalogue import Catalogue
 from products.errors import Conflict, DomainError, Forbidden, InvalidRequest
 from products.loader import DataFormat, LoadResult, Progress, load_file
-from products.manifest import parse_manifest
+from products.manifest import DataProduct
 from sandbox.actions.call import Answer, Pending
 from sandbox.engine.sample import MAX_SAMPLE_ROWS, synthetic_sample
 from sandbox.runtime import Runtime
 
 
-def register(rt: Runtime, data: Any, owner: str) -> Pending:
-    """``product.register``: a product from its manifest (201). Refused with
-    ``invalid_request`` naming the fields, or ``conflict`` (the id is taken)."""
-    product_id = data.get("id") if isinstance(data, dict) else None
-    pending = Pending(
-        "product.register",
-        target={"product": product_id} if isinstance(product_id, str) else {},
-        changes_state=True,
+def register(rt: Runtime, manifest: DataProduct, owner: str) -> Pending:
+    """``product.register``: a product from its parsed manifest (201). Refused with
+    ``conflict`` if the id is taken."""
+
+    def apply(tx: LogTransaction) -> Answer:
+        record = Catalogue.register(tx.conn, manifest, owner, rt.clock())
+        if record is None:
+            raise Conflict(
+                f"product {manifest.id!r} is already registered", {"product": manifest.id}
+            )
+        return Answer(record.to_dict(include_counts=True), status=201)
+
+    return Pending(
+        "product.register", target={"product": manifest.id}, apply=apply, changes_state=True
     )
-
-    def build() -> Pending:
-        manifest = parse_manifest(data)
-
-        def apply(tx: LogTransaction) -> Answer:
-            record = Catalogue.register(tx.conn, manifest, owner, rt.clock())
-            if record is None:
-                raise Conflict(
-                    f"product {manifest.id!r} is already registered", {"product": manifest.id}
-                )
-            return Answer(record.to_dict(include_counts=True), status=201)
-
-        return dataclasses.replace(pending, apply=apply)
-
-    return pending.attempt(build)
 
 
 @dataclasses.dataclass(frozen=True)

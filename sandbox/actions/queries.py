@@ -19,17 +19,25 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
 
 from audit.log import LogTransaction
 from policies.budget import BudgetLedger
 from policies.errors import BudgetExhausted, OperationNotAllowed
 from policies.principals import Principal
-from policies.scopes import Scope, decimal_str, from_atto, parse_epsilon
-from products.errors import InvalidRequest, NotFound
+from policies.scopes import (
+    MAX_QUERY_EPSILON,
+    DeltaField,
+    EpsilonField,
+    Scope,
+    decimal_str,
+    from_atto,
+)
+from products.errors import NotFound
 from sandbox.actions.call import Answer, Apply, Pending
 from sandbox.engine import EngineLimits, PreparedQuery, execute, prepare
 from sandbox.engine.plan import OutputKind
@@ -56,40 +64,22 @@ class QueryRequest:
     delta: Decimal | None = None  # extension: delta for unknown group keys (threshold)
 
 
-def parse_query_request(data: Mapping[str, Any]) -> QueryRequest:
-    """Validate ``{scope, sql, epsilon}``. Raises ``InvalidRequest`` naming fields."""
-    errors: dict[str, list[str]] = {}
-    unknown = sorted(set(data) - {"scope", "sql", "epsilon", "delta"})
-    if unknown:
-        errors["_schema"] = [f"unknown field(s): {', '.join(unknown)}"]
-    scope = data.get("scope")
-    if not isinstance(scope, str) or not scope:
-        errors["scope"] = ["required: the scope id"]
-    sql = data.get("sql")
-    if not isinstance(sql, str) or not sql.strip():
-        errors["sql"] = ["required: one SELECT statement"]
-    elif len(sql) > MAX_SQL_CHARS:
-        errors["sql"] = [f"at most {MAX_SQL_CHARS} characters"]
-    epsilon = Decimal(0)
-    try:
-        epsilon = parse_epsilon(data.get("epsilon"), "epsilon")
-    except InvalidRequest as exc:
-        errors.update(exc.details.get("fields", {}))
-    delta: Decimal | None = None
-    raw_delta = data.get("delta")
-    if raw_delta is not None:
-        try:
-            if isinstance(raw_delta, bool) or not isinstance(raw_delta, int | float | str):
-                raise InvalidOperation
-            delta = Decimal(str(raw_delta))
-            if not delta.is_finite() or delta < 0 or delta != delta.quantize(Decimal("1e-18")):
-                raise InvalidOperation
-        except InvalidOperation:
-            errors["delta"] = ["a number ≥ 0 with at most 18 decimal places"]
-    if errors:
-        raise InvalidRequest("invalid query request", {"fields": errors})
-    assert isinstance(scope, str) and isinstance(sql, str)
-    return QueryRequest(scope, sql, epsilon, delta)
+class QueryRequestSchema(Schema):
+    """``{scope, sql, epsilon, delta?}`` (DESIGN §5) → :class:`QueryRequest`."""
+
+    class Meta:
+        unknown = RAISE
+
+    scope = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    sql = fields.String(required=True, validate=validate.Length(min=1, max=MAX_SQL_CHARS))
+    epsilon = EpsilonField(required=True, maximum=MAX_QUERY_EPSILON)
+    delta = DeltaField(metadata={"description": "extension: delta for unknown group keys"})
+
+    @post_load
+    def _request(self, data: dict[str, Any], **_: Any) -> QueryRequest:
+        if not data["sql"].strip():
+            raise ValidationError({"sql": ["required: one SELECT statement"]})
+        return QueryRequest(data["scope"], data["sql"], data["epsilon"], data.get("delta"))
 
 
 def query_delta(scope: Scope, req: QueryRequest) -> Decimal:

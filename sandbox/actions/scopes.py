@@ -9,12 +9,11 @@ is refused there with ``conflict`` and recorded as refused.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import Any
 
 from audit.log import LogTransaction
 from policies.principals import Principal, Role
-from policies.scopes import ScopeStatus, ScopeStore, parse_grant
+from policies.scopes import ScopeGrant, ScopeStatus, ScopeStore, check_grant
 from products.errors import Conflict, NotFound
 from products.manifest import DataProduct
 from sandbox.actions.call import Answer, Pending
@@ -34,20 +33,19 @@ ACTION_OF: dict[ScopeStatus, str] = {
 }
 
 
-def grant(rt: Runtime, data: Mapping[str, Any], granted_by: str) -> Pending:
-    """``scope.grant``: validate ``data`` against the catalogue and store the grant;
+def grant(rt: Runtime, request: ScopeGrant, granted_by: str) -> Pending:
+    """``scope.grant``: check the parsed grant against the catalogue and store it;
     answered with the scope (201). Refused with ``invalid_request`` naming the fields,
     or ``conflict`` if the id is taken."""
-    product = data.get("product")
     pending = Pending(
         "scope.grant",
-        target={"product": product} if isinstance(product, str) else {},
+        target={"scope": request.id, "product": request.product, "enterprise": request.enterprise},
         changes_state=True,
     )
 
     def build() -> Pending:
-        g = parse_grant(
-            data,
+        g = check_grant(
+            request,
             product_of=lambda pid: _manifest(rt, pid),
             enterprise_exists=lambda pid: _is_enterprise(rt, pid),
             verification_product_of=rt.catalogue.verification_product_owner,
@@ -59,8 +57,7 @@ def grant(rt: Runtime, data: Mapping[str, Any], granted_by: str) -> Pending:
                 raise Conflict(f"scope {g.id!r} already exists", {"scope": g.id})
             return Answer(scope.to_dict(), status=201)
 
-        target = {"scope": g.id, "product": g.product, "enterprise": g.enterprise}
-        return dataclasses.replace(pending, target=target, apply=apply)
+        return dataclasses.replace(pending, apply=apply)
 
     return pending.attempt(build)
 

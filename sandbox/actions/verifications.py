@@ -13,7 +13,6 @@ answer hides.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,7 +22,7 @@ from policies.principals import Principal
 from policies.scopes import Scope
 from products.catalogue import Catalogue, ProductRecord
 from products.errors import Conflict, DomainError, InvalidRequest, NotFound
-from products.verification import VerificationProduct, parse_verification_product
+from products.verification import VerificationProduct, verification_from
 from sandbox.actions.call import Answer, Pending
 from sandbox.actions.queries import owned_scope, under_scope
 from sandbox.runtime import Runtime
@@ -32,32 +31,26 @@ from sandbox.verification.lookup import Outcome
 from sandbox.verification.probes import Probe
 from sandbox.verification.request import Item, parse_item, parse_items
 
-REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}\Z")
 ITEMS = frozenset({"subject", "params", "consent_ref"})
-SINGLE_FIELDS = frozenset({"scope", "request_id", *ITEMS})
-BATCH_FIELDS = frozenset({"scope", "items", "request_id"})
 
 
 def _definition(rt: Runtime, data: Mapping[str, Any]) -> VerificationProduct:
-    """Parse a verification product against its data product. Raises ``InvalidRequest``."""
-    product_id = data.get("product")
-    if not isinstance(product_id, str):
-        raise InvalidRequest(
-            "invalid verification product", {"fields": {"product": ["required: a data product id"]}}
-        )
+    """Check a definition (loaded by ``VerificationSchema``) against its data product.
+    Raises ``InvalidRequest``."""
+    product_id = data["product"]
     try:
         record = rt.catalogue.get(product_id)
     except NotFound:
         raise InvalidRequest(
             "invalid verification product", {"fields": {"product": [f"no product {product_id!r}"]}}
         ) from None
-    return parse_verification_product(dict(data), record.manifest)
+    return verification_from(data, record.manifest)
 
 
 def define(rt: Runtime, defined_by: str, data: Mapping[str, Any]) -> Pending:
-    """``verification_product.register``: validate and store a verification product.
-    Refused with ``invalid_request`` or ``conflict`` (the id is taken, also by a
-    concurrent call)."""
+    """``verification_product.register``: check a definition (loaded by
+    ``VerificationSchema``) against its data product and store it. Refused with
+    ``invalid_request`` or ``conflict`` (the id is taken, also by a concurrent call)."""
     product_id = data.get("product")
     pending = Pending(
         "verification_product.register",
@@ -82,27 +75,10 @@ def define(rt: Runtime, defined_by: str, data: Mapping[str, Any]) -> Pending:
     return pending.attempt(build)
 
 
-def _request_id(data: Mapping[str, Any]) -> str | None:
-    rid = data.get("request_id")
-    if rid is None:
-        return None
-    if not isinstance(rid, str) or not REQUEST_ID.match(rid):
-        raise InvalidRequest(
-            "request_id must be 1..128 printable ASCII characters",
-            {"fields": {"request_id": ["1..128 printable ASCII characters"]}},
-        )
-    return rid
-
-
-def _scope_for(
-    rt: Runtime, caller: Principal, data: Mapping[str, Any], vp: VerificationProduct
-) -> Scope:
-    scope_id = data.get("scope")
-    if not isinstance(scope_id, str) or not scope_id:
-        raise InvalidRequest("scope is required", {"fields": {"scope": ["required"]}})
+def _scope_for(rt: Runtime, caller: Principal, data: Mapping[str, Any]) -> Scope:
     # Granted terms never change; the status read here may be a second old, and is
     # confirmed when the call commits, as are the rate and quota.
-    return owned_scope(rt, caller, scope_id, cached=True)
+    return owned_scope(rt, caller, data["scope"], cached=True)
 
 
 def _granted(rt: Runtime, scope: Scope, vp: VerificationProduct) -> None:
@@ -148,25 +124,16 @@ def _answered(
 
 
 def _verification_call(
-    rt: Runtime,
-    caller: Principal,
-    vp_id: str,
-    data: Mapping[str, Any],
-    action: str,
-    allowed_fields: frozenset[str],
+    rt: Runtime, caller: Principal, vp_id: str, data: Mapping[str, Any], action: str
 ) -> tuple[Pending, Scope, VerificationProduct, ProductRecord] | Pending:
+    """The call, counted under the caller's scope; ``data`` is the parsed body
+    (``VerificationRequestSchema`` or ``BatchRequestSchema``)."""
     target = {"verification_product": vp_id}
+    request_id = data.get("request_id")
     try:
         vp, record = rt.catalogue.verification_cached(vp_id)
         target["product"] = vp.product
-        unknown = sorted(set(data) - allowed_fields)
-        if unknown:
-            raise InvalidRequest(
-                f"unknown field(s): {', '.join(unknown)}",
-                {"fields": {"_schema": [f"unknown: {', '.join(unknown)}"]}},
-            )
-        request_id = _request_id(data)
-        scope = _scope_for(rt, caller, data, vp)
+        scope = _scope_for(rt, caller, data)
     except DomainError as exc:
         return Pending(action, target=target, refusal=exc)
     pending = under_scope(action, scope)
@@ -181,7 +148,7 @@ def _verification_call(
 
 def verify(rt: Runtime, caller: Principal, vp_id: str, data: Mapping[str, Any]) -> Pending:
     """``verify``: one subject, answered ``{"match"}`` or ``{"match", "checks"}``."""
-    started = _verification_call(rt, caller, vp_id, data, "verify", SINGLE_FIELDS)
+    started = _verification_call(rt, caller, vp_id, data, "verify")
     if isinstance(started, Pending):
         return started
     pending, scope, vp, record = started
@@ -198,7 +165,7 @@ def verify(rt: Runtime, caller: Principal, vp_id: str, data: Mapping[str, Any]) 
 def verify_batch(rt: Runtime, caller: Principal, vp_id: str, data: Mapping[str, Any]) -> Pending:
     """``verify.batch``: ``{"results": [answer, ...]}`` in item order; each item counts
     as a call."""
-    started = _verification_call(rt, caller, vp_id, data, "verify.batch", BATCH_FIELDS)
+    started = _verification_call(rt, caller, vp_id, data, "verify.batch")
     if isinstance(started, Pending):
         return started
     pending, scope, vp, record = started

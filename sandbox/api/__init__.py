@@ -1,16 +1,21 @@
-"""The HTTP API v1 (DESIGN §5): thin blueprints over the actions and stores."""
+"""The HTTP API v1 (DESIGN §5): thin blueprints over the actions."""
 
 from __future__ import annotations
 
 from flask_smorest import Api
 
 from sandbox.api import audit, meta, principals, products, queries, scopes, verifications
-from sandbox.api.schemas import register_schemas
+from sandbox.api.schemas import Error
+
+
+class SandboxApi(Api):  # type: ignore[misc]
+    """flask-smorest's Api documenting DESIGN §5's error body for every refusal."""
+
+    ERROR_SCHEMA = Error
 
 
 def register_blueprints(api: Api) -> None:
-    """Register the schemas and every blueprint on ``api``."""
-    register_schemas(api)
+    """Register every blueprint on ``api``."""
     for module in (meta, principals, products, scopes, queries, audit):
         api.register_blueprint(module.blp)
     api.register_blueprint(verifications.products_blp)

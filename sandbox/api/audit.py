@@ -3,140 +3,124 @@
 from __future__ import annotations
 
 import tempfile
-from datetime import UTC, datetime
+from typing import Any
 
-from flask import Response, request, send_file
+from flask import Response, send_file
 from flask_smorest import Blueprint
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from audit.entry import format_time
-from products.errors import InvalidRequest
+from policies.scopes import TimeField
 from sandbox.actions import audit_access
-from sandbox.api.calls import caller, json_body, respond, runtime
-from sandbox.api.schemas import ref_response
+from sandbox.api.calls import caller, respond, runtime
+from sandbox.api.schemas import Checkpoint, ConsistencyProof, Cosignature, EntryPage, InclusionProof
 
 blp = Blueprint("audit", __name__, url_prefix="/v1/audit", description="Audit trail")
 
 MAX_INDEX = 2**62
+Index = validate.Range(min=0, max=MAX_INDEX)
 
 
-def _int_arg(name: str, *, default: int | None = None, lo: int = 0) -> int | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest(
-            f"{name} must be an integer", {"fields": {name: ["not an integer"]}}
-        ) from None
-    if not lo <= value <= MAX_INDEX:
-        raise InvalidRequest(
-            f"{name} must be in [{lo}, 2^62]", {"fields": {name: [f"must be in [{lo}, 2^62]"]}}
-        )
-    return value
+class EntriesArgs(Schema):
+    class Meta:
+        unknown = RAISE
+
+    start_time = TimeField(data_key="from", metadata={"description": "RFC 3339, inclusive"})
+    end_time = TimeField(data_key="to", metadata={"description": "RFC 3339, exclusive"})
+    actor = fields.String(validate=validate.Length(min=1, max=200))
+    action = fields.String(validate=validate.Length(min=1, max=200))
+    decision = fields.String(validate=validate.OneOf(["allow", "deny"]))
+    product = fields.String(validate=validate.Length(min=1, max=200))
+    scope = fields.String(validate=validate.Length(min=1, max=200))
+    cursor = fields.Integer(load_default=0, validate=Index)
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=MAX_INDEX))
 
 
-def _required_int(name: str) -> int:
-    value = _int_arg(name)
-    if value is None:
-        raise InvalidRequest(
-            f"query parameter {name!r} is required", {"fields": {name: ["required"]}}
-        )
-    return value
+class InclusionArgs(Schema):
+    class Meta:
+        unknown = RAISE
+
+    index = fields.Integer(required=True, validate=Index)
+    tree_size = fields.Integer(validate=Index)
 
 
-def _time_arg(name: str) -> datetime | None:
-    raw = request.args.get(name)
-    if not raw:
-        return None
-    try:
-        t = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        if t.tzinfo is None:
-            t = t.replace(tzinfo=UTC)
-        format_time(t.astimezone(UTC))  # representable
-        return t.astimezone(UTC)
-    except (ValueError, OverflowError):
-        raise InvalidRequest(
-            f"{name} must be an RFC 3339 time", {"fields": {name: ["not an RFC 3339 time"]}}
-        ) from None
+class ConsistencyArgs(Schema):
+    class Meta:
+        unknown = RAISE
+
+    first = fields.Integer(required=True, validate=Index)
+    second = fields.Integer(validate=Index)
 
 
-@blp.route("/entries", methods=["GET"])
-@blp.doc(
-    summary="Audit entries with filters and cursor paging (regulator: all; others: own)",
-    parameters=[
-        {"in": "query", "name": n, "schema": {"type": "string"}}
-        for n in (
-            "from",
-            "to",
-            "actor",
-            "action",
-            "decision",
-            "product",
-            "scope",
-            "cursor",
-            "limit",
-        )
-    ],
-)
-def entries() -> Response:
-    decision = request.args.get("decision")
-    if decision not in (None, "allow", "deny"):
-        raise InvalidRequest(
-            "decision must be allow or deny", {"fields": {"decision": ["allow | deny"]}}
-        )
-    return respond(
-        audit_access.entries(
-            runtime(),
-            caller(),
-            start_time=_time_arg("from"),
-            end_time=_time_arg("to"),
-            actor=request.args.get("actor") or None,
-            action=request.args.get("action") or None,
-            decision=decision,
-            product=request.args.get("product") or None,
-            scope=request.args.get("scope") or None,
-            cursor=_int_arg("cursor", default=0) or 0,
-            limit=_int_arg("limit", default=100, lo=1) or 100,
-        )
+class ExportArgs(Schema):
+    class Meta:
+        unknown = RAISE
+
+    start = fields.Integer(load_default=0, validate=Index)
+    end = fields.Integer(validate=Index)
+
+    @validates_schema
+    def _order(self, data: dict[str, Any], **_: Any) -> None:
+        if "end" in data and data["end"] < data["start"]:
+            raise ValidationError({"end": ["must be at least start"]})
+
+
+class CosignatureRequest(Schema):
+    class Meta:
+        unknown = RAISE
+
+    note = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=100_000),
+        metadata={"description": "the checkpoint with your cosignature line"},
     )
 
 
+@blp.route("/entries", methods=["GET"])
+@blp.arguments(EntriesArgs, location="query")
+@blp.response(200, EntryPage)
+@blp.doc(summary="Audit entries with filters and cursor paging (regulator: all; others: own)")
+def entries(args: dict[str, Any]) -> Response:
+    return respond(audit_access.entries(runtime(), caller(), **_filters(args)))
+
+
+def _filters(args: dict[str, Any]) -> dict[str, Any]:
+    names = ("start_time", "end_time", "actor", "action", "decision", "product", "scope")
+    return {**{n: args.get(n) for n in names}, "cursor": args["cursor"], "limit": args["limit"]}
+
+
 @blp.route("/checkpoint", methods=["GET"])
-@blp.doc(
-    summary="The latest signed checkpoint (C2SP tlog-checkpoint), with cosignatures",
-    responses={"200": ref_response("Checkpoint")},
-)
+@blp.response(200, Checkpoint)
+@blp.doc(summary="The latest signed checkpoint (C2SP tlog-checkpoint), with cosignatures")
 def checkpoint() -> Response:
     return respond(audit_access.checkpoint(runtime()))
 
 
 @blp.route("/proofs/inclusion", methods=["GET"])
-@blp.doc(
-    summary="RFC 9162 inclusion proof of an entry",
-    responses={"200": ref_response("InclusionProof")},
-)
-def inclusion() -> Response:
-    index = _required_int("index")
-    return respond(audit_access.inclusion(runtime(), index, _int_arg("tree_size")))
+@blp.arguments(InclusionArgs, location="query")
+@blp.response(200, InclusionProof)
+@blp.doc(summary="RFC 9162 inclusion proof of an entry")
+def inclusion(args: dict[str, Any]) -> Response:
+    return respond(audit_access.inclusion(runtime(), args["index"], args.get("tree_size")))
 
 
 @blp.route("/proofs/consistency", methods=["GET"])
-@blp.doc(
-    summary="RFC 9162 consistency proof between two tree sizes",
-    responses={"200": ref_response("ConsistencyProof")},
-)
-def consistency() -> Response:
-    first = _required_int("first")
-    return respond(audit_access.consistency(runtime(), first, _int_arg("second")))
+@blp.arguments(ConsistencyArgs, location="query")
+@blp.response(200, ConsistencyProof)
+@blp.doc(summary="RFC 9162 consistency proof between two tree sizes")
+def consistency(args: dict[str, Any]) -> Response:
+    return respond(audit_access.consistency(runtime(), args["first"], args.get("second")))
 
 
 @blp.route("/export", methods=["GET"])
-@blp.doc(summary="An audit bundle (JSON Lines, DESIGN §7) of entries start ≤ i < end (regulator)")
-def export() -> Response:
+@blp.arguments(ExportArgs, location="query")
+@blp.doc(
+    summary="An audit bundle (JSON Lines, DESIGN §7) of entries start ≤ i < end (regulator)",
+    responses={"200": {"description": "the bundle", "content": {"application/x-ndjson": {}}}},
+)
+def export(args: dict[str, Any]) -> Response:
     rt = runtime()
-    start = _int_arg("start", default=0) or 0
-    pending, end = audit_access.export(rt, start, _int_arg("end"))
+    start = args["start"]
+    pending, end = audit_access.export(rt, start, args.get("end"))
     answer = respond(pending)
     if answer.status_code != 200:
         return answer
@@ -159,11 +143,8 @@ def export() -> Response:
 
 
 @blp.route("/cosignatures", methods=["POST"])
+@blp.arguments(CosignatureRequest)
+@blp.response(201, Cosignature)
 @blp.doc(summary="Store a witness cosignature of a checkpoint (regulator)")
-def cosign() -> Response:
-    text = json_body().get("note")
-    if not isinstance(text, str) or not text:
-        raise InvalidRequest(
-            "note: the checkpoint with your cosignature line", {"fields": {"note": ["required"]}}
-        )
-    return respond(audit_access.cosign(runtime(), caller(), text))
+def cosign(body: dict[str, Any]) -> Response:
+    return respond(audit_access.cosign(runtime(), caller(), body["note"]))

@@ -198,6 +198,8 @@ def before_request() -> None:
         raise InvalidRequest(
             "the path or query holds a lone surrogate or a NUL (%00); it must be Unicode text"
         )
+    if not streamed and req.body:
+        json_body()  # JSON bodies are checked here, before any parser walks them
     if streamed:
         _read_body(req, rt)
         req.caller = Caller.signed(

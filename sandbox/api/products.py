@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Response, request
 from flask_smorest import Blueprint
+from marshmallow import RAISE, Schema, fields, validate
 
 from products.errors import InvalidRequest
 from products.loader import DataFormat
+from products.manifest import DataProduct, NewManifestSchema
 from sandbox.actions import products
-from sandbox.api.calls import caller, json_body, respond, respond_upload, runtime, upload_path
-from sandbox.api.schemas import ref_body, ref_response
+from sandbox.api.calls import caller, respond, respond_upload, runtime, upload_path
+from sandbox.api.schemas import ProductAnswer, ProductList, Sample
+from sandbox.engine.sample import MAX_SAMPLE_ROWS
 from sandbox.errors import UnsupportedMediaType
 
 blp = Blueprint("products", __name__, url_prefix="/v1/products", description="Data products")
@@ -23,59 +28,54 @@ UPLOAD_TYPES = {
 }
 
 
+class SampleArgs(Schema):
+    class Meta:
+        unknown = RAISE
+
+    n = fields.Integer(load_default=20, validate=validate.Range(min=0, max=MAX_SAMPLE_ROWS))
+    seed = fields.Integer(load_default=0, validate=validate.Range(min=0, max=2**63 - 1))
+
+
 @blp.route("", methods=["GET"])
+@blp.response(200, ProductList)
 @blp.doc(summary="The catalogue: every product's metadata (never rows)")
-@blp.doc(responses={"200": ref_response("ProductList")})
 def list() -> Response:
     return respond(products.listing(runtime(), caller()))
 
 
 @blp.route("", methods=["POST"])
+@blp.arguments(NewManifestSchema)
+@blp.response(201, ProductAnswer)
 @blp.doc(summary="Register a product from its manifest (operator)")
-@blp.doc(requestBody=ref_body("Manifest"), responses={"201": ref_response("Product")})
-def create() -> Response:
-    return respond(products.register(runtime(), json_body(), caller().id))
+def create(manifest: DataProduct) -> Response:
+    return respond(products.register(runtime(), manifest, caller().id))
 
 
 @blp.route("/<product_id>", methods=["GET"])
-@blp.doc(summary="One product's metadata", responses={"200": ref_response("Product")})
+@blp.response(200, ProductAnswer)
+@blp.doc(summary="One product's metadata")
 def show(product_id: str) -> Response:
     return respond(products.read(runtime(), caller(), product_id))
 
 
 @blp.route("/<product_id>/sample", methods=["GET"])
-@blp.doc(
-    summary="Synthetic rows generated from the manifest alone, never from the data",
-    parameters=[
-        {"in": "query", "name": "n", "schema": {"type": "integer", "default": 20}},
-        {"in": "query", "name": "seed", "schema": {"type": "integer", "default": 0}},
-    ],
-)
-def sample(product_id: str) -> Response:
-    n, seed = _int_param("n", 20), _int_param("seed", 0)
-    return respond(products.sample(runtime(), product_id, n, seed))
-
-
-def _int_param(name: str, default: int) -> int:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidRequest(
-            f"{name} must be an integer", {"fields": {name: ["not an integer"]}}
-        ) from None
+@blp.arguments(SampleArgs, location="query")
+@blp.response(200, Sample)
+@blp.doc(summary="Synthetic rows generated from the manifest alone, never from the data")
+def sample(args: dict[str, Any], product_id: str) -> Response:
+    return respond(products.sample(runtime(), product_id, args["n"], args["seed"]))
 
 
 @blp.route("/<product_id>/data", methods=["PUT"])
+@blp.response(200, ProductAnswer)
 @blp.doc(
     summary="Upload the product's rows (CSV or Parquet body); creates a new version",
     requestBody={
+        "required": True,
         "content": {
             "text/csv": {"schema": {"type": "string"}},
             "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
-        }
+        },
     },
 )
 def upload(product_id: str) -> Response:

@@ -6,29 +6,24 @@ from flask import Response
 from flask_smorest import Blueprint
 
 from sandbox.actions import queries
-from sandbox.api.calls import caller, json_body, respond, runtime
-from sandbox.api.schemas import ref_body, ref_response
+from sandbox.actions.queries import QueryRequest, QueryRequestSchema
+from sandbox.api.calls import caller, respond, runtime
+from sandbox.api.schemas import Preview, QueryAnswer
 
 blp = Blueprint("queries", __name__, url_prefix="/v1/queries", description="DP queries")
 
 
 @blp.route("/preview", methods=["POST"])
-@blp.doc(
-    summary="Cost and 95% accuracy of a query; nothing is spent (enterprise)",
-    requestBody=ref_body("QueryRequest"),
-    responses={"200": ref_response("Preview")},
-)
-def preview() -> Response:
-    req = queries.parse_query_request(json_body())
-    return respond(queries.preview(runtime(), caller(), req))
+@blp.arguments(QueryRequestSchema)
+@blp.response(200, Preview)
+@blp.doc(summary="Cost and 95% accuracy of a query; nothing is spent (enterprise)")
+def preview(request: QueryRequest) -> Response:
+    return respond(queries.preview(runtime(), caller(), request))
 
 
 @blp.route("", methods=["POST"])
-@blp.doc(
-    summary="Run a DP aggregate query under a scope (enterprise)",
-    requestBody=ref_body("QueryRequest"),
-    responses={"200": ref_response("QueryAnswer")},
-)
-def run() -> Response:
-    req = queries.parse_query_request(json_body())
-    return respond(queries.run_query(runtime(), caller(), req))
+@blp.arguments(QueryRequestSchema)
+@blp.response(200, QueryAnswer)
+@blp.doc(summary="Run a DP aggregate query under a scope (enterprise)")
+def run(request: QueryRequest) -> Response:
+    return respond(queries.run_query(runtime(), caller(), request))

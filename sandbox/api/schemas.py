@@ -1,104 +1,114 @@
-"""marshmallow schemas of the HTTP contract (DESIGN §5), for the OpenAPI document.
+"""The answers of the HTTP contract (DESIGN §5), described for the OpenAPI document.
 
-Request bodies are validated by the domain parsers (which give field-level errors
-with the domain's rules); these schemas describe the same shapes for clients.
+Request bodies and query parameters are described by the schemas that parse them
+(``@blp.arguments`` with the domain's own schemas: ``GrantSchema``,
+``PrincipalSchema``, ``QueryRequestSchema``...), so the document cannot drift from
+the parsers. Answers are rendered by the actions; these schemas say what they hold.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask_smorest import Api
 from marshmallow import Schema, fields
 
 from products.manifest import ManifestSchema
 
 
-def ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def ref_body(name: str) -> dict[str, Any]:
-    """An OpenAPI requestBody pointing at a registered schema."""
-    return {"required": True, "content": {"application/json": {"schema": ref(name)}}}
-
-
-def ref_response(name: str, description: str = "OK") -> dict[str, Any]:
-    """An OpenAPI response pointing at a registered schema."""
-    return {"description": description, "content": {"application/json": {"schema": ref(name)}}}
-
-
 class ErrorDetail(Schema):
-    code = fields.String(required=True)
+    code = fields.String(
+        required=True, metadata={"description": "DESIGN §5 code, e.g. budget_exhausted"}
+    )
     message = fields.String(required=True)
     details = fields.Dict()
 
 
 class Error(Schema):
+    """Every refusal: ``{"error": {"code", "message", "details"}}``."""
+
     error = fields.Nested(ErrorDetail, required=True)
 
 
-class Product(ManifestSchema):
+class Budget(Schema):
+    epsilon = fields.Float()
+    spent = fields.Float()
+    remaining = fields.Float()
+    delta = fields.Float()
+    delta_spent = fields.Float()
+    delta_remaining = fields.Float()
+
+
+class ProductAnswer(ManifestSchema):
     owner = fields.String()
     status = fields.String()
     version = fields.Integer(allow_none=True)
-    content_hash = fields.String(allow_none=True)
+    content_hash = fields.String(metadata={"description": "operators and regulators only"})
     row_count = fields.Integer(metadata={"description": "operators and regulators only"})
     created_at = fields.String()
     loaded_at = fields.String(allow_none=True)
 
 
 class ProductList(Schema):
-    products = fields.List(fields.Nested(Product))
+    products = fields.List(fields.Nested(ProductAnswer))
 
 
-class KeySpec(Schema):
-    kid = fields.String(metadata={"description": "default: RFC 7638 JWK thumbprint"})
-    alg = fields.String(metadata={"enum": ["EdDSA", "ES256"]})
-    public_key = fields.String(required=True, metadata={"description": "SPKI PEM"})
+class Sample(Schema):
+    columns = fields.List(fields.String())
+    rows = fields.List(fields.List(fields.Raw()))
+    synthetic = fields.Boolean()
 
 
-class PrincipalRequest(Schema):
-    id = fields.String(required=True)
-    role = fields.String(required=True, metadata={"enum": ["enterprise", "regulator", "operator"]})
-    name = fields.String(required=True)
-    keys = fields.List(fields.Nested(KeySpec), required=True)
-
-
-class BudgetDoc(Schema):
-    epsilon = fields.Float()
-    spent = fields.Float()
-    remaining = fields.Float()
-
-
-class ScopeRequest(Schema):
-    id = fields.String()
-    enterprise = fields.String(required=True)
-    product = fields.String(required=True)
-    purpose = fields.String(required=True)
-    operations = fields.Dict(
-        required=True,
-        metadata={"example": {"aggregate": {"columns": ["district"]}, "verify": ["vp-id"]}},
-    )
-    epsilon = fields.Float(required=True)
-    delta = fields.Float(load_default=0)
-    max_epsilon_per_query = fields.Float()
-    rate_per_minute = fields.Integer(required=True)
-    daily_quota = fields.Integer(required=True)
-    valid_from = fields.String(required=True)
-    valid_until = fields.String(required=True)
-
-
-class Scope(ScopeRequest):
+class KeyAnswer(Schema):
+    kid = fields.String()
+    alg = fields.String()
     status = fields.String()
+    public_key = fields.String()
+    jwk = fields.Dict()
+
+
+class PrincipalAnswer(Schema):
+    id = fields.String()
+    role = fields.String()
+    name = fields.String()
+    keys = fields.List(fields.Nested(KeyAnswer))
+    created_at = fields.String()
+    disabled_at = fields.String(allow_none=True)
+
+
+class ScopeAnswer(Schema):
+    id = fields.String()
+    enterprise = fields.String()
+    product = fields.String()
+    purpose = fields.String()
+    operations = fields.Dict()
+    epsilon = fields.Float()
+    delta = fields.Float()
+    max_epsilon_per_query = fields.Float()
+    rate_per_minute = fields.Integer()
+    daily_quota = fields.Integer()
+    valid_from = fields.String()
+    valid_until = fields.String()
+    status = fields.String()
+    status_reason = fields.String(allow_none=True)
     granted_by = fields.String()
-    budget = fields.Nested(BudgetDoc)
+    created_at = fields.String()
+    budget = fields.Nested(Budget)
 
 
-class QueryRequest(Schema):
-    scope = fields.String(required=True)
-    sql = fields.String(required=True)
-    epsilon = fields.Float(required=True)
+class ScopeList(Schema):
+    scopes = fields.List(fields.Nested(ScopeAnswer))
+
+
+class Charge(Schema):
+    epsilon = fields.String()
+    delta = fields.String()
+    audit_index = fields.Integer(allow_none=True)
+    request_id = fields.String(allow_none=True)
+    time = fields.String()
+
+
+class ChargesAnswer(Schema):
+    scope = fields.String()
+    budget = fields.Nested(Budget)
+    charges = fields.List(fields.Nested(Charge))
 
 
 class Accuracy(Schema):
@@ -115,35 +125,39 @@ class QueryAnswer(Schema):
     columns = fields.List(fields.String())
     rows = fields.List(fields.List(fields.Raw()))
     epsilon_spent = fields.Float()
-    budget = fields.Nested(BudgetDoc)
+    budget = fields.Nested(Budget)
     accuracy = fields.List(fields.Nested(Accuracy))
     receipt = fields.String(metadata={"description": "compact JWS, typ pds-receipt+jwt"})
 
 
-class VerificationRequest(Schema):
-    scope = fields.String(required=True)
-    subject = fields.Dict(required=True)
-    params = fields.Dict()
-    consent_ref = fields.String()
-    request_id = fields.String()
-
-
-class BatchItem(Schema):
-    subject = fields.Dict(required=True)
-    params = fields.Dict()
-    consent_ref = fields.String()
-
-
-class BatchRequest(Schema):
-    scope = fields.String(required=True)
-    items = fields.List(fields.Nested(BatchItem), required=True)
-    request_id = fields.String()
-
-
-class VerificationAnswer(Schema):
+class VerificationResult(Schema):
     match = fields.Boolean(required=True)
     checks = fields.Dict(keys=fields.String(), values=fields.Boolean())
+
+
+class VerificationAnswer(VerificationResult):
     receipt = fields.String()
+
+
+class BatchAnswer(Schema):
+    results = fields.List(fields.Nested(VerificationResult))
+    receipt = fields.String()
+
+
+class VerificationProductList(Schema):
+    verification_products = fields.List(fields.Dict())
+
+
+class Entry(Schema):
+    index = fields.Integer()
+    leaf_hash = fields.String(metadata={"description": "hex"})
+    leaf = fields.String(metadata={"description": "base64 of the RFC 8785 leaf bytes"})
+    entry = fields.Dict()
+
+
+class EntryPage(Schema):
+    entries = fields.List(fields.Nested(Entry))
+    next_cursor = fields.Integer(allow_none=True)
 
 
 class Checkpoint(Schema):
@@ -151,6 +165,7 @@ class Checkpoint(Schema):
     root_hash = fields.String()
     time = fields.String()
     note = fields.String()
+    cosigned_note = fields.String(allow_none=True)
 
 
 class InclusionProof(Schema):
@@ -169,27 +184,7 @@ class ConsistencyProof(Schema):
     proof = fields.List(fields.String())
 
 
-SCHEMAS: dict[str, type[Schema]] = {
-    "ErrorResponse": Error,
-    "Manifest": ManifestSchema,
-    "Product": Product,
-    "ProductList": ProductList,
-    "PrincipalRequest": PrincipalRequest,
-    "ScopeRequest": ScopeRequest,
-    "Scope": Scope,
-    "QueryRequest": QueryRequest,
-    "Preview": Preview,
-    "QueryAnswer": QueryAnswer,
-    "VerificationRequest": VerificationRequest,
-    "BatchRequest": BatchRequest,
-    "VerificationAnswer": VerificationAnswer,
-    "Checkpoint": Checkpoint,
-    "InclusionProof": InclusionProof,
-    "ConsistencyProof": ConsistencyProof,
-}
-
-
-def register_schemas(api: Api) -> None:
-    """Add every schema above to the OpenAPI components."""
-    for name, schema in SCHEMAS.items():
-        api.spec.components.schema(name, schema=schema)
+class Cosignature(Schema):
+    witness = fields.String()
+    line = fields.String()
+    created = fields.Boolean()

@@ -9,9 +9,10 @@ from typing import Any
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from policies.principals import Role
+from policies.principals import PrincipalSchema, Role
 from products.errors import InvalidRequest
 from products.loader import DataFormat
+from products.manifest import NewManifestSchema
 from products.yamlfile import load_yaml
 from sandbox.actions import principals as principals_actions
 from sandbox.actions import products as products_actions
@@ -65,7 +66,8 @@ def principals_add(
     rt = ctx.runtime(create=True)
     key = {"public_key": Path(public_key).read_text(), **({"kid": kid} if kid else {})}
     data = {"id": principal_id, "role": role, "name": name or principal_id, "keys": [key]}
-    outcome = ctx.call(principals_actions.register(rt, data, None, roles=tuple(Role)))
+    request = ctx.parse(PrincipalSchema, data, "principal", "principal.register")
+    outcome = ctx.call(principals_actions.register(rt, request, None, roles=tuple(Role)))
     assert outcome.body is not None
     kids = ", ".join(k["kid"] for k in outcome.body["keys"])
     click.echo(f"added {role} {principal_id!r} with kid {kids} (audit index {outcome.index})")
@@ -117,7 +119,8 @@ def products_register(
     if data_file:
         DataFormat.from_name(Path(data_file).name)
     rt = ctx.runtime(create=True)
-    outcome = ctx.call(products_actions.register(rt, data, owner))
+    product = ctx.parse(NewManifestSchema, data, "product manifest", "product.register")
+    outcome = ctx.call(products_actions.register(rt, product, owner))
     assert outcome.body is not None
     product_id = str(outcome.body["id"])
     click.echo(f"registered product {product_id!r} (audit index {outcome.index})")

@@ -5,7 +5,12 @@ from __future__ import annotations
 import shlex
 import sys
 from collections.abc import Callable
+from typing import Any
 
+from marshmallow import Schema
+
+from products.errors import InvalidRequest
+from products.parsing import parse
 from sandbox.actions.call import Caller, Outcome, Pending, commit
 from sandbox.runtime import Runtime
 from sandbox.settings import Settings
@@ -33,6 +38,15 @@ class CliContext:
         if self._runtime is not None:
             self._runtime.close()
             self._runtime = None
+
+    def parse(self, schema: type[Schema], data: Any, what: str, action: str) -> Any:
+        """Parse a local command's input with the API's schema (``products.parsing``);
+        a refusal is recorded as the command's ``action`` before it is raised."""
+        try:
+            return parse(schema, data, what)
+        except InvalidRequest as exc:
+            self.call(Pending(action, refusal=exc))
+            raise
 
     def call(self, pending: Pending) -> Outcome:
         """Commit a local command's action with its audit entry, exactly as the API

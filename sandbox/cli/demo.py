@@ -17,9 +17,11 @@ from typing import Any
 
 import click
 
-from policies.principals import Role, generate_keypair
+from policies.principals import PrincipalSchema, Role, generate_keypair
+from policies.scopes import GrantSchema
 from products.errors import NotFound
-from products.manifest import Classification
+from products.manifest import Classification, NewManifestSchema
+from products.verification import VerificationSchema
 from sandbox.actions import principals, products, scopes, verifications
 from sandbox.cli.admin import load_with_progress
 from sandbox.cli.common import CliContext
@@ -73,7 +75,8 @@ def _principals(ctx: CliContext, rt: Runtime, keys_dir: Path) -> None:
         pem = _key_pair(keys_dir, pid)
         if rt.principals.find(pid) is None:
             data = {"id": pid, "role": role.value, "name": name, "keys": [{"public_key": pem}]}
-            ctx.call(principals.register(rt, data, None, roles=tuple(Role)))
+            request = ctx.parse(PrincipalSchema, data, "principal", "principal.register")
+            ctx.call(principals.register(rt, request, None, roles=tuple(Role)))
 
 
 def _products(ctx: CliContext, rt: Runtime, data_dir: Path, sizes: DemoSizes, quiet: bool) -> None:
@@ -82,7 +85,8 @@ def _products(ctx: CliContext, rt: Runtime, data_dir: Path, sizes: DemoSizes, qu
         try:
             record = rt.catalogue.get(pid)
         except NotFound:
-            ctx.call(products.register(rt, data, "op-demo"))
+            manifest = ctx.parse(NewManifestSchema, data, "product manifest", "product.register")
+            ctx.call(products.register(rt, manifest, "op-demo"))
             record = rt.catalogue.get(pid)
         if record.current is None:
             if files is None:
@@ -91,7 +95,13 @@ def _products(ctx: CliContext, rt: Runtime, data_dir: Path, sizes: DemoSizes, qu
             load_with_progress(ctx, pid, files[pid], "op-demo", quiet=quiet)
     for vp_id, definition in verification_data().items():
         if rt.catalogue.verification_product_owner(vp_id) is None:
-            ctx.call(verifications.define(rt, "op-demo", definition))
+            loaded = ctx.parse(
+                VerificationSchema,
+                definition,
+                "verification product",
+                "verification_product.register",
+            )
+            ctx.call(verifications.define(rt, "op-demo", loaded))
 
 
 def _scopes(ctx: CliContext, rt: Runtime) -> None:
@@ -119,7 +129,8 @@ def _scopes(ctx: CliContext, rt: Runtime) -> None:
             "valid_from": (now - timedelta(days=1)).isoformat(),
             "valid_until": (now + timedelta(days=365)).isoformat(),
         }
-        ctx.call(scopes.grant(rt, grant, "op-demo"))
+        request = ctx.parse(GrantSchema, grant, "scope", "scope.grant")
+        ctx.call(scopes.grant(rt, request, "op-demo"))
 
 
 def _examples(demo_dir: Path, data_dir: Path) -> dict[str, Path]:

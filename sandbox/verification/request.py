@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from marshmallow import RAISE, Schema, fields, validate
+
 from products.errors import InvalidRequest, TooLarge
 from products.manifest import DataProduct, Scalar
 from products.text import is_utf8
@@ -23,6 +25,43 @@ from sandbox.verification.normalize import strip_edges, subject_problems
 MAX_CONSENT_REF = 256
 ITEM_FIELDS = frozenset({"subject", "params", "consent_ref"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}\Z")
+
+
+class ItemSchema(Schema):
+    """One subject: ``{subject, params?, consent_ref?}``; what its values must be depends
+    on the verification product (``parse_item``)."""
+
+    class Meta:
+        unknown = RAISE
+
+    subject = fields.Dict(keys=fields.String(), required=True)
+    params = fields.Dict(keys=fields.String())
+    consent_ref = fields.Raw(metadata={"type": "string"})
+
+
+class VerificationRequestSchema(ItemSchema):
+    """``POST /v1/verifications/{vp_id}`` (DESIGN §5)."""
+
+    scope = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    request_id = fields.String(
+        validate=validate.Regexp(REQUEST_ID, error="1..128 printable ASCII characters")
+    )
+
+
+class BatchRequestSchema(Schema):
+    """``POST /v1/verifications/{vp_id}/batch`` (DESIGN §5); each item counts as a call."""
+
+    class Meta:
+        unknown = RAISE
+
+    scope = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    items = fields.List(fields.Nested(ItemSchema), required=True, validate=validate.Length(min=1))
+    request_id = fields.String(
+        validate=validate.Regexp(REQUEST_ID, error="1..128 printable ASCII characters")
+    )
 
 
 @dataclass(frozen=True)

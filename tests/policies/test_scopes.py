@@ -105,7 +105,7 @@ def test_design_example_is_a_valid_grant() -> None:
         ({"valid_from": "yesterday"}, "valid_from"),
         ({"valid_from": "2026-01-01T00:00:00"}, "valid_from"),
         ({"id": "has spaces"}, "id"),
-        ({"extra": 1}, "_schema"),
+        ({"extra": 1}, "extra"),
     ],
 )
 def test_bad_grants_are_refused_with_field_level_messages(over: dict[str, Any], field: str) -> None:

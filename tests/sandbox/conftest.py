@@ -15,7 +15,8 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from policies.calls import sign_call
-from policies.principals import Role, generate_keypair
+from policies.principals import PrincipalSchema, Role, generate_keypair
+from products.parsing import parse
 from sandbox.actions import principals
 from sandbox.actions.call import Caller as CallContext
 from sandbox.actions.call import Outcome, Pending, commit
@@ -112,7 +113,8 @@ def add_principal(rt: Runtime, pid: str, role: Role, public_pem: bytes) -> str:
         "name": pid,
         "keys": [{"public_key": public_pem.decode()}],
     }
-    outcome = local(rt, principals.register(rt, data, None, roles=tuple(Role)))
+    request = parse(PrincipalSchema, data, "principal")
+    outcome = local(rt, principals.register(rt, request, None, roles=tuple(Role)))
     assert outcome.body is not None
     kid: str = outcome.body["keys"][0]["kid"]
     return kid

@@ -9,7 +9,7 @@ from policies.principals import KID, PRINCIPAL_ID
 from policies.scopes import SCOPE_ID
 from products.manifest import COLUMN_NAME, PRODUCT_ID
 from products.verification import CHECK_NAME, VERIFICATION_ID
-from sandbox.actions.verifications import REQUEST_ID
+from sandbox.verification.request import REQUEST_ID
 
 PATTERNS = {
     "scope id": (SCOPE_ID, "sc-1"),

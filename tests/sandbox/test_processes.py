@@ -127,10 +127,13 @@ def test_parallel_queries_through_two_servers_never_overdraw(tmp_path: Path, pg_
     private, kid = bootstrap(settings)
     rt = Runtime.open(settings)
     try:
+        from policies.scopes import GrantSchema
         from products.loader import DataFormat
+        from products.manifest import parse_manifest
+        from products.parsing import parse
         from sandbox.actions import products, scopes
 
-        local(rt, products.register(rt, REGISTRY_MANIFEST, "op"))
+        local(rt, products.register(rt, parse_manifest(REGISTRY_MANIFEST), "op"))
         rows = tmp_path / "rows.csv"
         rows.write_text(REGISTRY_ROWS)
         local(rt, products.upload(rt, "op", "enterprise_registry", rows, DataFormat.CSV).pending)
@@ -147,7 +150,7 @@ def test_parallel_queries_through_two_servers_never_overdraw(tmp_path: Path, pg_
             "valid_from": "2026-01-01T00:00:00Z",
             "valid_until": "2099-01-01T00:00:00Z",
         }
-        local(rt, scopes.grant(rt, grant, "op"))
+        local(rt, scopes.grant(rt, parse(GrantSchema, grant, "scope"), "op"))
     finally:
         rt.close()
     outcomes: list[str] = []

@@ -13,7 +13,8 @@ import pytest
 
 from audit.entry import result_hash
 from policies.calls import sign_call
-from policies.scopes import ScopeStatus, ScopeStore
+from policies.scopes import GrantSchema, ScopeStatus, ScopeStore
+from products.parsing import parse
 from sandbox.actions import scopes
 from sandbox.actions.call import Answer, Pending, commit
 from sandbox.actions.call import Caller as CallContext
@@ -202,7 +203,7 @@ def test_a_refused_call_changes_nothing_its_change_would_have(
     from tests.sandbox.api.test_principals_scopes_api import scope_request, setup_product
 
     setup_product(operator)
-    pending = scopes.grant(rt, scope_request(id="sc-twice"), "op-city")
+    pending = scopes.grant(rt, parse(GrantSchema, scope_request(id="sc-twice"), "s"), "op-city")
     op = rt.principals.get("op-city")
     replayed = CallContext.signed(
         op, jti="j-1", nonce_expires_at=rt.clock() + timedelta(minutes=5),

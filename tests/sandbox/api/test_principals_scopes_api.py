@@ -7,7 +7,8 @@ from typing import Any
 from flask import Flask
 
 from policies.principals import Role, generate_keypair
-from policies.scopes import ScopeStatus
+from policies.scopes import GrantSchema, ScopeStatus
+from products.parsing import parse
 from sandbox.actions import scopes
 from sandbox.actions.call import Caller as CallContext
 from sandbox.actions.call import commit
@@ -210,8 +211,9 @@ def test_a_grant_whose_id_was_taken_before_its_commit_is_refused_and_recorded(
     rt: Runtime, operator: Caller, enterprise: Caller
 ) -> None:
     setup_product(operator)
-    pending = scopes.grant(rt, scope_request(id="sc-acme"), "op-city")
-    local(rt, scopes.grant(rt, scope_request(id="sc-acme"), "op-other"))  # another process
+    request = parse(GrantSchema, scope_request(id="sc-acme"), "scope")
+    pending = scopes.grant(rt, request, "op-city")
+    local(rt, scopes.grant(rt, request, "op-other"))  # another process
     outcome = commit(rt, CallContext.local("test"), pending)
     assert outcome.error is not None and (outcome.status, outcome.error.code) == (409, "conflict")
     entry = rt.audit.entries(limit=1000).entries[-1].entry

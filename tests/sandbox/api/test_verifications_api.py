@@ -12,6 +12,9 @@ import pytest
 
 from audit.receipts import check_receipt
 from products.loader import DataFormat
+from products.manifest import parse_manifest
+from products.parsing import parse
+from products.verification import VerificationSchema
 from sandbox.actions import products, verifications
 from sandbox.actions.review import review
 from sandbox.demo import DemoSizes, manifest_data, verification_data, write_all
@@ -24,11 +27,11 @@ from tests.sandbox.conftest import Caller, error_code, local
 def demo(rt: Runtime, operator: Caller, enterprise: Caller, tmp_path: Path) -> dict[str, Any]:
     files = write_all(tmp_path / "csv", DemoSizes(300, 600, 100))
     for pid in ("enterprise_registry", "social_insurance"):
-        local(rt, products.register(rt, manifest_data()[pid], "op-city"))
+        local(rt, products.register(rt, parse_manifest(manifest_data()[pid]), "op-city"))
         local(rt, products.upload(rt, "op-city", pid, files[pid], DataFormat.CSV).pending)
     for body in verification_data().values():
         if body["product"] in ("enterprise_registry", "social_insurance"):
-            local(rt, verifications.define(rt, "op-city", body))
+            local(rt, verifications.define(rt, "op-city", parse(VerificationSchema, body, "vp")))
     rows = {}
     for pid in ("enterprise_registry", "social_insurance"):
         with files[pid].open(encoding="utf-8") as f:
