@@ -39,7 +39,7 @@ import datetime as dt
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from fractions import Fraction
 
@@ -119,15 +119,41 @@ class OutputKind(StrEnum):
     QUANTILE = "quantile"
 
 
+class Function(StrEnum):
+    """The aggregate functions a scope grants by name (``operations.aggregate.functions``,
+    ``policies.scopes.AGGREGATE_FUNCTIONS``)."""
+
+    COUNT = "count"
+    SUM = "sum"
+    AVG = "avg"
+    QUANTILE = "quantile"
+    HISTOGRAM = "histogram"
+
+
+_FUNCTION_OF_KIND = {
+    "count": Function.COUNT,
+    "sum": Function.SUM,
+    "avg": Function.AVG,
+    "quantile": Function.QUANTILE,
+}
+
+
 @dataclass(frozen=True)
 class OutputSpec:
-    """How one output column is computed from the released measurements."""
+    """How one output column is computed from the released measurements.
+
+    ``function`` is what a scope must grant for this column: ``histogram`` for a
+    ``BIN(col)`` key and for every COUNT of a query grouped by one (a histogram is
+    ``SELECT BIN(col), COUNT(*) ... GROUP BY 1``), else the aggregate's own name
+    (MEDIAN and QUANTILE_CONT are ``quantile``); None for a plain key.
+    """
 
     name: str
     kind: OutputKind
     key_index: int | None = None
     measures: tuple[str, ...] = ()
     column: Column | None = None
+    function: Function | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +187,11 @@ class Plan:
     @property
     def keys(self) -> tuple[BoundKey, ...]:
         return self.spec.keys
+
+    @property
+    def functions_used(self) -> frozenset[str]:
+        """The function names a scope must grant to run this query (see ``OutputSpec``)."""
+        return frozenset(str(o.function) for o in self.outputs if o.function is not None)
 
 
 Rule = Callable[[exp.Select, PlanSpec], exp.Select]
@@ -332,12 +363,22 @@ def plan(query: ResolvedQuery) -> Plan:
     selector = cat.count(None) if threshold else None
     outputs: list[OutputSpec] = []
     key_index = {id(k): i for i, k in enumerate(query.keys)}
+    binned = any(k.binned for k in query.keys)
     for out in query.outputs:
         expr = out.expr
         if isinstance(expr, BoundKey):
-            outputs.append(OutputSpec(out.name, OutputKind.KEY, key_index=key_index[id(expr)]))
+            function = Function.HISTOGRAM if expr.binned else None
+            outputs.append(
+                OutputSpec(
+                    out.name, OutputKind.KEY, key_index=key_index[id(expr)], function=function
+                )
+            )
             continue
-        outputs.append(_output(out.name, expr, cat))
+        spec = _output(out.name, expr, cat)
+        function = _FUNCTION_OF_KIND[spec.kind.value]
+        if binned and function is Function.COUNT:
+            function = Function.HISTOGRAM  # counts per declared bin: a histogram
+        outputs.append(replace(spec, function=function))
     suppressor = cat.count(None) if product.min_group_size is not None else None
     spec = PlanSpec(
         product=product,

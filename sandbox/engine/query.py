@@ -61,6 +61,13 @@ class PreparedQuery:
     def columns(self) -> list[str]:
         return [o.name for o in self.plan.outputs]
 
+    @property
+    def functions_used(self) -> frozenset[str]:
+        """The aggregate function names a scope must grant for this query: ``count``,
+        ``sum``, ``avg``, ``quantile`` (MEDIAN, QUANTILE_CONT) and ``histogram`` (any
+        ``BIN(col)`` key; the COUNTs of such a query are ``histogram``, not ``count``)."""
+        return self.plan.functions_used
+
     def allocation(self, alias: str) -> Allocation:
         for a in self.allocations:
             if a.measurement.alias == alias:
