@@ -374,11 +374,11 @@ def plan(query: ResolvedQuery) -> Plan:
                 )
             )
             continue
-        spec = _output(out.name, expr, cat)
-        function = _FUNCTION_OF_KIND[spec.kind.value]
+        output = _output(out.name, expr, cat)
+        function = _FUNCTION_OF_KIND[output.kind.value]
         if binned and function is Function.COUNT:
             function = Function.HISTOGRAM  # counts per declared bin: a histogram
-        outputs.append(replace(spec, function=function))
+        outputs.append(replace(output, function=function))
     suppressor = cat.count(None) if product.min_group_size is not None else None
     spec = PlanSpec(
         product=product,
