@@ -26,7 +26,6 @@ import opendp.prelude as dp
 
 from sandbox.errors import QueryFailed
 
-CONFIDENCE = 0.95
 _I64_SAFE = 2**62
 
 
@@ -141,25 +140,6 @@ def _check_range(values: Sequence[int], scale: float) -> None:
                 "query with WHERE or ask for narrower bounds",
                 {"rule": "value_range"},
             )
-
-
-def discrete_laplace_ci95(scale: float) -> int:
-    """Return the smallest integer h with P(|Z| > h) <= 5% for discrete Laplace(scale).
-
-    For Z discrete Laplace with r = exp(-1/scale): P(|Z| >= m) = 2 r^m / (1 + r), m >= 1.
-    """
-    if scale <= 0:
-        return 0
-    r = math.exp(-1.0 / scale)
-    alpha = 1 - CONFIDENCE
-    # smallest m >= 1 with 2 r^m / (1 + r) <= alpha, then h = m - 1
-    m = math.ceil(math.log(alpha * (1 + r) / 2) / math.log(r)) if r > 0 else 1
-    m = max(m, 1)
-    while m > 1 and 2 * r ** (m - 1) / (1 + r) <= alpha:
-        m -= 1
-    while 2 * r**m / (1 + r) > alpha:
-        m += 1
-    return m - 1
 
 
 # --- report noisy max (exponential-mechanism quantiles) -----------------------------

@@ -22,7 +22,7 @@ from typing import Any
 
 from products.errors import InvalidRequest
 from products.manifest import Column, ColumnType, DataProduct
-from sandbox.engine import noise
+from sandbox.engine import accuracy, noise
 from sandbox.engine.isolation import EngineLimits, QueryRunner, Row, default_runner
 from sandbox.engine.parse import parse
 from sandbox.engine.plan import Measurement, Mechanism, OutputKind, OutputSpec, Plan, plan
@@ -98,11 +98,13 @@ class PreparedQuery:
 
     def accuracy(self) -> list[dict[str, Any]]:
         """Return ``[{"column", "ci95"}]`` for each aggregate output column: the 95%
-        half-width of its noise, computed from the noise scale alone.
+        half-width of its noise, computed from the noise scale alone (calibrated:
+        ``released ± ci95`` covers the bounded statistic's truth 95% of the time).
 
         ``ci95`` is None where it depends on the data: AVG (a ratio of two noisy values;
-        ``execute`` reports an approximation from the released values) and quantiles
-        (the exponential mechanism's error is in rank, not in value units).
+        ``execute`` reports each row's half-width, computed from the released values, in
+        ``ci95_rows``) and quantiles (the exponential mechanism's error is in rank, not
+        in value units).
         """
         out: list[dict[str, Any]] = []
         for spec in self.plan.outputs:
@@ -114,7 +116,7 @@ class PreparedQuery:
 
     def _laplace_ci(self, alias: str) -> int | float:
         a = self.allocation(alias)
-        half = noise.discrete_laplace_ci95(a.scale)
+        half = accuracy.discrete_laplace_ci95(a.scale)
         quantum = a.measurement.quantum
         return half if quantum == 1 else float(half * quantum)
 
@@ -249,7 +251,7 @@ def execute(
     """
     active = runner if runner is not None else default_runner()
     rows = active.run(Path(db_path), prepared.rewritten_sql, limits)
-    return _release(prepared, rows)
+    return release_rows(prepared, rows)
 
 
 @dataclass
@@ -259,7 +261,20 @@ class _Group:
     noisy: dict[str, Any]
 
 
-def _release(prepared: PreparedQuery, rows: Sequence[Row]) -> Answer:
+@dataclass
+class _OutRow:
+    values: list[JsonScalar]
+    sort_keys: list[Any]
+    ci95: dict[str, float | None]  # per-row half-widths (AVG columns)
+
+
+def release_rows(prepared: PreparedQuery, rows: Sequence[Row]) -> Answer:
+    """Return the DP answer for the exact per-group rows of ``prepared.rewritten_sql``:
+    draw OpenDP noise for every measurement of every released group, then
+    post-process (AVG, clamping, min_group_size, ORDER BY, LIMIT, accuracy).
+
+    Each call draws fresh noise: it is one release, to be charged as such.
+    """
     the_plan = prepared.plan
     keys = the_plan.keys
     nkeys = len(keys)
@@ -296,8 +311,15 @@ def _release(prepared: PreparedQuery, rows: Sequence[Row]) -> Answer:
             g.noisy[m.alias] = value
 
     min_size = prepared.product.min_group_size
-    out_rows: list[tuple[list[JsonScalar], list[Any]]] = []
-    avg_ci: dict[str, float] = {}
+    out_rows: list[_OutRow] = []
+    averages = [o for o in the_plan.outputs if o.kind is OutputKind.AVG]
+    pending: dict[str, list[tuple[float, int]]] = {o.name: [] for o in averages}
+    pending_rows: dict[str, list[_OutRow]] = {o.name: [] for o in averages}
+    count_halves = {
+        o.name: int(prepared._laplace_ci(o.measures[0]))
+        for o in the_plan.outputs
+        if o.kind is OutputKind.COUNT
+    }
     for g in groups:
         suppressed = (
             the_plan.suppressor is not None
@@ -306,29 +328,49 @@ def _release(prepared: PreparedQuery, rows: Sequence[Row]) -> Answer:
         )
         if suppressed and nkeys:
             continue  # post-processing: the group's noisy count is below min_group_size
-        values: list[JsonScalar] = []
-        sort_keys: list[Any] = []
+        out = _OutRow([], [], {})
         for spec in the_plan.outputs:
             if spec.kind is OutputKind.KEY:
                 assert spec.key_index is not None
                 raw = g.key[spec.key_index]
-                values.append(_key_output(raw, keys[spec.key_index]))
-                sort_keys.append(raw)
+                out.values.append(_key_output(raw, keys[spec.key_index]))
+                out.sort_keys.append(raw)
                 continue
-            released = None if suppressed else _aggregate_value(prepared, spec, g, avg_ci)
-            values.append(released)
-            sort_keys.append(released)
-        out_rows.append((values, sort_keys))
+            released = None
+            if spec.kind in (OutputKind.AVG, OutputKind.COUNT):
+                out.ci95[spec.name] = None
+            if spec.kind is OutputKind.AVG and not suppressed:
+                pending_rows[spec.name].append(out)
+            if not suppressed:
+                released = _aggregate_value(prepared, spec, g, pending.get(spec.name, []))
+            if spec.kind is OutputKind.COUNT and not suppressed:
+                out.ci95[spec.name] = accuracy.clamped_count_ci95(
+                    int(g.noisy[spec.measures[0]]), count_halves[spec.name]
+                )
+            out.values.append(released)
+            out.sort_keys.append(released)
+        out_rows.append(out)
+
+    for spec in averages:
+        halves = _average_ci95(prepared, spec, pending[spec.name])
+        for out, half in zip(pending_rows[spec.name], halves, strict=True):
+            out.ci95[spec.name] = half
 
     ordered = _order(out_rows, the_plan)
-    accuracy = prepared.accuracy()
-    for entry in accuracy:
-        if entry["column"] in avg_ci:
-            entry["ci95"] = avg_ci[entry["column"]]
+    widths = prepared.accuracy()
+    for entry in widths:
+        name = entry["column"]
+        if name in pending or name in count_halves:
+            per_row = [r.ci95.get(name) for r in ordered]
+            entry["ci95_rows"] = per_row
+        if name in pending:
+            # An average's half-width depends on its row: one number is calibrated for
+            # every row only when there is one row.
+            entry["ci95"] = per_row[0] if len(per_row) == 1 else None
     return Answer(
         columns=prepared.columns,
-        rows=ordered,
-        accuracy=accuracy,
+        rows=[r.values for r in ordered],
+        accuracy=widths,
         epsilon_spent=prepared.epsilon,
         delta_spent=prepared.delta_spent,
     )
@@ -408,7 +450,7 @@ def quantile_scores(histogram: dict[int, int] | None, m: Measurement) -> list[in
 
 
 def _aggregate_value(
-    prepared: PreparedQuery, spec: OutputSpec, g: _Group, avg_ci: dict[str, float]
+    prepared: PreparedQuery, spec: OutputSpec, g: _Group, pending: list[tuple[float, int]]
 ) -> JsonScalar:
     kind = spec.kind
     m0 = spec.measures[0]
@@ -425,32 +467,50 @@ def _aggregate_value(
     # AVG = center + (noisy centred sum) / (noisy count), clamped to the bounds.
     column = spec.column
     assert column is not None and column.bounds is not None
-    count = max(int(g.noisy[spec.measures[1]]), 1)
+    noisy_count = int(g.noisy[spec.measures[1]])
+    count = max(noisy_count, 1)
     centred = Fraction(int(g.noisy[m0])) * measure.quantum
     lo, hi = column.bounds
     mean = float(measure.center + centred / count)
     value = min(max(mean, float(lo)), float(hi))
-    # Approximate 95% half-width (first order, conservative): (h_S + |S/C| h_C) / C.
-    h_sum = noise.discrete_laplace_ci95(prepared.allocation(m0).scale) * float(measure.quantum)
-    h_count = noise.discrete_laplace_ci95(prepared.allocation(spec.measures[1]).scale)
-    half = (h_sum + abs(float(centred) / count) * h_count) / max(count - h_count, 1)
-    half = min(half, float(hi) - float(lo))
-    avg_ci[spec.name] = max(avg_ci.get(spec.name, 0.0), half)
+    # Its 95% half-width needs the noisy centred sum and count (see _average_ci95).
+    pending.append((float(centred), noisy_count))
     return value
 
 
-def _order(
-    rows: list[tuple[list[JsonScalar], list[Any]]], the_plan: Plan
-) -> list[list[JsonScalar]]:
+def _average_ci95(
+    prepared: PreparedQuery, spec: OutputSpec, pending: list[tuple[float, int]]
+) -> list[float]:
+    """The 95% half-widths of one AVG column's released rows (accuracy.average_ci95:
+    the error of center + S'/C' is exactly (Z_S - m Z_C) / C')."""
+    if not pending:
+        return []
+    column = spec.column
+    assert column is not None and column.bounds is not None
+    centred, count = (prepared.allocation(alias) for alias in spec.measures)
+    lo, hi = column.bounds
+    halves = accuracy.average_ci95(
+        sum_scale=centred.scale * float(centred.measurement.quantum),
+        count_scale=count.scale,
+        sums=[s for s, _ in pending],
+        center=float(centred.measurement.center),
+        counts=[c for _, c in pending],
+        lo=float(lo),
+        hi=float(hi),
+    )
+    return [float(h) for h in halves]
+
+
+def _order(rows: list[_OutRow], the_plan: Plan) -> list[_OutRow]:
     ordered = list(rows)
     for key in reversed(the_plan.order_by):
-        present = [r for r in ordered if r[1][key.position] is not None]
-        missing = [r for r in ordered if r[1][key.position] is None]
-        present.sort(key=lambda r: _sortable(r[1][key.position]), reverse=key.descending)
+        present = [r for r in ordered if r.sort_keys[key.position] is not None]
+        missing = [r for r in ordered if r.sort_keys[key.position] is None]
+        present.sort(key=lambda r: _sortable(r.sort_keys[key.position]), reverse=key.descending)
         ordered = missing + present if key.nulls_first else present + missing
     start = the_plan.offset
     stop = None if the_plan.limit is None else start + the_plan.limit
-    return [values for values, _ in ordered[start:stop]]
+    return ordered[start:stop]
 
 
 def _sortable(value: Any) -> Any:

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from sandbox.engine import noise
+from sandbox.engine import accuracy, noise
 from sandbox.errors import QueryFailed
 
 
@@ -46,7 +46,7 @@ def test_empty_vectors() -> None:
 
 @pytest.mark.parametrize("scale", [0.3, 1.0, 2.5, 10.0, 1234.5])
 def test_ci95_is_the_exact_discrete_laplace_quantile(scale: float) -> None:
-    h = noise.discrete_laplace_ci95(scale)
+    h = accuracy.discrete_laplace_ci95(scale)
     r = math.exp(-1 / scale)
 
     def tail(m: int) -> float:  # P(|Z| >= m)
