@@ -343,14 +343,16 @@ class _Catalogue:
         )
 
     def sum(self, column: Column, centered: bool) -> str:
+        # The column carries the bounds clipped to (declared or CLIP): SUM(x) and
+        # SUM(CLIP(x, ...)) are different statistics.
         return self._add(
-            ("sum", column.name, centered),
+            ("sum", column.name, column.bounds, centered),
             lambda a: _sum_measure(a, column, self.k, centered),
         )
 
     def quantile(self, column: Column, alpha: Fraction) -> str:
         return self._add(
-            ("quantile", column.name, alpha),
+            ("quantile", column.name, column.bounds, column.bins, alpha),
             lambda a: _quantile_measure(a, column, alpha, self.k),
         )
 
@@ -564,7 +566,10 @@ def _quantile_code(value: exp.Expr, m: Measurement) -> exp.Expr:
         return exp.Add(this=exp.Mul(this=_int(2), expression=offset), expression=_int(1))
     if grid.mode is CodeMode.INT_STEP:
         lo, hi, step = int(cands[0]), int(cands[-1]), grid.step
-        above = exp.Paren(this=exp.Sub(this=value.copy(), expression=_int(lo)))
+        # x - lo can exceed BIGINT (bounds near ±2^63, issue 13): compute in HUGEINT,
+        # where it cannot overflow for any stored value; j itself is at most 1,000.
+        wide = exp.cast(value.copy(), exp.DataType.build("HUGEINT"))
+        above = exp.Paren(this=exp.Sub(this=wide, expression=_int(lo)))
         j = exp.Paren(
             this=exp.IntDiv(
                 this=exp.Paren(this=exp.Add(this=above.copy(), expression=_int(step - 1))),
@@ -575,7 +580,8 @@ def _quantile_code(value: exp.Expr, m: Measurement) -> exp.Expr:
             exp.EQ(this=exp.Mod(this=above, expression=_int(step)), expression=_int(0)),
             exp.EQ(this=value.copy(), expression=_int(hi)),
         )
-        return exp.Add(this=exp.Mul(this=_int(2), expression=j), expression=_as_int(on_grid))
+        code = exp.Add(this=exp.Mul(this=_int(2), expression=j), expression=_as_int(on_grid))
+        return exp.cast(code, exp.DataType.build("BIGINT"))
     if grid.mode is CodeMode.FLOAT_STEP:
         return _float_grid_code(value, grid)
 

@@ -25,12 +25,21 @@ from products.manifest import Column, ColumnType, DataProduct
 from sandbox.engine import accuracy, noise
 from sandbox.engine.isolation import EngineLimits, QueryRunner, Row, default_runner
 from sandbox.engine.parse import parse
-from sandbox.engine.plan import Measurement, Mechanism, OutputKind, OutputSpec, Plan, plan
+from sandbox.engine.plan import (
+    MeasureKind,
+    Measurement,
+    Mechanism,
+    OutputKind,
+    OutputSpec,
+    Plan,
+    plan,
+)
 from sandbox.engine.resolve import BoundKey, KeyValue, resolve
 from sandbox.errors import InvalidSql
 
 JsonScalar = str | int | float | bool | None
 MAX_NOISE_SCALE = 2.0**50  # beyond this, integer noise could overflow 64 bits
+MAX_SCORE = 2**62  # quantile scores are capped here (they are u64 in OpenDP)
 
 
 @dataclass(frozen=True)
@@ -76,7 +85,8 @@ class PreparedQuery:
 
     def measurements(self) -> list[dict[str, Any]]:
         """Return, per noisy statistic: its kind, column, mechanism, sensitivity (in the
-        released unit), epsilon and noise scale (in the released unit)."""
+        released unit), epsilon and noise scale (in the released unit), and for sums and
+        quantiles the ``bounds`` its values are clipped to."""
         out = []
         for a in self.allocations:
             m = a.measurement
@@ -90,6 +100,9 @@ class PreparedQuery:
                 "epsilon": a.epsilon,
                 "scale": a.scale * unit,
             }
+            if m.kind is not MeasureKind.COUNT and m.column is not None:
+                assert m.column.bounds is not None
+                entry["bounds"] = list(m.column.bounds)  # clipped to (declared or CLIP)
             if a.threshold is not None:
                 entry["threshold"] = a.threshold
                 entry["delta"] = a.delta
@@ -438,14 +451,17 @@ def quantile_scores(histogram: dict[int, int] | None, m: Measurement) -> list[in
     ncand = len(m.candidates)
     per_code = [0] * (2 * ncand + 1)
     for code, count in (histogram or {}).items():
-        per_code[int(code)] += int(count)
+        # Codes are in range by construction; clamping keeps any value-dependent
+        # surprise from becoming an error (any per-row code keeps the sensitivity).
+        per_code[min(max(int(code), 0), 2 * ncand)] += int(count)
     n = sum(per_code)
     scores = []
     below = 0  # #{code <= 2i}
     for i in range(ncand):
         below += per_code[2 * i] + (per_code[2 * i - 1] if i > 0 else 0)
         equal = per_code[2 * i + 1]
-        scores.append(abs(den * below - num * (n - equal)))
+        # Capped (1-Lipschitz, so the sensitivity holds) to fit OpenDP's u64 scores.
+        scores.append(min(abs(den * below - num * (n - equal)), MAX_SCORE))
     return scores
 
 
