@@ -34,10 +34,11 @@ class UnsupportedQuery(DomainError):
 
 
 class QueryFailed(DomainError):
-    """The isolated engine could not finish the query (timeout, memory limit).
+    """The isolated engine could not finish the query (memory limit, engine failure).
 
     Reported as 413 ``too_large``: the query asked for more work than the sandbox
-    allows, which the caller can fix by narrowing it.
+    allows, which the caller can fix by narrowing it. (Running out of time is not
+    this: see ``QueryTimeout``.)
     """
 
     code = "too_large"
@@ -53,6 +54,16 @@ class ServiceUnavailable(DomainError):
     """A dependency (audit log, store) could not record the call; nothing was released."""
 
     code = "unavailable"
+
+
+class QueryTimeout(ServiceUnavailable):
+    """The query's engine work (SQL, noise, post-processing) ran past the platform's
+    time limit and was stopped; nothing was released or charged.
+
+    503 ``unavailable`` (DESIGN §5: "a store, disk or time limit of the platform, with
+    Retry-After"): ``details`` carries ``rule: "timeout"``, ``limit_s`` and
+    ``retry_after`` (whole seconds, for the ``Retry-After`` header).
+    """
 
 
 class UnsupportedMediaType(DomainError):

@@ -19,8 +19,9 @@ The only grammar the engine accepts is one ``SELECT`` over the product table::
 
 ``CLIP(column, lo, hi)`` asks for tighter clipping bounds than the declared ones for
 that one aggregate (less noise, more bias; ``resolve`` checks they lie within the
-declared bounds). ``BIN(column)`` is the histogram syntax: it groups a numeric column by the bin edges
-the manifest declares for it (``bins``), and is released like any other group key.
+declared bounds). ``BIN(column)`` is the histogram syntax: it groups a numeric column
+by the bin edges the manifest declares for it (``bins``), and is released like any
+other group key.
 
 This module is product-agnostic: it checks the shape of the statement and produces
 a frozen, typed ``ParsedQuery``. Binding names to the product and the scope is

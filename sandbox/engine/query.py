@@ -10,6 +10,7 @@ LIMIT). Budget charging, reuse of identical answers and auditing belong to the c
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import json
 import math
@@ -22,8 +23,9 @@ from typing import Any
 
 from products.errors import InvalidRequest
 from products.manifest import Column, ColumnType, DataProduct
-from sandbox.engine import accuracy, noise
-from sandbox.engine.isolation import EngineLimits, QueryRunner, Row, default_runner
+from sandbox.engine import accuracy, cost, noise
+from sandbox.engine.cost import CostLimits, QueryCost
+from sandbox.engine.isolation import Deadline, EngineLimits, QueryRunner, Row, default_runner
 from sandbox.engine.parse import parse
 from sandbox.engine.plan import (
     MeasureKind,
@@ -35,11 +37,12 @@ from sandbox.engine.plan import (
     plan,
 )
 from sandbox.engine.resolve import BoundKey, KeyValue, resolve
-from sandbox.errors import InvalidSql
+from sandbox.errors import ColumnNotAllowed, InvalidSql
 
 JsonScalar = str | int | float | bool | None
 MAX_NOISE_SCALE = 2.0**50  # beyond this, integer noise could overflow 64 bits
 MAX_SCORE = 2**62  # quantile scores are capped here (they are u64 in OpenDP)
+MAX_SENSITIVITY = 2**62  # OpenDP's maps take 64-bit integer distances
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class PreparedQuery:
     delta_spent: float
     plan: Plan
     allocations: tuple[Allocation, ...]
+    cost: QueryCost
+    max_threshold_groups: int = CostLimits.max_threshold_groups
 
     @property
     def columns(self) -> list[str]:
@@ -155,17 +160,24 @@ def prepare(
     allowed_columns: frozenset[str] | Iterable[str],
     delta: float | Decimal,
     epsilon: Decimal,
+    cost_limits: CostLimits | None = None,
 ) -> PreparedQuery:
-    """Parse, check and plan ``sql`` for ``product`` under a scope.
+    """Parse, check, plan and cost ``sql`` for ``product`` under a scope.
 
     ``allowed_columns`` is the scope's aggregate column list, ``delta`` its delta (used
     only by the threshold mechanism for unknown group keys) and ``epsilon`` the query's
-    epsilon (> 0), split evenly across the query's noisy statistics.
+    epsilon (> 0), split evenly across the query's noisy statistics. ``cost_limits``
+    (default ``CostLimits()``) bounds what the query may cost the platform; the cost
+    is computed from the plan alone, never from data.
 
-    Returns a ``PreparedQuery``. Raises ``InvalidRequest`` (bad epsilon or delta),
-    ``InvalidSql``, ``UnsupportedQuery``, ``UnknownColumn``, ``ColumnNotAllowed``,
-    ``TooLarge``.
+    Returns a ``PreparedQuery``. Raises ``InvalidRequest`` (bad epsilon or delta; rule
+    ``min_epsilon_per_statistic``; epsilon too small to noise), ``InvalidSql``,
+    ``UnsupportedQuery``, ``UnknownColumn``, ``ColumnNotAllowed`` (also rules
+    ``clip_within_bounds`` and ``bounds_range``), ``TooLarge`` (rules ``max_groups``,
+    ``max_cells``, ``max_quantile_cells``, ``max_quantile_candidates``,
+    ``max_answer_bytes``).
     """
+    limits = cost_limits if cost_limits is not None else CostLimits()
     eps = _check_epsilon(epsilon)
     dlt = _check_delta(delta)
     try:
@@ -179,7 +191,9 @@ def prepare(
             "the query nests its expressions too deeply to be checked; flatten them",
             {"rule": "max_depth"},
         ) from None
-    allocations = _allocate(the_plan, eps, dlt)
+    query_cost = cost.query_cost(the_plan, limits)
+    cost.check_cost(query_cost, limits, the_plan)
+    allocations = _allocate(the_plan, eps, dlt, limits)
     return PreparedQuery(
         product=product,
         sql=sql,
@@ -189,6 +203,8 @@ def prepare(
         delta_spent=dlt if any(a.threshold is not None for a in allocations) else 0.0,
         plan=the_plan,
         allocations=allocations,
+        cost=query_cost,
+        max_threshold_groups=limits.max_threshold_groups,
     )
 
 
@@ -221,15 +237,30 @@ def _split(epsilon: Decimal, parts: int) -> float:
     return value
 
 
-def _allocate(the_plan: Plan, epsilon: Decimal, delta: float) -> tuple[Allocation, ...]:
+def _allocate(
+    the_plan: Plan, epsilon: Decimal, delta: float, limits: CostLimits
+) -> tuple[Allocation, ...]:
     # Sequential composition inside the query: each distinct measurement gets an equal
     # share of epsilon (DESIGN §8); docs/engine.md explains why this is per measurement.
     measurements = the_plan.measurements
+    cost.check_epsilon_share(epsilon / len(measurements), len(measurements), limits)
     share = _split(epsilon, len(measurements))
     if share <= 0:
         raise InvalidRequest("epsilon is too small to split", {"field": "epsilon"})
     out: list[Allocation] = []
     for m in measurements:
+        # Checked before OpenDP sees them: its maps take 64-bit distances, and noise
+        # beyond 2^50 could overflow 64-bit values (all from bounds and epsilon alone).
+        if m.sensitivity > MAX_SENSITIVITY:
+            assert m.column is not None  # counts have sensitivity k <= 10,000
+            raise ColumnNotAllowed(
+                f"the bounds of {m.column.name} are too wide to noise exactly (one unit "
+                f"could move the {m.kind.value} by {m.sensitivity} integer units, over 2^62); "
+                f"ask with tighter bounds, CLIP({m.column.name}, lo, hi)",
+                {"clause": "SELECT", "column": m.column.name, "rule": "bounds_range"},
+            )
+        if m.sensitivity / share > MAX_NOISE_SCALE:
+            raise _too_noisy(epsilon, m)
         if m.mechanism is Mechanism.DISCRETE_LAPLACE:
             a = Allocation(m, share, noise.laplace_scale(m.sensitivity, share))
         elif m.mechanism is Mechanism.NOISY_MAX:
@@ -238,13 +269,18 @@ def _allocate(the_plan: Plan, epsilon: Decimal, delta: float) -> tuple[Allocatio
             scale, threshold = noise.threshold_params(m.sensitivity, share, delta)
             a = Allocation(m, share, scale, threshold, delta)
         if a.scale > MAX_NOISE_SCALE:
-            raise InvalidRequest(
-                f"epsilon {epsilon} is too small for this query: the noise would exceed the "
-                "engine's numeric range; ask for a larger epsilon or fewer aggregates",
-                {"field": "epsilon"},
-            )
+            raise _too_noisy(epsilon, m)
         out.append(a)
     return tuple(out)
+
+
+def _too_noisy(epsilon: Decimal, m: Measurement) -> InvalidRequest:
+    hint = f", or tighter bounds with CLIP({m.column.name}, lo, hi)" if m.column else ""
+    return InvalidRequest(
+        f"epsilon {epsilon} is too small for this query: the noise would exceed the "
+        f"engine's numeric range; ask for a larger epsilon or fewer aggregates{hint}",
+        {"field": "epsilon", "rule": "noise_range"},
+    )
 
 
 # --- execute -------------------------------------------------------------------------
@@ -259,12 +295,18 @@ def execute(
 ) -> Answer:
     """Run ``prepared`` on the product version at ``db_path`` and return the DP answer.
 
-    Uses ``runner`` (default: the process-wide ``WorkerPool``). Raises ``QueryFailed``
-    (timeout, memory, engine failure). The caller must have charged the budget first.
+    Uses ``runner`` (default: the process-wide ``WorkerPool``), which runs the SQL and
+    then the release step (``release_rows``: OpenDP noise and post-processing) in its
+    worker process, both within ``limits.timeout_s``: exact aggregates never reach
+    this process, and the whole engine work is bounded in time (and, by the cost
+    limits checked at ``prepare``, in size). Raises ``QueryTimeout`` (503
+    ``unavailable``, ``details.retry_after``) at the time limit, ``QueryFailed`` (413
+    ``too_large``) on the memory limit or an engine failure; nothing is released then.
     """
     active = runner if runner is not None else default_runner()
-    rows = active.run(Path(db_path), prepared.rewritten_sql, limits)
-    return release_rows(prepared, rows)
+    finish = functools.partial(release_rows, prepared)
+    answer: Answer = active.run_and_finish(Path(db_path), prepared.rewritten_sql, limits, finish)
+    return answer
 
 
 @dataclass
@@ -281,13 +323,17 @@ class _OutRow:
     ci95: dict[str, float | None]  # per-row half-widths (AVG columns)
 
 
-def release_rows(prepared: PreparedQuery, rows: Sequence[Row]) -> Answer:
+def release_rows(
+    prepared: PreparedQuery, rows: Sequence[Row], deadline: Deadline | None = None
+) -> Answer:
     """Return the DP answer for the exact per-group rows of ``prepared.rewritten_sql``:
     draw OpenDP noise for every measurement of every released group, then
     post-process (AVG, clamping, min_group_size, ORDER BY, LIMIT, accuracy).
 
-    Each call draws fresh noise: it is one release, to be charged as such.
+    Each call draws fresh noise: it is one release, to be charged as such. Raises
+    ``QueryTimeout`` if ``deadline`` passes (checked between OpenDP calls).
     """
+    check = deadline.check if deadline is not None else _no_deadline
     the_plan = prepared.plan
     keys = the_plan.keys
     nkeys = len(keys)
@@ -298,6 +344,7 @@ def release_rows(prepared: PreparedQuery, rows: Sequence[Row]) -> Answer:
         by_key[key] = {m.alias: v for m, v in zip(measurements, row[nkeys:], strict=True)}
 
     groups: list[_Group]
+    check()
     if the_plan.selector is not None:
         groups = _threshold_groups(prepared, by_key)
     else:
@@ -308,8 +355,10 @@ def release_rows(prepared: PreparedQuery, rows: Sequence[Row]) -> Answer:
         m = a.measurement
         if m.alias == the_plan.selector:
             continue
+        check()
         if m.mechanism is Mechanism.NOISY_MAX:
             for g in groups:
+                check()
                 scores = quantile_scores(g.exact.get(m.alias), m)
                 idx = noise.select_min(
                     scores, score_sensitivity=m.sensitivity, scale=a.scale, epsilon=a.epsilon
@@ -364,6 +413,7 @@ def release_rows(prepared: PreparedQuery, rows: Sequence[Row]) -> Answer:
             out.sort_keys.append(released)
         out_rows.append(out)
 
+    check()
     for spec in averages:
         halves = _average_ci95(prepared, spec, pending[spec.name])
         for out, half in zip(pending_rows[spec.name], halves, strict=True):
@@ -389,6 +439,10 @@ def release_rows(prepared: PreparedQuery, rows: Sequence[Row]) -> Answer:
     )
 
 
+def _no_deadline() -> None:
+    return None
+
+
 def _threshold_groups(
     prepared: PreparedQuery, by_key: dict[tuple[KeyValue, ...], dict[str, Any]]
 ) -> list[_Group]:
@@ -407,6 +461,11 @@ def _threshold_groups(
         epsilon=a.epsilon,
         delta=a.delta,
     )
+    if len(kept) > prepared.max_threshold_groups:
+        # Post-processing of the threshold's output: release the keys with the largest
+        # noisy counts, so the release's cost is bounded by the plan (cost.py).
+        largest = sorted(kept, key=lambda t: (-kept[t], t))[: prepared.max_threshold_groups]
+        kept = {t: kept[t] for t in largest}
     groups = []
     for text in sorted(kept):
         key = encoded[text]

@@ -15,7 +15,6 @@ import math
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
-from products.errors import TooLarge
 from products.manifest import (
     MAX_BOUND,
     MIN_BOUNDS_WIDTH,
@@ -48,7 +47,6 @@ from sandbox.errors import ColumnNotAllowed, UnknownColumn, UnsupportedQuery
 
 HIDDEN_COLUMNS = frozenset({"_unit_rank"})
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-MAX_GROUPS = 100_000
 
 KeyValue = Scalar | None
 
@@ -128,8 +126,8 @@ def resolve(
     """Bind ``parsed`` to ``product`` under a scope allowing ``allowed_columns``.
 
     Returns the ``ResolvedQuery``. Raises ``UnsupportedQuery`` (wrong table, literal of
-    the wrong type), ``UnknownColumn``, ``ColumnNotAllowed`` and ``TooLarge`` (too many
-    groups to release).
+    the wrong type), ``UnknownColumn`` and ``ColumnNotAllowed``. (How many groups may
+    be released is the cost model's business, ``cost.py``.)
     """
     return _Resolver(parsed, product, allowed_columns, delta).resolve()
 
@@ -159,15 +157,6 @@ class _Resolver:
             else:
                 outputs.append(BoundOutput(col.name, self._aggregate(col.expr)))
         bound_keys = tuple(keys.values())
-        groups = 1
-        for key in bound_keys:
-            groups *= len(key.values) if key.values is not None else 1
-        if groups > MAX_GROUPS:
-            raise TooLarge(
-                f"GROUP BY {', '.join(k.label for k in bound_keys)} has {groups} key "
-                f"combinations; at most {MAX_GROUPS} groups can be released in one query",
-                {"clause": "GROUP BY", "rule": "max_groups", "limit": MAX_GROUPS},
-            )
         where = self._predicate(parsed.where) if parsed.where is not None else None
         return ResolvedQuery(
             product=product,
