@@ -121,14 +121,6 @@ def check_cost(cost: QueryCost, limits: CostLimits, plan: Plan) -> None:
             f"{limits.max_groups} groups can be released in one query",
         ),
         (
-            "max_cells",
-            cost.cells,
-            limits.max_cells,
-            f"the query releases {cost.cells} noisy values ({cost.groups} groups × "
-            f"{cost.cells // max(cost.groups, 1)} statistics); at most {limits.max_cells} "
-            "are allowed in one query: fewer groups or aggregates",
-        ),
-        (
             "max_quantile_cells",
             cost.quantile_cells,
             limits.max_quantile_cells,
@@ -144,6 +136,14 @@ def check_cost(cost: QueryCost, limits: CostLimits, plan: Plan) -> None:
             f"candidates per quantile); at most {limits.max_quantile_candidates} are allowed "
             "in one query: fewer groups or quantiles, or CLIP(col, lo, hi) to a narrower "
             "range of an integer column (fewer candidates)",
+        ),
+        (
+            "max_cells",
+            cost.cells,
+            limits.max_cells,
+            f"the query releases {cost.cells} noisy values ({cost.groups} groups × "
+            f"{cost.cells // max(cost.groups, 1)} statistics); at most {limits.max_cells} "
+            "are allowed in one query: fewer groups or aggregates",
         ),
         (
             "max_answer_bytes",
