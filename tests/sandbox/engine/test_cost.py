@@ -59,9 +59,7 @@ def wide() -> DataProduct:
 @pytest.mark.parametrize(("expected", "epsilon", "sql"), CASES, ids=[c[2][:90] for c in CASES])
 def test_cost_limits(expected: str, epsilon: str, sql: str, wide: DataProduct) -> None:
     def run() -> Any:
-        return prepare(
-            wide, sql, allowed_columns=WIDE_ALLOWED, delta=0, epsilon=Decimal(epsilon)
-        )
+        return prepare(wide, sql, allowed_columns=WIDE_ALLOWED, delta=0, epsilon=Decimal(epsilon))
 
     if expected == "ok":
         q = run()
