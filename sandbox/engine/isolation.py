@@ -10,7 +10,11 @@ interrupts a query that outlives ``timeout_s``.
 Queries run in a small pool of worker processes (``WorkerPool``, spawn context): a
 query that crashes DuckDB or exhausts memory outside DuckDB's own accounting kills
 one worker, which is replaced, and the caller gets ``QueryFailed`` — the server lives
-on. A worker that does not answer within ``timeout_s`` plus a grace period is killed.
+on. ``run_and_finish`` also runs a picklable ``finish(rows, deadline)`` step in the
+worker (the engine's release: noise and post-processing), so the exact rows never
+leave it and one time limit covers the SQL and the release. A worker that does not
+answer within ``timeout_s`` plus a grace period is killed; running out of time is
+``QueryTimeout`` (503 ``unavailable``, with ``retry_after``).
 Workers keep their (locked, read-only) connections open between queries so that
 DuckDB's buffer cache stays warm; a connection is keyed by the file's identity and the
 limits, so a new product version opens a new one. ``UnsafeInProcessRunner`` runs in the
