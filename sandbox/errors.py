@@ -82,10 +82,11 @@ class UnsupportedQuery(DomainError):
 
 
 class QueryFailed(DomainError):
-    """The isolated engine could not finish the query within its memory or size limits.
+    """The isolated engine could not finish the query (memory limit, engine failure).
 
     Reported as 413 ``too_large``: the query asked for more work than the sandbox
-    allows, which the caller can fix by narrowing it.
+    allows, which the caller can fix by narrowing it. (Running out of time is not
+    this: see ``QueryTimeout``.)
     """
 
     code = "too_large"
@@ -111,6 +112,16 @@ class Internal(DomainError):
     """A defect of the service, recorded as such (500 ``internal``)."""
 
     code = "internal"
+
+
+class QueryTimeout(Unavailable):
+    """The query's engine work (SQL, noise, post-processing) ran past the platform's
+    time limit and was stopped; nothing was released or charged.
+
+    503 ``unavailable`` (DESIGN §5: "a store, disk or time limit of the platform, with
+    Retry-After"): ``details`` carries ``rule: "timeout"``, ``limit_s`` and
+    ``retry_after`` (whole seconds, for the ``Retry-After`` header).
+    """
 
 
 class UnsupportedMediaType(DomainError):

@@ -40,16 +40,9 @@ from policies.scopes import (
 from products.errors import NotFound
 from sandbox.actions.call import Answer, Apply, Pending
 from sandbox.engine import EngineLimits, PreparedQuery, execute, prepare
-from sandbox.engine.plan import OutputKind
 from sandbox.errors import ColumnNotAllowed
 from sandbox.runtime import Runtime
 
-FUNCTION_OF_KIND = {
-    OutputKind.COUNT: "count",
-    OutputKind.SUM: "sum",
-    OutputKind.AVG: "avg",
-    OutputKind.QUANTILE: "quantile",
-}
 MAX_SQL_CHARS = 20_000
 
 
@@ -157,8 +150,7 @@ def _prepared(rt: Runtime, scope: Scope, req: QueryRequest) -> tuple[PreparedQue
                 {"scope": scope.id, "budget": scope.budget.to_dict()},
             ) from None
         raise
-    used = {FUNCTION_OF_KIND[o.kind] for o in prepared.plan.outputs if o.kind in FUNCTION_OF_KIND}
-    refused = sorted(used - scope.aggregate_functions)
+    refused = sorted(prepared.functions_used - scope.aggregate_functions)
     if refused:
         raise OperationNotAllowed(
             f"scope {scope.id!r} does not grant {', '.join(refused)}; it grants "

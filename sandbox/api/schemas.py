@@ -113,7 +113,13 @@ class ChargesAnswer(Schema):
 
 class Accuracy(Schema):
     column = fields.String()
-    ci95 = fields.Float(allow_none=True)
+    ci95 = fields.Float(
+        allow_none=True, metadata={"description": "95% half-width of every row's value"}
+    )
+    ci95_rows = fields.List(
+        fields.Float(allow_none=True),
+        metadata={"description": "per released row, where rows differ (COUNT, AVG)"},
+    )
 
 
 class Preview(Schema):

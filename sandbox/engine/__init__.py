@@ -2,11 +2,13 @@
 
 parse → resolve → plan (a tuple of pure rewrite rules) → isolation (the only
 ``duckdb.connect`` for reads) → noise (the only importer of OpenDP). The HTTP layer
-calls ``prepare`` (preview: ``PreparedQuery.accuracy()``), charges the budget, then
-``execute``; ``synthetic_sample`` serves product samples from the manifest alone.
+calls ``prepare`` (preview: ``PreparedQuery.accuracy()``; the cost model refuses
+what would cost the platform too much), then ``execute`` and charges the answer;
+``synthetic_sample`` serves product samples from the manifest alone.
 
 Exports are loaded lazily so that the engine's worker processes, which import only
-``sandbox.engine.isolation``, start without sqlglot and OpenDP.
+``sandbox.engine.isolation``, start without sqlglot and OpenDP (they import the
+release step's modules with their first query).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sandbox.engine.cost import CostLimits, QueryCost
     from sandbox.engine.isolation import (
         EngineLimits,
         QueryRunner,
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
     from sandbox.engine.sample import synthetic_sample
 
 _EXPORTS = {
+    "CostLimits": "sandbox.engine.cost",
+    "QueryCost": "sandbox.engine.cost",
     "EngineLimits": "sandbox.engine.isolation",
     "QueryRunner": "sandbox.engine.isolation",
     "UnsafeInProcessRunner": "sandbox.engine.isolation",
@@ -40,8 +45,10 @@ _EXPORTS = {
 
 __all__ = [
     "Answer",
+    "CostLimits",
     "EngineLimits",
     "PreparedQuery",
+    "QueryCost",
     "QueryRunner",
     "UnsafeInProcessRunner",
     "WorkerPool",

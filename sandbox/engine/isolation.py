@@ -10,7 +10,11 @@ interrupts a query that outlives ``timeout_s``.
 Queries run in a small pool of worker processes (``WorkerPool``, spawn context): a
 query that crashes DuckDB or exhausts memory outside DuckDB's own accounting kills
 one worker, which is replaced, and the caller gets ``QueryFailed`` — the server lives
-on. A worker that does not answer within ``timeout_s`` plus a grace period is killed.
+on. ``run_and_finish`` also runs a picklable ``finish(rows, deadline)`` step in the
+worker (the engine's release: noise and post-processing), so the exact rows never
+leave it and one time limit covers the SQL and the release. A worker that does not
+answer within ``timeout_s`` plus a grace period is killed; running out of time is
+``QueryTimeout`` (503 ``unavailable``, with ``retry_after``).
 Workers keep their (locked, read-only) connections open between queries so that
 DuckDB's buffer cache stays warm; a connection is keyed by the file's identity and the
 limits, so a new product version opens a new one. ``UnsafeInProcessRunner`` runs in the
@@ -21,23 +25,29 @@ tests and comparisons); see docs/engine.md for the measured cost of each.
 from __future__ import annotations
 
 import atexit
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
 import queue
 import re
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import duckdb
 
-from sandbox.errors import QueryFailed, Unavailable
+from products.errors import DomainError
+from sandbox.errors import QueryFailed, QueryTimeout, Unavailable
 
 _MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*\Z", re.IGNORECASE)
 Row = tuple[Any, ...]
+_T = TypeVar("_T")
+BUSY_RETRY_AFTER_S = 5  # Retry-After of a refusal because every worker is busy
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,38 @@ class EngineLimits:
             raise ValueError("memory_limit must look like '512MB' or '2GB'")
         if not (isinstance(self.threads, int) and 1 <= self.threads <= 256):
             raise ValueError("threads must be an integer in [1, 256]")
+
+
+def timed_out(limit_s: float, step: str = "the query") -> QueryTimeout:
+    """The refusal of a query stopped at the time limit: 503 ``unavailable`` (DESIGN §5:
+    a time limit of the platform; nothing was released), with ``retry_after``."""
+    return QueryTimeout(
+        f"{step} ran longer than the limit of {limit_s:g} s and was stopped; nothing was "
+        "released or charged; try again later, or narrow the query (WHERE, fewer groups or "
+        "aggregates)",
+        {"rule": "timeout", "limit_s": limit_s, "retry_after": max(1, math.ceil(limit_s))},
+    )
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a query's whole engine work (SQL and release) must be done, on this
+    process's monotonic clock: ``timeout_s`` after the job started."""
+
+    at: float
+    limit_s: float
+
+    @classmethod
+    def start(cls, limits: EngineLimits) -> Deadline:
+        return cls(time.monotonic() + limits.timeout_s, limits.timeout_s)
+
+    def check(self) -> None:
+        """Raise ``QueryTimeout`` if the deadline has passed."""
+        if time.monotonic() > self.at:
+            raise timed_out(self.limit_s, "the query's release (noise)")
+
+
+Finish = Callable[[list[Row], Deadline], _T]
 
 
 def connection_config(limits: EngineLimits) -> dict[str, Any]:
@@ -96,19 +138,16 @@ def open_readonly(db_path: Path, limits: EngineLimits) -> duckdb.DuckDBPyConnect
 
 def run_query(con: duckdb.DuckDBPyConnection, sql: str, timeout_s: float) -> list[Row]:
     """Run ``sql`` on ``con`` and return all rows; a timer interrupts it after
-    ``timeout_s``. Raises ``QueryFailed`` (timeout, memory limit, any DuckDB error —
-    reported by kind only, since a DuckDB message may quote data)."""
+    ``timeout_s``. Raises ``QueryTimeout`` (503, the time limit) and ``QueryFailed``
+    (413: memory limit, any DuckDB error — reported by kind only, since a DuckDB
+    message may quote data)."""
     timer = threading.Timer(timeout_s, con.interrupt)
     timer.daemon = True
     timer.start()
     try:
         return list(con.execute(sql).fetchall())
     except duckdb.InterruptException:
-        raise QueryFailed(
-            f"the query ran longer than the limit of {timeout_s:g} s and was stopped; "
-            "narrow it (WHERE, fewer groups or aggregates)",
-            {"rule": "timeout", "limit_s": timeout_s},
-        ) from None
+        raise timed_out(timeout_s) from None
     except duckdb.OutOfMemoryException:
         raise QueryFailed(
             "the query needed more memory than the sandbox allows and was stopped; "
@@ -129,12 +168,23 @@ class QueryRunner(Protocol):
 
     def run(self, db_path: Path, sql: str, limits: EngineLimits) -> list[Row]: ...
 
+    def run_and_finish(
+        self, db_path: Path, sql: str, limits: EngineLimits, finish: Finish[_T]
+    ) -> _T:
+        """Run ``sql``, then ``finish(rows, deadline)`` where the query ran, within one
+        time limit: ``limits.timeout_s`` for both, the deadline passed to ``finish``
+        (which checks it between steps) and, in a worker, a hard stop after the grace
+        period. Returns what ``finish`` returns; the rows never leave the runner."""
+        ...
+
     def close(self) -> None: ...
 
 
 class UnsafeInProcessRunner:
     """Runs queries in the calling process: same DuckDB settings, a fresh connection per
-    query, but a DuckDB crash would take the process down. Tests and comparisons only."""
+    query, but a DuckDB crash would take the process down, and ``finish`` runs in the
+    calling thread (its deadline is only checked between steps). Tests and comparisons
+    only."""
 
     def run(self, db_path: Path, sql: str, limits: EngineLimits) -> list[Row]:
         con = open_readonly(db_path, limits)
@@ -142,6 +192,12 @@ class UnsafeInProcessRunner:
             return run_query(con, sql, limits.timeout_s)
         finally:
             con.close()
+
+    def run_and_finish(
+        self, db_path: Path, sql: str, limits: EngineLimits, finish: Finish[_T]
+    ) -> _T:
+        deadline = Deadline.start(limits)
+        return finish(self.run(db_path, sql, limits), deadline)
 
     def close(self) -> None:
         return None
@@ -196,34 +252,57 @@ class _Connections:
 
 
 def _worker_main(conn: multiprocessing.connection.Connection) -> None:
-    """Worker loop: receive (db_path, sql, limits), answer ("ok", rows) or
-    ("error", message, details); exit on None or a closed pipe."""
+    """Worker loop: receive (db_path, sql, limits, finish or None), answer ("ok", rows
+    or what ``finish`` returned) or ("error", a DomainError); exit on None or a closed
+    pipe.
+
+    ``finish`` (e.g. the release step: noise and post-processing) arrives pickled by
+    reference, so the worker imports its module on first use; until then a worker
+    imports only DuckDB.
+    """
     connections = _Connections()
     while True:
         try:
             job = conn.recv()
         except (EOFError, OSError):
             return
-        if job is None:
-            connections.close()
-            return
-        db_path, sql, limits = job
-        try:
-            con = connections.get(Path(db_path), limits)
-            try:
-                rows = run_query(con, sql, limits.timeout_s)
-            except QueryFailed:
-                connections.drop(Path(db_path))  # never reuse an interrupted connection
-                raise
-            reply: tuple[Any, ...] = ("ok", rows)
-        except QueryFailed as exc:
-            reply = ("error", exc.message, exc.details)
-        except Exception as exc:  # report, never die on a Python-level error
-            reply = ("error", f"the engine failed ({type(exc).__name__})", {"rule": "engine"})
+        except Exception:  # a job that cannot be unpickled here
+            reply: tuple[Any, ...] = (
+                "error",
+                QueryFailed("the engine could not read the job", {"rule": "engine"}),
+            )
+        else:
+            if job is None:
+                connections.close()
+                return
+            reply = _work(connections, *job)
         try:
             conn.send(reply)
         except (OSError, ValueError):
             return
+
+
+def _work(
+    connections: _Connections,
+    db_path: str,
+    sql: str,
+    limits: EngineLimits,
+    finish: Finish[Any] | None,
+) -> tuple[Any, ...]:
+    deadline = Deadline.start(limits)
+    try:
+        con = connections.get(Path(db_path), limits)
+        try:
+            rows = run_query(con, sql, limits.timeout_s)
+        except DomainError:
+            connections.drop(Path(db_path))  # never reuse an interrupted connection
+            raise
+        return ("ok", rows if finish is None else finish(rows, deadline))
+    except DomainError as exc:
+        return ("error", exc)
+    except Exception as exc:  # report, never die on a Python-level error
+        failed = QueryFailed(f"the engine failed ({type(exc).__name__})", {"rule": "engine"})
+        return ("error", failed)
 
 
 class _Worker:
@@ -295,7 +374,10 @@ class WorkerPool:
         try:
             worker = self._slots.get(timeout=self.wait_s)
         except queue.Empty:
-            raise Unavailable("the engine is busy; try again shortly", {"rule": "busy"}) from None
+            raise Unavailable(
+                "the engine is busy; try again shortly",
+                {"rule": "busy", "retry_after": BUSY_RETRY_AFTER_S},
+            ) from None
         if worker is not None and worker.alive():
             return worker
         if worker is not None:
@@ -316,19 +398,32 @@ class WorkerPool:
         worker.stop(kill=kill)
 
     def run(self, db_path: Path, sql: str, limits: EngineLimits) -> list[Row]:
-        """Run ``sql`` in a worker and return its rows. Raises ``QueryFailed`` on
-        timeout, memory limit, engine error or a worker that died."""
+        """Run ``sql`` in a worker and return its rows. Raises ``QueryTimeout`` (503)
+        at the time limit, ``QueryFailed`` (413) on memory limit, engine error or a
+        worker that died."""
+        rows: list[Row] = list(self._job(db_path, sql, limits, None))
+        return rows
+
+    def run_and_finish(
+        self, db_path: Path, sql: str, limits: EngineLimits, finish: Finish[_T]
+    ) -> _T:
+        """Run ``sql`` and then ``finish(rows, deadline)`` in a worker (``finish`` must
+        pickle: a module-level function or a ``functools.partial`` of one); the worker
+        is killed if both together outlive ``timeout_s`` plus the grace period. Raises
+        what ``finish`` raises (domain errors), and what ``run`` raises."""
+        result: _T = self._job(db_path, sql, limits, finish)
+        return result
+
+    def _job(
+        self, db_path: Path, sql: str, limits: EngineLimits, finish: Finish[Any] | None
+    ) -> Any:
         worker = self._acquire()
         healthy = False
         try:
             try:
-                worker.conn.send((str(db_path), sql, limits))
+                worker.conn.send((str(db_path), sql, limits, finish))
                 if not worker.conn.poll(limits.timeout_s + self.grace_s):
-                    raise QueryFailed(
-                        f"the query ran longer than the limit of {limits.timeout_s:g} s and "
-                        "was stopped; narrow it (WHERE, fewer groups or aggregates)",
-                        {"rule": "timeout", "limit_s": limits.timeout_s},
-                    )
+                    raise timed_out(limits.timeout_s)
                 reply = worker.conn.recv()
             except (EOFError, OSError, ValueError):
                 raise QueryFailed(
@@ -344,8 +439,11 @@ class WorkerPool:
                 self._forget(worker, kill=True)
                 self._slots.put(None)
         if reply[0] == "ok":
-            return list(reply[1])
-        raise QueryFailed(str(reply[1]), dict(reply[2]))
+            return reply[1]
+        error = reply[1]
+        if not isinstance(error, DomainError):  # pragma: no cover - a worker bug
+            raise QueryFailed("the engine failed", {"rule": "engine"})
+        raise error
 
     def worker_pids(self) -> list[int]:
         """Return the process ids of the live workers (for monitoring and tests)."""

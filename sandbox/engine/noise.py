@@ -24,9 +24,6 @@ from typing import Any
 
 import opendp.prelude as dp
 
-from sandbox.errors import QueryFailed
-
-CONFIDENCE = 0.95
 _I64_SAFE = 2**62
 
 
@@ -119,47 +116,30 @@ def release_integers(
     """Return ``values`` with discrete Laplace(``scale``) noise added to each.
 
     The vector as a whole is ``epsilon``-DP when its L1 sensitivity is at most
-    ``sensitivity`` (checked with OpenDP's privacy map). Raises ``QueryFailed`` if a
-    value is too large to be noised without overflow, ``PrivacyMapViolation`` on a
+    ``sensitivity`` (checked with OpenDP's privacy map). Values beyond the range that
+    can be noised without overflowing 64 bits are clamped into it first (``saturate``),
+    so no value can make the release fail. Raises ``PrivacyMapViolation`` on a
     calibration bug.
     """
     meas = _int_vector_laplace(scale)
     if _laplace_loss(scale, sensitivity) > epsilon:
         raise PrivacyMapViolation(f"laplace map exceeds epsilon {epsilon}")
-    _check_range(values, scale)
     if not values:
         return []
-    return [int(v) for v in meas(list(values))]
+    return [int(v) for v in meas(saturate(values, scale))]
 
 
-def _check_range(values: Sequence[int], scale: float) -> None:
-    margin = 64 * scale + 1
-    for v in values:
-        if abs(v) + margin >= _I64_SAFE:
-            raise QueryFailed(
-                "an exact aggregate is too large to be noised safely (over 2^62); narrow the "
-                "query with WHERE or ask for narrower bounds",
-                {"rule": "value_range"},
-            )
+def saturate(values: Sequence[int], scale: float) -> list[int]:
+    """Return ``values`` clamped to ±(2^62 − 64·scale − 1), where noise of ``scale`` can
+    never overflow a signed 64-bit integer.
 
-
-def discrete_laplace_ci95(scale: float) -> int:
-    """Return the smallest integer h with P(|Z| > h) <= 5% for discrete Laplace(scale).
-
-    For Z discrete Laplace with r = exp(-1/scale): P(|Z| >= m) = 2 r^m / (1 + r), m >= 1.
+    Clamping every coordinate is 1-Lipschitz, so it never increases the L1, L0 or
+    L-infinity distance between neighbouring vectors: the privacy guarantee holds. It
+    replaces a refusal that depended on the exact value (an oracle, issue 13): whether
+    an aggregate is near 2^62 must not decide whether the query fails.
     """
-    if scale <= 0:
-        return 0
-    r = math.exp(-1.0 / scale)
-    alpha = 1 - CONFIDENCE
-    # smallest m >= 1 with 2 r^m / (1 + r) <= alpha, then h = m - 1
-    m = math.ceil(math.log(alpha * (1 + r) / 2) / math.log(r)) if r > 0 else 1
-    m = max(m, 1)
-    while m > 1 and 2 * r ** (m - 1) / (1 + r) <= alpha:
-        m -= 1
-    while 2 * r**m / (1 + r) > alpha:
-        m += 1
-    return m - 1
+    limit = _I64_SAFE - math.ceil(64 * scale) - 1
+    return [min(max(int(v), -limit), limit) for v in values]
 
 
 # --- report noisy max (exponential-mechanism quantiles) -----------------------------
@@ -242,7 +222,8 @@ def release_above_threshold(
     eps, dlt = meas.map((sensitivity, sensitivity, sensitivity))
     if eps > epsilon or dlt > delta:
         raise PrivacyMapViolation("threshold map exceeds (epsilon, delta)")
-    _check_range(list(counts.values()), scale)
     if not counts:
         return {}
-    return {str(k): int(v) for k, v in meas(dict(counts)).items()}
+    keys = list(counts)
+    saturated = dict(zip(keys, saturate([counts[k] for k in keys], scale), strict=True))
+    return {str(k): int(v) for k, v in meas(saturated).items()}

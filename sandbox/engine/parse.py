@@ -10,14 +10,18 @@ The only grammar the engine accepts is one ``SELECT`` over the product table::
     [LIMIT n] [OFFSET n]
 
     key        := column | BIN(column)
-    aggregate  := COUNT(*) | COUNT(column) | SUM(column) | AVG(column)
-                | MEDIAN(column) | QUANTILE_CONT(column, q)      -- q a literal in (0, 1)
+    aggregate  := COUNT(*) | COUNT(column) | SUM(value) | AVG(value)
+                | MEDIAN(value) | QUANTILE_CONT(value, q)        -- q a literal in (0, 1)
+    value      := column | CLIP(column, lo, hi)                  -- numeric literals
     predicate  := column <op> literal | column [NOT] IN (literal, ...)
                 | column [NOT] BETWEEN literal AND literal | column IS [NOT] NULL
                 | predicate AND predicate | predicate OR predicate | NOT predicate | (predicate)
 
-``BIN(column)`` is the histogram syntax: it groups a numeric column by the bin edges
-the manifest declares for it (``bins``), and is released like any other group key.
+``CLIP(column, lo, hi)`` asks for tighter clipping bounds than the declared ones for
+that one aggregate (less noise, more bias; ``resolve`` checks they lie within the
+declared bounds). ``BIN(column)`` is the histogram syntax: it groups a numeric column
+by the bin edges the manifest declares for it (``bins``), and is released like any
+other group key.
 
 This module is product-agnostic: it checks the shape of the statement and produces
 a frozen, typed ``ParsedQuery``. Binding names to the product and the scope is
@@ -69,7 +73,8 @@ _LEAKY_AGGREGATES = {
 
 _ALLOWED_HINT = (
     "allowed aggregates are COUNT(*), COUNT(col), SUM(col), AVG(col), MEDIAN(col) and "
-    "QUANTILE_CONT(col, q) with q a literal in (0, 1); histograms are "
+    "QUANTILE_CONT(col, q) with q a literal in (0, 1), the last four optionally over "
+    "CLIP(col, lo, hi) (tighter clipping bounds); histograms are "
     "SELECT BIN(col), COUNT(*) ... GROUP BY BIN(col)"
 )
 
@@ -134,26 +139,39 @@ class GroupKey:
         return f"bin({self.column.name})" if self.binned else self.column.name
 
 
+Number = int | float
+
+
 @dataclass(frozen=True)
 class Aggregate:
     """One aggregate of the SELECT list. ``column`` is None for ``COUNT(*)``;
-    ``alpha`` is the quantile (1/2 for MEDIAN) as an exact fraction."""
+    ``alpha`` is the quantile (1/2 for MEDIAN) as an exact fraction; ``clip`` the
+    tighter clipping bounds of ``CLIP(col, lo, hi)``, if the query asks for them."""
 
     func: AggFunc
     column: Ref | None = None
     alpha: Fraction | None = None
+    clip: tuple[Number, Number] | None = None
 
     @property
     def label(self) -> str:
         if self.func is AggFunc.COUNT:
             return f"count({self.column.name if self.column else '*'})"
         assert self.column is not None
+        arg = self.column.name
+        if self.clip is not None:
+            arg = f"clip({arg}, {number_text(self.clip[0])}, {number_text(self.clip[1])})"
         if self.func is AggFunc.QUANTILE:
             assert self.alpha is not None
             if self.alpha == Fraction(1, 2):
-                return f"median({self.column.name})"
-            return f"quantile_cont({self.column.name}, {_fraction_text(self.alpha)})"
-        return f"{self.func.value}({self.column.name})"
+                return f"median({arg})"
+            return f"quantile_cont({arg}, {_fraction_text(self.alpha)})"
+        return f"{self.func.value}({arg})"
+
+
+def number_text(value: Number) -> str:
+    """A number as SQL text: integers as digits, floats as their shortest repr."""
+    return str(value) if isinstance(value, int) else repr(float(value))
 
 
 @dataclass(frozen=True)
@@ -484,6 +502,13 @@ class _Parser:
                 return Aggregate(AggFunc.COUNT)
             if isinstance(arg, exp.Column):
                 return Aggregate(AggFunc.COUNT, self._ref(arg, clause))
+            if _is_call(arg, "clip"):
+                raise UnsupportedQuery(
+                    f"SELECT {text}: COUNT counts rows, so clipping changes nothing; "
+                    "CLIP(col, lo, hi) is an argument of SUM, AVG, MEDIAN and QUANTILE_CONT; "
+                    "write COUNT(col)",
+                    {"clause": clause, "found": text, "rule": "clip"},
+                )
             if isinstance(arg, exp.Distinct):
                 raise UnsupportedQuery(
                     f"SELECT {text}: COUNT(DISTINCT ...) is not supported; " + _ALLOWED_HINT,
@@ -491,19 +516,23 @@ class _Parser:
                 )
             raise self._bare_column_arg(text)
         if isinstance(node, exp.Sum | exp.Avg | exp.Median):
-            if node.args.get("expressions") or not isinstance(node.this, exp.Column):
+            if node.args.get("expressions"):
                 raise self._bare_column_arg(text)
-            ref = self._ref(node.this, clause)
+            ref, clip = self._value_arg(node.this, text)
             if isinstance(node, exp.Sum):
-                return Aggregate(AggFunc.SUM, ref)
+                return Aggregate(AggFunc.SUM, ref, clip=clip)
             if isinstance(node, exp.Avg):
-                return Aggregate(AggFunc.AVG, ref)
-            return Aggregate(AggFunc.QUANTILE, ref, Fraction(1, 2))
+                return Aggregate(AggFunc.AVG, ref, clip=clip)
+            return Aggregate(AggFunc.QUANTILE, ref, Fraction(1, 2), clip=clip)
         if isinstance(node, exp.PercentileCont) and not isinstance(node.parent, exp.WithinGroup):
-            if not isinstance(node.this, exp.Column):
-                raise self._bare_column_arg(text)
-            return Aggregate(
-                AggFunc.QUANTILE, self._ref(node.this, clause), _quantile(node.expression, text)
+            ref, clip = self._value_arg(node.this, text)
+            return Aggregate(AggFunc.QUANTILE, ref, _quantile(node.expression, text), clip=clip)
+        if _is_call(node, "clip"):
+            raise UnsupportedQuery(
+                f"SELECT {text}: CLIP(col, lo, hi) is only an argument of SUM, AVG, MEDIAN "
+                "and QUANTILE_CONT (tighter clipping bounds for that aggregate), e.g. "
+                "SUM(CLIP(income, 0, 100000)); values are never released",
+                {"clause": clause, "found": text, "rule": "clip"},
             )
         if isinstance(node, exp.IgnoreNulls | exp.RespectNulls):
             node = node.this
@@ -530,6 +559,29 @@ class _Parser:
             "aggregates of one column; " + _ALLOWED_HINT,
             {"clause": clause, "found": text, "rule": "aggregate"},
         )
+
+    def _value_arg(self, node: exp.Expr, text: str) -> tuple[Ref, tuple[Number, Number] | None]:
+        """The argument of SUM/AVG/MEDIAN/QUANTILE_CONT: a bare column, or
+        ``CLIP(column, lo, hi)`` with numeric literals lo < hi (tighter clipping bounds,
+        checked against the declared ones by ``resolve``)."""
+        if isinstance(node, exp.Column):
+            return self._ref(node, "SELECT"), None
+        if not _is_call(node, "clip"):
+            raise self._bare_column_arg(text)
+        args = node.expressions
+        if len(args) != 3 or not isinstance(args[0], exp.Column):
+            raise UnsupportedQuery(
+                f"SELECT {text}: CLIP takes a bare column and two numeric literals, "
+                "CLIP(col, lo, hi), e.g. SUM(CLIP(income, 0, 100000))",
+                {"clause": "SELECT", "found": text, "rule": "clip"},
+            )
+        lo, hi = (_clip_bound(arg, text) for arg in args[1:])
+        if not lo < hi:
+            raise UnsupportedQuery(
+                f"SELECT {text}: CLIP(col, lo, hi) needs lo < hi",
+                {"clause": "SELECT", "found": text, "rule": "clip"},
+            )
+        return self._ref(args[0], "SELECT"), (lo, hi)
 
     @staticmethod
     def _bare_column_arg(text: str) -> UnsupportedQuery:
@@ -892,6 +944,38 @@ def _number(text: str, context: str) -> int | float:
             {"clause": "WHERE", "found": text, "rule": "literal"},
         )
     return value
+
+
+def _clip_bound(node: exp.Expr, text: str) -> Number:
+    """A numeric literal of CLIP (optionally negative): int if written as digits."""
+    while isinstance(node, exp.Paren):
+        node = node.this
+    sign = 1
+    if isinstance(node, exp.Neg):
+        sign, node = -1, node.this
+    if not isinstance(node, exp.Literal) or node.is_string:
+        raise UnsupportedQuery(
+            f"SELECT {text}: the bounds of CLIP(col, lo, hi) are numeric literals",
+            {"clause": "SELECT", "found": text, "rule": "clip"},
+        )
+    digits = str(node.this)
+    if len(digits) > 400:  # keeps int() below Python's digit limit
+        raise UnsupportedQuery(
+            f"SELECT {text}: a numeric literal of {len(digits)} characters is too long",
+            {"clause": "SELECT", "rule": "clip"},
+        )
+    if digits.isdigit():
+        return sign * int(digits)
+    try:
+        value = float(Decimal(digits))
+    except (InvalidOperation, ValueError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise UnsupportedQuery(
+            f"SELECT {text}: {digits} is not a finite number",
+            {"clause": "SELECT", "found": digits, "rule": "clip"},
+        )
+    return sign * value
 
 
 def _quantile(node: exp.Expr | None, text: str) -> Fraction:

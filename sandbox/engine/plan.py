@@ -39,7 +39,7 @@ import datetime as dt
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from fractions import Fraction
 
@@ -119,15 +119,41 @@ class OutputKind(StrEnum):
     QUANTILE = "quantile"
 
 
+class Function(StrEnum):
+    """The aggregate functions a scope grants by name (``operations.aggregate.functions``,
+    ``policies.scopes.AGGREGATE_FUNCTIONS``)."""
+
+    COUNT = "count"
+    SUM = "sum"
+    AVG = "avg"
+    QUANTILE = "quantile"
+    HISTOGRAM = "histogram"
+
+
+_FUNCTION_OF_KIND = {
+    "count": Function.COUNT,
+    "sum": Function.SUM,
+    "avg": Function.AVG,
+    "quantile": Function.QUANTILE,
+}
+
+
 @dataclass(frozen=True)
 class OutputSpec:
-    """How one output column is computed from the released measurements."""
+    """How one output column is computed from the released measurements.
+
+    ``function`` is what a scope must grant for this column: ``histogram`` for a
+    ``BIN(col)`` key and for every COUNT of a query grouped by one (a histogram is
+    ``SELECT BIN(col), COUNT(*) ... GROUP BY 1``), else the aggregate's own name
+    (MEDIAN and QUANTILE_CONT are ``quantile``); None for a plain key.
+    """
 
     name: str
     kind: OutputKind
     key_index: int | None = None
     measures: tuple[str, ...] = ()
     column: Column | None = None
+    function: Function | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +187,11 @@ class Plan:
     @property
     def keys(self) -> tuple[BoundKey, ...]:
         return self.spec.keys
+
+    @property
+    def functions_used(self) -> frozenset[str]:
+        """The function names a scope must grant to run this query (see ``OutputSpec``)."""
+        return frozenset(str(o.function) for o in self.outputs if o.function is not None)
 
 
 Rule = Callable[[exp.Select, PlanSpec], exp.Select]
@@ -312,14 +343,16 @@ class _Catalogue:
         )
 
     def sum(self, column: Column, centered: bool) -> str:
+        # The column carries the bounds clipped to (declared or CLIP): SUM(x) and
+        # SUM(CLIP(x, ...)) are different statistics.
         return self._add(
-            ("sum", column.name, centered),
+            ("sum", column.name, column.bounds, centered),
             lambda a: _sum_measure(a, column, self.k, centered),
         )
 
     def quantile(self, column: Column, alpha: Fraction) -> str:
         return self._add(
-            ("quantile", column.name, alpha),
+            ("quantile", column.name, column.bounds, column.bins, alpha),
             lambda a: _quantile_measure(a, column, alpha, self.k),
         )
 
@@ -332,12 +365,22 @@ def plan(query: ResolvedQuery) -> Plan:
     selector = cat.count(None) if threshold else None
     outputs: list[OutputSpec] = []
     key_index = {id(k): i for i, k in enumerate(query.keys)}
+    binned = any(k.binned for k in query.keys)
     for out in query.outputs:
         expr = out.expr
         if isinstance(expr, BoundKey):
-            outputs.append(OutputSpec(out.name, OutputKind.KEY, key_index=key_index[id(expr)]))
+            function = Function.HISTOGRAM if expr.binned else None
+            outputs.append(
+                OutputSpec(
+                    out.name, OutputKind.KEY, key_index=key_index[id(expr)], function=function
+                )
+            )
             continue
-        outputs.append(_output(out.name, expr, cat))
+        output = _output(out.name, expr, cat)
+        function = _FUNCTION_OF_KIND[output.kind.value]
+        if binned and function is Function.COUNT:
+            function = Function.HISTOGRAM  # counts per declared bin: a histogram
+        outputs.append(replace(output, function=function))
     suppressor = cat.count(None) if product.min_group_size is not None else None
     spec = PlanSpec(
         product=product,
@@ -523,7 +566,10 @@ def _quantile_code(value: exp.Expr, m: Measurement) -> exp.Expr:
         return exp.Add(this=exp.Mul(this=_int(2), expression=offset), expression=_int(1))
     if grid.mode is CodeMode.INT_STEP:
         lo, hi, step = int(cands[0]), int(cands[-1]), grid.step
-        above = exp.Paren(this=exp.Sub(this=value.copy(), expression=_int(lo)))
+        # x - lo can exceed BIGINT (bounds near ±2^63, issue 13): compute in HUGEINT,
+        # where it cannot overflow for any stored value; j itself is at most 1,000.
+        wide = exp.cast(value.copy(), exp.DataType.build("HUGEINT"))
+        above = exp.Paren(this=exp.Sub(this=wide, expression=_int(lo)))
         j = exp.Paren(
             this=exp.IntDiv(
                 this=exp.Paren(this=exp.Add(this=above.copy(), expression=_int(step - 1))),
@@ -534,7 +580,8 @@ def _quantile_code(value: exp.Expr, m: Measurement) -> exp.Expr:
             exp.EQ(this=exp.Mod(this=above, expression=_int(step)), expression=_int(0)),
             exp.EQ(this=value.copy(), expression=_int(hi)),
         )
-        return exp.Add(this=exp.Mul(this=_int(2), expression=j), expression=_as_int(on_grid))
+        code = exp.Add(this=exp.Mul(this=_int(2), expression=j), expression=_as_int(on_grid))
+        return exp.cast(code, exp.DataType.build("BIGINT"))
     if grid.mode is CodeMode.FLOAT_STEP:
         return _float_grid_code(value, grid)
 

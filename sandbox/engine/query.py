@@ -10,6 +10,7 @@ LIMIT). Budget charging, reuse of identical answers and auditing belong to the c
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import json
 import math
@@ -22,15 +23,26 @@ from typing import Any
 
 from products.errors import InvalidRequest
 from products.manifest import Column, ColumnType, DataProduct
-from sandbox.engine import noise
-from sandbox.engine.isolation import EngineLimits, QueryRunner, Row, default_runner
+from sandbox.engine import accuracy, cost, noise
+from sandbox.engine.cost import CostLimits, QueryCost
+from sandbox.engine.isolation import Deadline, EngineLimits, QueryRunner, Row, default_runner
 from sandbox.engine.parse import parse
-from sandbox.engine.plan import Measurement, Mechanism, OutputKind, OutputSpec, Plan, plan
+from sandbox.engine.plan import (
+    MeasureKind,
+    Measurement,
+    Mechanism,
+    OutputKind,
+    OutputSpec,
+    Plan,
+    plan,
+)
 from sandbox.engine.resolve import BoundKey, KeyValue, resolve
-from sandbox.errors import InvalidSql
+from sandbox.errors import ColumnNotAllowed, InvalidSql
 
 JsonScalar = str | int | float | bool | None
 MAX_NOISE_SCALE = 2.0**50  # beyond this, integer noise could overflow 64 bits
+MAX_SCORE = 2**62  # quantile scores are capped here (they are u64 in OpenDP)
+MAX_SENSITIVITY = 2**62  # OpenDP's maps take 64-bit integer distances
 
 
 @dataclass(frozen=True)
@@ -56,10 +68,19 @@ class PreparedQuery:
     delta_spent: float
     plan: Plan
     allocations: tuple[Allocation, ...]
+    cost: QueryCost
+    max_threshold_groups: int = CostLimits.max_threshold_groups
 
     @property
     def columns(self) -> list[str]:
         return [o.name for o in self.plan.outputs]
+
+    @property
+    def functions_used(self) -> frozenset[str]:
+        """The aggregate function names a scope must grant for this query: ``count``,
+        ``sum``, ``avg``, ``quantile`` (MEDIAN, QUANTILE_CONT) and ``histogram`` (any
+        ``BIN(col)`` key; the COUNTs of such a query are ``histogram``, not ``count``)."""
+        return self.plan.functions_used
 
     def allocation(self, alias: str) -> Allocation:
         for a in self.allocations:
@@ -69,7 +90,8 @@ class PreparedQuery:
 
     def measurements(self) -> list[dict[str, Any]]:
         """Return, per noisy statistic: its kind, column, mechanism, sensitivity (in the
-        released unit), epsilon and noise scale (in the released unit)."""
+        released unit), epsilon and noise scale (in the released unit), and for sums and
+        quantiles the ``bounds`` its values are clipped to."""
         out = []
         for a in self.allocations:
             m = a.measurement
@@ -83,6 +105,9 @@ class PreparedQuery:
                 "epsilon": a.epsilon,
                 "scale": a.scale * unit,
             }
+            if m.kind is not MeasureKind.COUNT and m.column is not None:
+                assert m.column.bounds is not None
+                entry["bounds"] = list(m.column.bounds)  # clipped to (declared or CLIP)
             if a.threshold is not None:
                 entry["threshold"] = a.threshold
                 entry["delta"] = a.delta
@@ -91,11 +116,13 @@ class PreparedQuery:
 
     def accuracy(self) -> list[dict[str, Any]]:
         """Return ``[{"column", "ci95"}]`` for each aggregate output column: the 95%
-        half-width of its noise, computed from the noise scale alone.
+        half-width of its noise, computed from the noise scale alone (calibrated:
+        ``released ± ci95`` covers the bounded statistic's truth 95% of the time).
 
         ``ci95`` is None where it depends on the data: AVG (a ratio of two noisy values;
-        ``execute`` reports an approximation from the released values) and quantiles
-        (the exponential mechanism's error is in rank, not in value units).
+        ``execute`` reports each row's half-width, computed from the released values, in
+        ``ci95_rows``) and quantiles (the exponential mechanism's error is in rank, not
+        in value units).
         """
         out: list[dict[str, Any]] = []
         for spec in self.plan.outputs:
@@ -107,7 +134,7 @@ class PreparedQuery:
 
     def _laplace_ci(self, alias: str) -> int | float:
         a = self.allocation(alias)
-        half = noise.discrete_laplace_ci95(a.scale)
+        half = accuracy.discrete_laplace_ci95(a.scale)
         quantum = a.measurement.quantum
         return half if quantum == 1 else float(half * quantum)
 
@@ -133,17 +160,24 @@ def prepare(
     allowed_columns: frozenset[str] | Iterable[str],
     delta: float | Decimal,
     epsilon: Decimal,
+    cost_limits: CostLimits | None = None,
 ) -> PreparedQuery:
-    """Parse, check and plan ``sql`` for ``product`` under a scope.
+    """Parse, check, plan and cost ``sql`` for ``product`` under a scope.
 
     ``allowed_columns`` is the scope's aggregate column list, ``delta`` its delta (used
     only by the threshold mechanism for unknown group keys) and ``epsilon`` the query's
-    epsilon (> 0), split evenly across the query's noisy statistics.
+    epsilon (> 0), split evenly across the query's noisy statistics. ``cost_limits``
+    (default ``CostLimits()``) bounds what the query may cost the platform; the cost
+    is computed from the plan alone, never from data.
 
-    Returns a ``PreparedQuery``. Raises ``InvalidRequest`` (bad epsilon or delta),
-    ``InvalidSql``, ``UnsupportedQuery``, ``UnknownColumn``, ``ColumnNotAllowed``,
-    ``TooLarge``.
+    Returns a ``PreparedQuery``. Raises ``InvalidRequest`` (bad epsilon or delta; rule
+    ``min_epsilon_per_statistic``; epsilon too small to noise), ``InvalidSql``,
+    ``UnsupportedQuery``, ``UnknownColumn``, ``ColumnNotAllowed`` (also rules
+    ``clip_within_bounds`` and ``bounds_range``), ``TooLarge`` (rules ``max_groups``,
+    ``max_cells``, ``max_quantile_cells``, ``max_quantile_candidates``,
+    ``max_answer_bytes``).
     """
+    limits = cost_limits if cost_limits is not None else CostLimits()
     eps = _check_epsilon(epsilon)
     dlt = _check_delta(delta)
     try:
@@ -157,7 +191,9 @@ def prepare(
             "the query nests its expressions too deeply to be checked; flatten them",
             {"rule": "max_depth"},
         ) from None
-    allocations = _allocate(the_plan, eps, dlt)
+    query_cost = cost.query_cost(the_plan, limits)
+    cost.check_cost(query_cost, limits, the_plan)
+    allocations = _allocate(the_plan, eps, dlt, limits)
     return PreparedQuery(
         product=product,
         sql=sql,
@@ -167,6 +203,8 @@ def prepare(
         delta_spent=dlt if any(a.threshold is not None for a in allocations) else 0.0,
         plan=the_plan,
         allocations=allocations,
+        cost=query_cost,
+        max_threshold_groups=limits.max_threshold_groups,
     )
 
 
@@ -199,15 +237,30 @@ def _split(epsilon: Decimal, parts: int) -> float:
     return value
 
 
-def _allocate(the_plan: Plan, epsilon: Decimal, delta: float) -> tuple[Allocation, ...]:
+def _allocate(
+    the_plan: Plan, epsilon: Decimal, delta: float, limits: CostLimits
+) -> tuple[Allocation, ...]:
     # Sequential composition inside the query: each distinct measurement gets an equal
     # share of epsilon (DESIGN §8); docs/engine.md explains why this is per measurement.
     measurements = the_plan.measurements
+    cost.check_epsilon_share(epsilon / len(measurements), len(measurements), limits)
     share = _split(epsilon, len(measurements))
     if share <= 0:
         raise InvalidRequest("epsilon is too small to split", {"field": "epsilon"})
     out: list[Allocation] = []
     for m in measurements:
+        # Checked before OpenDP sees them: its maps take 64-bit distances, and noise
+        # beyond 2^50 could overflow 64-bit values (all from bounds and epsilon alone).
+        if m.sensitivity > MAX_SENSITIVITY:
+            assert m.column is not None  # counts have sensitivity k <= 10,000
+            raise ColumnNotAllowed(
+                f"the bounds of {m.column.name} are too wide to noise exactly (one unit "
+                f"could move the {m.kind.value} by {m.sensitivity} integer units, over 2^62); "
+                f"ask with tighter bounds, CLIP({m.column.name}, lo, hi)",
+                {"clause": "SELECT", "column": m.column.name, "rule": "bounds_range"},
+            )
+        if m.sensitivity / share > MAX_NOISE_SCALE:
+            raise _too_noisy(epsilon, m)
         if m.mechanism is Mechanism.DISCRETE_LAPLACE:
             a = Allocation(m, share, noise.laplace_scale(m.sensitivity, share))
         elif m.mechanism is Mechanism.NOISY_MAX:
@@ -216,13 +269,18 @@ def _allocate(the_plan: Plan, epsilon: Decimal, delta: float) -> tuple[Allocatio
             scale, threshold = noise.threshold_params(m.sensitivity, share, delta)
             a = Allocation(m, share, scale, threshold, delta)
         if a.scale > MAX_NOISE_SCALE:
-            raise InvalidRequest(
-                f"epsilon {epsilon} is too small for this query: the noise would exceed the "
-                "engine's numeric range; ask for a larger epsilon or fewer aggregates",
-                {"field": "epsilon"},
-            )
+            raise _too_noisy(epsilon, m)
         out.append(a)
     return tuple(out)
+
+
+def _too_noisy(epsilon: Decimal, m: Measurement) -> InvalidRequest:
+    hint = f", or tighter bounds with CLIP({m.column.name}, lo, hi)" if m.column else ""
+    return InvalidRequest(
+        f"epsilon {epsilon} is too small for this query: the noise would exceed the "
+        f"engine's numeric range; ask for a larger epsilon or fewer aggregates{hint}",
+        {"field": "epsilon", "rule": "noise_range"},
+    )
 
 
 # --- execute -------------------------------------------------------------------------
@@ -237,12 +295,18 @@ def execute(
 ) -> Answer:
     """Run ``prepared`` on the product version at ``db_path`` and return the DP answer.
 
-    Uses ``runner`` (default: the process-wide ``WorkerPool``). Raises ``QueryFailed``
-    (timeout, memory, engine failure). The caller must have charged the budget first.
+    Uses ``runner`` (default: the process-wide ``WorkerPool``), which runs the SQL and
+    then the release step (``release_rows``: OpenDP noise and post-processing) in its
+    worker process, both within ``limits.timeout_s``: exact aggregates never reach
+    this process, and the whole engine work is bounded in time (and, by the cost
+    limits checked at ``prepare``, in size). Raises ``QueryTimeout`` (503
+    ``unavailable``, ``details.retry_after``) at the time limit, ``QueryFailed`` (413
+    ``too_large``) on the memory limit or an engine failure; nothing is released then.
     """
     active = runner if runner is not None else default_runner()
-    rows = active.run(Path(db_path), prepared.rewritten_sql, limits)
-    return _release(prepared, rows)
+    finish = functools.partial(release_rows, prepared)
+    answer: Answer = active.run_and_finish(Path(db_path), prepared.rewritten_sql, limits, finish)
+    return answer
 
 
 @dataclass
@@ -252,7 +316,24 @@ class _Group:
     noisy: dict[str, Any]
 
 
-def _release(prepared: PreparedQuery, rows: Sequence[Row]) -> Answer:
+@dataclass
+class _OutRow:
+    values: list[JsonScalar]
+    sort_keys: list[Any]
+    ci95: dict[str, float | None]  # per-row half-widths (AVG columns)
+
+
+def release_rows(
+    prepared: PreparedQuery, rows: Sequence[Row], deadline: Deadline | None = None
+) -> Answer:
+    """Return the DP answer for the exact per-group rows of ``prepared.rewritten_sql``:
+    draw OpenDP noise for every measurement of every released group, then
+    post-process (AVG, clamping, min_group_size, ORDER BY, LIMIT, accuracy).
+
+    Each call draws fresh noise: it is one release, to be charged as such. Raises
+    ``QueryTimeout`` if ``deadline`` passes (checked between OpenDP calls).
+    """
+    check = deadline.check if deadline is not None else _no_deadline
     the_plan = prepared.plan
     keys = the_plan.keys
     nkeys = len(keys)
@@ -263,6 +344,7 @@ def _release(prepared: PreparedQuery, rows: Sequence[Row]) -> Answer:
         by_key[key] = {m.alias: v for m, v in zip(measurements, row[nkeys:], strict=True)}
 
     groups: list[_Group]
+    check()
     if the_plan.selector is not None:
         groups = _threshold_groups(prepared, by_key)
     else:
@@ -273,8 +355,10 @@ def _release(prepared: PreparedQuery, rows: Sequence[Row]) -> Answer:
         m = a.measurement
         if m.alias == the_plan.selector:
             continue
+        check()
         if m.mechanism is Mechanism.NOISY_MAX:
             for g in groups:
+                check()
                 scores = quantile_scores(g.exact.get(m.alias), m)
                 idx = noise.select_min(
                     scores, score_sensitivity=m.sensitivity, scale=a.scale, epsilon=a.epsilon
@@ -289,8 +373,15 @@ def _release(prepared: PreparedQuery, rows: Sequence[Row]) -> Answer:
             g.noisy[m.alias] = value
 
     min_size = prepared.product.min_group_size
-    out_rows: list[tuple[list[JsonScalar], list[Any]]] = []
-    avg_ci: dict[str, float] = {}
+    out_rows: list[_OutRow] = []
+    averages = [o for o in the_plan.outputs if o.kind is OutputKind.AVG]
+    pending: dict[str, list[tuple[float, int]]] = {o.name: [] for o in averages}
+    pending_rows: dict[str, list[_OutRow]] = {o.name: [] for o in averages}
+    count_halves = {
+        o.name: int(prepared._laplace_ci(o.measures[0]))
+        for o in the_plan.outputs
+        if o.kind is OutputKind.COUNT
+    }
     for g in groups:
         suppressed = (
             the_plan.suppressor is not None
@@ -299,32 +390,57 @@ def _release(prepared: PreparedQuery, rows: Sequence[Row]) -> Answer:
         )
         if suppressed and nkeys:
             continue  # post-processing: the group's noisy count is below min_group_size
-        values: list[JsonScalar] = []
-        sort_keys: list[Any] = []
+        out = _OutRow([], [], {})
         for spec in the_plan.outputs:
             if spec.kind is OutputKind.KEY:
                 assert spec.key_index is not None
                 raw = g.key[spec.key_index]
-                values.append(_key_output(raw, keys[spec.key_index]))
-                sort_keys.append(raw)
+                out.values.append(_key_output(raw, keys[spec.key_index]))
+                out.sort_keys.append(raw)
                 continue
-            released = None if suppressed else _aggregate_value(prepared, spec, g, avg_ci)
-            values.append(released)
-            sort_keys.append(released)
-        out_rows.append((values, sort_keys))
+            released = None
+            if spec.kind in (OutputKind.AVG, OutputKind.COUNT):
+                out.ci95[spec.name] = None
+            if spec.kind is OutputKind.AVG and not suppressed:
+                pending_rows[spec.name].append(out)
+            if not suppressed:
+                released = _aggregate_value(prepared, spec, g, pending.get(spec.name, []))
+            if spec.kind is OutputKind.COUNT and not suppressed:
+                out.ci95[spec.name] = accuracy.clamped_count_ci95(
+                    int(g.noisy[spec.measures[0]]), count_halves[spec.name]
+                )
+            out.values.append(released)
+            out.sort_keys.append(released)
+        out_rows.append(out)
+
+    check()
+    for spec in averages:
+        halves = _average_ci95(prepared, spec, pending[spec.name])
+        for out, half in zip(pending_rows[spec.name], halves, strict=True):
+            out.ci95[spec.name] = half
 
     ordered = _order(out_rows, the_plan)
-    accuracy = prepared.accuracy()
-    for entry in accuracy:
-        if entry["column"] in avg_ci:
-            entry["ci95"] = avg_ci[entry["column"]]
+    widths = prepared.accuracy()
+    for entry in widths:
+        name = entry["column"]
+        if name in pending or name in count_halves:
+            per_row = [r.ci95.get(name) for r in ordered]
+            entry["ci95_rows"] = per_row
+        if name in pending:
+            # An average's half-width depends on its row: one number is calibrated for
+            # every row only when there is one row.
+            entry["ci95"] = per_row[0] if len(per_row) == 1 else None
     return Answer(
         columns=prepared.columns,
-        rows=ordered,
-        accuracy=accuracy,
+        rows=[r.values for r in ordered],
+        accuracy=widths,
         epsilon_spent=prepared.epsilon,
         delta_spent=prepared.delta_spent,
     )
+
+
+def _no_deadline() -> None:
+    return None
 
 
 def _threshold_groups(
@@ -345,6 +461,11 @@ def _threshold_groups(
         epsilon=a.epsilon,
         delta=a.delta,
     )
+    if len(kept) > prepared.max_threshold_groups:
+        # Post-processing of the threshold's output: release the keys with the largest
+        # noisy counts, so the release's cost is bounded by the plan (cost.py).
+        largest = sorted(kept, key=lambda t: (-kept[t], t))[: prepared.max_threshold_groups]
+        kept = {t: kept[t] for t in largest}
     groups = []
     for text in sorted(kept):
         key = encoded[text]
@@ -389,19 +510,22 @@ def quantile_scores(histogram: dict[int, int] | None, m: Measurement) -> list[in
     ncand = len(m.candidates)
     per_code = [0] * (2 * ncand + 1)
     for code, count in (histogram or {}).items():
-        per_code[int(code)] += int(count)
+        # Codes are in range by construction; clamping keeps any value-dependent
+        # surprise from becoming an error (any per-row code keeps the sensitivity).
+        per_code[min(max(int(code), 0), 2 * ncand)] += int(count)
     n = sum(per_code)
     scores = []
     below = 0  # #{code <= 2i}
     for i in range(ncand):
         below += per_code[2 * i] + (per_code[2 * i - 1] if i > 0 else 0)
         equal = per_code[2 * i + 1]
-        scores.append(abs(den * below - num * (n - equal)))
+        # Capped (1-Lipschitz, so the sensitivity holds) to fit OpenDP's u64 scores.
+        scores.append(min(abs(den * below - num * (n - equal)), MAX_SCORE))
     return scores
 
 
 def _aggregate_value(
-    prepared: PreparedQuery, spec: OutputSpec, g: _Group, avg_ci: dict[str, float]
+    prepared: PreparedQuery, spec: OutputSpec, g: _Group, pending: list[tuple[float, int]]
 ) -> JsonScalar:
     kind = spec.kind
     m0 = spec.measures[0]
@@ -418,32 +542,50 @@ def _aggregate_value(
     # AVG = center + (noisy centred sum) / (noisy count), clamped to the bounds.
     column = spec.column
     assert column is not None and column.bounds is not None
-    count = max(int(g.noisy[spec.measures[1]]), 1)
+    noisy_count = int(g.noisy[spec.measures[1]])
+    count = max(noisy_count, 1)
     centred = Fraction(int(g.noisy[m0])) * measure.quantum
     lo, hi = column.bounds
     mean = float(measure.center + centred / count)
     value = min(max(mean, float(lo)), float(hi))
-    # Approximate 95% half-width (first order, conservative): (h_S + |S/C| h_C) / C.
-    h_sum = noise.discrete_laplace_ci95(prepared.allocation(m0).scale) * float(measure.quantum)
-    h_count = noise.discrete_laplace_ci95(prepared.allocation(spec.measures[1]).scale)
-    half = (h_sum + abs(float(centred) / count) * h_count) / max(count - h_count, 1)
-    half = min(half, float(hi) - float(lo))
-    avg_ci[spec.name] = max(avg_ci.get(spec.name, 0.0), half)
+    # Its 95% half-width needs the noisy centred sum and count (see _average_ci95).
+    pending.append((float(centred), noisy_count))
     return value
 
 
-def _order(
-    rows: list[tuple[list[JsonScalar], list[Any]]], the_plan: Plan
-) -> list[list[JsonScalar]]:
+def _average_ci95(
+    prepared: PreparedQuery, spec: OutputSpec, pending: list[tuple[float, int]]
+) -> list[float]:
+    """The 95% half-widths of one AVG column's released rows (accuracy.average_ci95:
+    the error of center + S'/C' is exactly (Z_S - m Z_C) / C')."""
+    if not pending:
+        return []
+    column = spec.column
+    assert column is not None and column.bounds is not None
+    centred, count = (prepared.allocation(alias) for alias in spec.measures)
+    lo, hi = column.bounds
+    halves = accuracy.average_ci95(
+        sum_scale=centred.scale * float(centred.measurement.quantum),
+        count_scale=count.scale,
+        sums=[s for s, _ in pending],
+        center=float(centred.measurement.center),
+        counts=[c for _, c in pending],
+        lo=float(lo),
+        hi=float(hi),
+    )
+    return [float(h) for h in halves]
+
+
+def _order(rows: list[_OutRow], the_plan: Plan) -> list[_OutRow]:
     ordered = list(rows)
     for key in reversed(the_plan.order_by):
-        present = [r for r in ordered if r[1][key.position] is not None]
-        missing = [r for r in ordered if r[1][key.position] is None]
-        present.sort(key=lambda r: _sortable(r[1][key.position]), reverse=key.descending)
+        present = [r for r in ordered if r.sort_keys[key.position] is not None]
+        missing = [r for r in ordered if r.sort_keys[key.position] is None]
+        present.sort(key=lambda r: _sortable(r.sort_keys[key.position]), reverse=key.descending)
         ordered = missing + present if key.nulls_first else present + missing
     start = the_plan.offset
     stop = None if the_plan.limit is None else start + the_plan.limit
-    return [values for values, _ in ordered[start:stop]]
+    return ordered[start:stop]
 
 
 def _sortable(value: Any) -> Any:

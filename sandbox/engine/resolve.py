@@ -12,11 +12,18 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
-from products.errors import TooLarge
-from products.manifest import Classification, Column, ColumnType, DataProduct, Scalar
+from products.manifest import (
+    MAX_BOUND,
+    MIN_BOUNDS_WIDTH,
+    Classification,
+    Column,
+    ColumnType,
+    DataProduct,
+    Scalar,
+)
 from sandbox.engine.parse import (
     AggFunc,
     Aggregate,
@@ -28,16 +35,18 @@ from sandbox.engine.parse import (
     IsNull,
     LiteralValue,
     Not,
+    Number,
     Or,
     OrderKey,
     ParsedQuery,
     Predicate,
     Ref,
+    number_text,
 )
 from sandbox.errors import ColumnNotAllowed, UnknownColumn, UnsupportedQuery
 
 HIDDEN_COLUMNS = frozenset({"_unit_rank"})
-MAX_GROUPS = 100_000
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 KeyValue = Scalar | None
 
@@ -62,14 +71,20 @@ class BoundKey:
 
 @dataclass(frozen=True)
 class BoundAggregate:
+    """An aggregate bound to its column. For SUM, AVG and quantiles ``column`` carries
+    the bounds the engine clips to and computes with — the declared ones, or the
+    tighter ``clip`` the query asked for, intersected with what the stored type can
+    hold — and, for quantiles over declared bins, the edges within them."""
+
     func: AggFunc
     column: Column | None
     alpha: Fraction | None
+    clip: tuple[Number, Number] | None = None
 
     @property
     def label(self) -> str:
         ref = Ref(self.column.name) if self.column is not None else None
-        return Aggregate(self.func, ref, self.alpha).label
+        return Aggregate(self.func, ref, self.alpha, self.clip).label
 
 
 @dataclass(frozen=True)
@@ -111,8 +126,8 @@ def resolve(
     """Bind ``parsed`` to ``product`` under a scope allowing ``allowed_columns``.
 
     Returns the ``ResolvedQuery``. Raises ``UnsupportedQuery`` (wrong table, literal of
-    the wrong type), ``UnknownColumn``, ``ColumnNotAllowed`` and ``TooLarge`` (too many
-    groups to release).
+    the wrong type), ``UnknownColumn`` and ``ColumnNotAllowed``. (How many groups may
+    be released is the cost model's business, ``cost.py``.)
     """
     return _Resolver(parsed, product, allowed_columns, delta).resolve()
 
@@ -142,15 +157,6 @@ class _Resolver:
             else:
                 outputs.append(BoundOutput(col.name, self._aggregate(col.expr)))
         bound_keys = tuple(keys.values())
-        groups = 1
-        for key in bound_keys:
-            groups *= len(key.values) if key.values is not None else 1
-        if groups > MAX_GROUPS:
-            raise TooLarge(
-                f"GROUP BY {', '.join(k.label for k in bound_keys)} has {groups} key "
-                f"combinations; at most {MAX_GROUPS} groups can be released in one query",
-                {"clause": "GROUP BY", "rule": "max_groups", "limit": MAX_GROUPS},
-            )
         where = self._predicate(parsed.where) if parsed.where is not None else None
         return ResolvedQuery(
             product=product,
@@ -254,7 +260,72 @@ class _Resolver:
                 "bounds (they clip to them); COUNT works on any column",
                 {"clause": "SELECT", "column": column.name, "rule": "numeric_with_bounds"},
             )
-        return BoundAggregate(agg.func, column, agg.alpha)
+        if agg.func is AggFunc.COUNT:
+            return BoundAggregate(agg.func, column, agg.alpha)
+        return BoundAggregate(agg.func, self._clipped(column, agg), agg.alpha, agg.clip)
+
+    def _clipped(self, column: Column, agg: Aggregate) -> Column:
+        """``column`` with the bounds this aggregate clips to (see ``BoundAggregate``).
+
+        Raises ``ColumnNotAllowed`` (rule ``clip_within_bounds``) if CLIP reaches
+        outside the declared bounds, (rule ``bounds_range``) if the bounds are outside
+        the range the engine computes with exactly; ``UnsupportedQuery`` for a
+        fractional CLIP bound on an integer column.
+        """
+        assert column.bounds is not None
+        lo, hi = column.bounds
+        clause = f"SELECT {agg.label}"
+        integer = column.type is ColumnType.INTEGER
+        if agg.clip is not None:
+            clo, chi = agg.clip
+            if integer:
+                if not (float(clo).is_integer() and float(chi).is_integer()):
+                    raise UnsupportedQuery(
+                        f"{clause}: {column.name} is an integer column, so the bounds of "
+                        "CLIP are integers",
+                        {"clause": "SELECT", "column": column.name, "rule": "clip"},
+                    )
+                clo, chi = int(clo), int(chi)
+            else:
+                clo, chi = float(clo), float(chi)
+            if not (lo <= clo and chi <= hi):
+                raise ColumnNotAllowed(
+                    f"{clause}: CLIP may only tighten the declared bounds of {column.name}, "
+                    f"[{number_text(lo)}, {number_text(hi)}]; ask for lo >= {number_text(lo)} "
+                    f"and hi <= {number_text(hi)} (clipping beyond the declared bounds would "
+                    "break the sensitivity they guarantee)",
+                    {
+                        "clause": "SELECT",
+                        "column": column.name,
+                        "rule": "clip_within_bounds",
+                        "bounds": [lo, hi],
+                    },
+                )
+            lo, hi = clo, chi
+        if integer:
+            # Stored integers are BIGINT: clipping to the BIGINT range changes no value,
+            # and keeps every bound the SQL computes with exact (see docs/engine.md).
+            lo, hi = max(int(lo), INT64_MIN), min(int(hi), INT64_MAX)
+            ok = lo < hi
+        else:
+            ok = max(abs(lo), abs(hi)) <= MAX_BOUND and hi - lo >= MIN_BOUNDS_WIDTH
+        if not ok:
+            raise ColumnNotAllowed(
+                f"{clause}: the bounds of {column.name}, [{number_text(column.bounds[0])}, "
+                f"{number_text(column.bounds[1])}], are outside the range the engine computes "
+                f"with exactly (within ±{MAX_BOUND:g} and at least {MIN_BOUNDS_WIDTH:g} apart; "
+                "for integers, within the 64-bit range); ask with tighter bounds, "
+                f"e.g. {agg.func.value.upper()}(CLIP({column.name}, lo, hi)), or ask the "
+                "operator to declare narrower bounds",
+                {"clause": "SELECT", "column": column.name, "rule": "bounds_range"},
+            )
+        if (lo, hi) == column.bounds:
+            return column
+        bins = column.bins
+        if agg.clip is not None and bins is not None:
+            # Quantile candidates: the declared edges strictly inside, and the new bounds.
+            bins = tuple(sorted({lo, hi} | {e for e in bins if lo < e < hi}))
+        return replace(column, bounds=(lo, hi), bins=bins)
 
     # WHERE --------------------------------------------------------------------------
 

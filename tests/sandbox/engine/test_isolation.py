@@ -20,7 +20,7 @@ from sandbox.engine.isolation import (
     open_readonly,
     run_query,
 )
-from sandbox.errors import QueryFailed
+from sandbox.errors import QueryFailed, QueryTimeout
 
 BYPASS = [
     "SELECT * FROM read_csv('/etc/passwd')",
@@ -107,10 +107,12 @@ SLOW = "SELECT count(*) FROM range(100000000000) a WHERE a.range % 7 = 3"
 def test_timeout_interrupts_in_process(pums_db: Path) -> None:
     runner = UnsafeInProcessRunner()
     started = time.monotonic()
-    with pytest.raises(QueryFailed) as info:
+    with pytest.raises(QueryTimeout) as info:
         runner.run(pums_db, SLOW, EngineLimits(timeout_s=0.5, threads=1))
     assert time.monotonic() - started < 10
-    assert info.value.details["rule"] == "timeout"
+    # A time limit of the platform: 503 unavailable with Retry-After (DESIGN §5), not 413.
+    assert info.value.code == "unavailable"
+    assert info.value.details == {"rule": "timeout", "limit_s": 0.5, "retry_after": 1}
     assert "0.5 s" in info.value.message
     assert runner.run(pums_db, "SELECT count(*) FROM pums", EngineLimits())[0][0] > 0
 
@@ -118,9 +120,9 @@ def test_timeout_interrupts_in_process(pums_db: Path) -> None:
 def test_timeout_interrupts_in_worker_and_pool_recovers(pums_db: Path) -> None:
     pool = WorkerPool(size=1, grace_s=5.0)
     try:
-        with pytest.raises(QueryFailed) as info:
+        with pytest.raises(QueryTimeout) as info:
             pool.run(pums_db, SLOW, EngineLimits(timeout_s=0.5, threads=1))
-        assert info.value.details["rule"] == "timeout"
+        assert info.value.details["rule"] == "timeout" and info.value.code == "unavailable"
         rows = pool.run(pums_db, "SELECT count(*) FROM pums", EngineLimits(threads=1))
         assert rows[0][0] > 0
     finally:
@@ -158,9 +160,10 @@ def test_hung_worker_is_killed_after_grace(pums_db: Path) -> None:
         [pid] = pool.worker_pids()
         os.kill(pid, signal.SIGSTOP)  # a worker that never answers
         started = time.monotonic()
-        with pytest.raises(QueryFailed) as info:
+        with pytest.raises(QueryTimeout) as info:
             pool.run(pums_db, "SELECT 1", EngineLimits(timeout_s=0.5, threads=1))
         assert info.value.details["rule"] == "timeout"
+        assert info.value.details["retry_after"] == 1
         assert time.monotonic() - started < 10
         assert pool.run(pums_db, "SELECT 2", EngineLimits(threads=1)) == [(2,)]
         assert pid not in pool.worker_pids()
