@@ -27,7 +27,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -261,6 +262,28 @@ class VerificationRunner:
             db.users -= 1
             if db.retired and db.users == 0:
                 db.root.close()
+
+    @contextmanager
+    def cursor(self, data_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor on the read-only, locked, offline connection that lookups of
+        ``data_path`` run on (for inspection: every lookup goes through ``run``)."""
+        db, cur = self._acquire(data_path)
+        try:
+            yield cur
+        finally:
+            self._release(db, cur)
+
+    @property
+    def open_files(self) -> int:
+        """How many data files are held open."""
+        with self._lock:
+            return len(self._open)
+
+    @property
+    def indexes(self) -> int:
+        """How many answer indexes calls are answered from."""
+        with self._lock:
+            return len(self._indexes)
 
     def close(self) -> None:
         """Close every cached file (calls in flight finish first)."""

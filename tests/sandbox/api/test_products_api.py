@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +152,60 @@ def test_a_data_version_becomes_current_only_with_its_entry(rt: Runtime, operato
     assert [p.name for p in (rt.settings.products_dir / "enterprise_registry").iterdir()] == [
         Path(rt.catalogue.data_path(rt.catalogue.get("enterprise_registry"))).name
     ]
+
+
+def test_numbers_beyond_the_column_range_are_refused(operator: Caller) -> None:
+    manifest = json.loads(json.dumps(REGISTRY_MANIFEST))
+    capital = manifest["columns"][-1]
+    for change in (
+        {"bins": [0, 10**400]},  # float: beyond a double
+        {"bounds": [0, 10**400]},
+        {"bounds": [0, 1.7976931348623157e308]},  # finite, but noise scales overflow
+        {"bounds": [0, 5e-324]},
+    ):
+        manifest["columns"][-1] = {**capital, **change}
+        resp = operator.post("/v1/products", manifest)
+        assert resp.status_code == 400 and error_code(resp) == "invalid_request", change
+    manifest["columns"][-1] = {**capital, "type": "integer", "bounds": [0, 10**400]}
+    resp = operator.post("/v1/products", manifest)
+    assert resp.status_code == 400, resp.get_json()
+    # The refused manifest left nothing behind: the catalogue still answers.
+    listed = operator.get("/v1/products")
+    assert listed.status_code == 200 and listed.get_json()["products"] == []
+    manifest["columns"][-1] = {**capital, "bounds": [-1e100, 1e100]}
+    assert operator.post("/v1/products", manifest).status_code == 201
+
+
+def test_a_manifest_stored_under_earlier_rules_stays_readable(
+    operator: Caller, enterprise: Caller, rt: Runtime
+) -> None:
+    # Registration rules may tighten; a product registered before must still be listed
+    # and described (the catalogue re-reads stored manifests), not fail the catalogue.
+    assert operator.post("/v1/products", REGISTRY_MANIFEST).status_code == 201
+    old = json.loads(json.dumps(REGISTRY_MANIFEST))
+    old["columns"][-1]["bounds"] = [0, 1e200]  # refused for new products now
+    old["columns"].append({"name": "_draw", "type": "string", "classification": "attribute"})
+    with rt.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE products SET manifest = ? WHERE id = 'enterprise_registry'",
+            (json.dumps(old),),
+        )
+    assert operator.post("/v1/products", {**old, "id": "again"}).status_code == 400
+    for path in ("/v1/products", "/v1/products/enterprise_registry"):
+        resp = enterprise.get(path)
+        assert resp.status_code == 200, resp.get_json()
+
+
+def test_reserved_and_newline_terminated_names_are_refused(operator: Caller) -> None:
+    resp = operator.post("/v1/products", {**REGISTRY_MANIFEST, "id": "registry\n"})
+    assert resp.status_code == 400
+    for name in ("_unit_rank", "_unit_key", "_draw", "capital\n"):
+        manifest = json.loads(json.dumps(REGISTRY_MANIFEST))
+        manifest["columns"].append(
+            {"name": name, "type": "integer", "classification": "attribute", "bounds": [0, 9]}
+        )
+        resp = operator.post("/v1/products", manifest)
+        assert resp.status_code == 400 and error_code(resp) == "invalid_request", name
+    manifest = json.loads(json.dumps(REGISTRY_MANIFEST))
+    manifest["columns"].append({"name": "_source", "type": "string", "classification": "attribute"})
+    assert operator.post("/v1/products", manifest).status_code == 201

@@ -332,3 +332,96 @@ def test_what_others_did_before_the_commit_decides_the_answer(
     outcome = commit(rt, CallContext.local("test"), after)
     assert outcome.error is not None and outcome.error.code == "scope_revoked"
     assert len(rt.ledger.charges("sc-q")) == 6
+
+
+def _scope(operator: Caller) -> None:
+    operator.post("/v1/products", REGISTRY_MANIFEST)
+    operator.call(
+        "PUT",
+        "/v1/products/enterprise_registry/data",
+        body=REGISTRY_ROWS.encode(),
+        content_type="text/csv",
+    )
+    resp = operator.post(
+        "/v1/scopes",
+        {
+            "id": "sc",
+            "enterprise": "ent-acme",
+            "product": "enterprise_registry",
+            "purpose": "x",
+            "operations": {"aggregate": {"columns": ["registered_capital"]}},
+            "epsilon": 1,
+            "rate_per_minute": 100,
+            "daily_quota": 100,
+            "valid_from": "2026-01-01T00:00:00Z",
+            "valid_until": "2099-01-01T00:00:00Z",
+        },
+    )
+    assert resp.status_code == 201
+
+
+def test_hostile_literals_and_times(
+    operator: Caller, enterprise: Caller, regulator: Caller
+) -> None:
+    _scope(operator)
+    for sql in (
+        "SELECT COUNT(*) FROM enterprise_registry WHERE registered_capital > " + "9" * 5000,
+        "SELECT COUNT(*) FROM enterprise_registry WHERE registered_capital > 1 -- \ud800",
+    ):
+        body = json.dumps({"scope": "sc", "sql": sql, "epsilon": 0.1}).encode()
+        resp = enterprise.call("POST", "/v1/queries", body=body, content_type="application/json")
+        assert resp.status_code == 400, resp.get_json()
+    for when in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        resp = operator.post(
+            "/v1/scopes",
+            {
+                "id": "sc2",
+                "enterprise": "ent-acme",
+                "product": "enterprise_registry",
+                "purpose": "x",
+                "operations": {"verify": []},
+                "epsilon": 1,
+                "rate_per_minute": 1,
+                "daily_quota": 1,
+                "valid_from": when,
+                "valid_until": "2099-01-01T00:00:00Z" if when.startswith("0") else when,
+            },
+        )
+        assert resp.status_code == 400, resp.get_json()
+    for query in (
+        "from=0001-01-01T00:00:00%2B01:00",
+        "to=9999-12-31T23:59:59-01:00",
+        "cursor=100000000000000000000",
+        "limit=99999999999999999999",
+    ):
+        resp = regulator.get(f"/v1/audit/entries?{query}")
+        assert resp.status_code == 400, (query, resp.get_json())
+
+
+def test_deeply_nested_sql_and_huge_quantile_exponents(
+    operator: Caller, enterprise: Caller
+) -> None:
+    _scope(operator)
+    for sql, code in (
+        (
+            "SELECT COUNT(*) FROM enterprise_registry WHERE "
+            + "(" * 300
+            + "registered_capital > 1"
+            + ")" * 300,
+            "invalid_sql",
+        ),
+        (
+            "SELECT COUNT(*) FROM enterprise_registry WHERE "
+            + "NOT " * 300
+            + "registered_capital > 1",
+            "invalid_sql",
+        ),
+        # Each took minutes of CPU before (a 10**99999999 denominator).
+        ("SELECT QUANTILE_CONT(registered_capital, 1e-99999999) FROM enterprise_registry", None),
+        ("SELECT QUANTILE_CONT(registered_capital, 1e99999999) FROM enterprise_registry", None),
+    ):
+        for path in ("/v1/queries/preview", "/v1/queries"):
+            resp = enterprise.post(path, {"scope": "sc", "sql": sql, "epsilon": 0.1})
+            assert resp.status_code == 400, (sql[:60], resp.get_json())
+            if code:
+                assert error_code(resp) == code

@@ -92,7 +92,9 @@ def test_an_index_holds_one_entry_per_distinct_key_and_its_variant_bits(
     runner.close()
 
 
-def test_calls_are_answered_from_the_index_once_built(store: DemoStore) -> None:
+def test_calls_are_answered_from_the_index_once_built(
+    store: DemoStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     vp = store.vps["enterprise-good-standing"]
     product = store.products["enterprise_registry"]
     path = store.files["enterprise_registry"]
@@ -102,7 +104,7 @@ def test_calls_are_answered_from_the_index_once_built(store: DemoStore) -> None:
     # Close every DuckDB instance and make opening one fail: the answer must now come
     # from the memory-mapped index alone.
     runner.close()
-    runner._connect = _refuse  # type: ignore[method-assign]
+    monkeypatch.setattr("sandbox.verification.lookup.duckdb.connect", _refuse)
     assert runner.verify(vp, product, path, {"uscc": row["uscc"]}) == first
 
 
@@ -197,7 +199,7 @@ def test_duplicate_keys_answer_not_found_as_point_lookups_do(tmp_path: Path) -> 
         "粤A3": (True, False),
         "粤A9": (False, False),
     }
-    assert indexed._indexes  # the index was used, not the point lookup
+    assert indexed.indexes  # the index was used, not the point lookup
 
 
 def test_products_with_too_many_variants_are_not_indexed(store: DemoStore) -> None:

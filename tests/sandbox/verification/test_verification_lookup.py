@@ -609,8 +609,7 @@ def test_date_and_integer_keys(tmp_path: Path, runner: VerificationRunner) -> No
 def test_the_connection_is_read_only_locked_and_offline(
     store: DemoStore, runner: VerificationRunner, sql: str
 ) -> None:
-    db, cursor = runner._acquire(store.files["enterprise_registry"])
-    try:
+    with runner.cursor(store.files["enterprise_registry"]) as cursor:
         with pytest.raises(duckdb.Error):
             cursor.execute(sql)
         settings = cursor.execute(
@@ -618,8 +617,6 @@ def test_the_connection_is_read_only_locked_and_offline(
             "current_setting('lock_configuration'), current_setting('threads')"
         ).fetchone()
         assert settings == (False, True, runner.limits.threads)
-    finally:
-        runner._release(db, cursor)
 
 
 def test_cache_eviction_and_concurrent_calls(store: DemoStore) -> None:
@@ -651,7 +648,7 @@ def test_cache_eviction_and_concurrent_calls(store: DemoStore) -> None:
     with ThreadPoolExecutor(8) as pool:
         assert all(pool.map(one, range(80)))
     runner.close()
-    assert runner._open == {}
+    assert runner.open_files == 0
 
 
 def test_a_vp_of_another_product_is_a_programming_error(
