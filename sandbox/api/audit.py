@@ -6,11 +6,11 @@ import tempfile
 from typing import Any
 
 from flask import Response, send_file
-from flask_smorest import Blueprint
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from policies.scopes import TimeField
 from sandbox.actions import audit_access
+from sandbox.api.blueprint import Blueprint
 from sandbox.api.calls import caller, respond, runtime
 from sandbox.api.schemas import Checkpoint, ConsistencyProof, Cosignature, EntryPage, InclusionProof
 

@@ -383,8 +383,10 @@ def handle_http_exception(exc: HTTPException) -> Response:
         return _refuse(Internal(exc.description or exc.name))
     data = getattr(exc, "data", None)  # flask-smorest/webargs validation messages
     if isinstance(data, dict) and "messages" in data:
-        messages = data["messages"]
-        fields = messages.get("json", messages) if isinstance(messages, dict) else messages
+        messages = data["messages"]  # keyed by where the values were: json, query
+        fields: Any = messages
+        if isinstance(messages, dict) and len(messages) == 1:
+            (fields,) = messages.values()
         return _refuse(InvalidRequest("the request does not match the schema", {"fields": fields}))
     if status == 405:
         allow = dict(exc.get_headers()).get("Allow")

@@ -6,8 +6,8 @@ from importlib.resources import files
 from typing import Any
 
 from flask import Response
-from flask_smorest import Blueprint
 
+from sandbox.api.blueprint import Blueprint
 from sandbox.api.calls import runtime
 
 blp = Blueprint("meta", __name__, url_prefix="/v1", description="Liveness, keys and docs")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from flask import Response
-from flask_smorest import Blueprint
 
 from policies.principals import KeySchema, PrincipalRequest, PrincipalSchema, PublicKey
 from sandbox.actions import principals
+from sandbox.api.blueprint import Blueprint
 from sandbox.api.calls import caller, respond, runtime
 from sandbox.api.schemas import PrincipalAnswer
 

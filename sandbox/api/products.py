@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response, request
-from flask_smorest import Blueprint
 from marshmallow import RAISE, Schema, fields, validate
 
 from products.errors import InvalidRequest
 from products.loader import DataFormat
 from products.manifest import DataProduct, NewManifestSchema
 from sandbox.actions import products
+from sandbox.api.blueprint import Blueprint
 from sandbox.api.calls import caller, respond, respond_upload, runtime, upload_path
 from sandbox.api.schemas import ProductAnswer, ProductList, Sample
 from sandbox.engine.sample import MAX_SAMPLE_ROWS

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from flask import Response
-from flask_smorest import Blueprint
 
 from sandbox.actions import queries
 from sandbox.actions.queries import QueryRequest, QueryRequestSchema
+from sandbox.api.blueprint import Blueprint
 from sandbox.api.calls import caller, respond, runtime
 from sandbox.api.schemas import Preview, QueryAnswer
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response
-from flask_smorest import Blueprint
 from marshmallow import RAISE, Schema, fields, validate
 
 from policies.scopes import GrantSchema, ScopeGrant, ScopeStatus
 from sandbox.actions import scopes
+from sandbox.api.blueprint import Blueprint
 from sandbox.api.calls import caller, respond, runtime
 from sandbox.api.schemas import ChargesAnswer, ScopeAnswer, ScopeList
 

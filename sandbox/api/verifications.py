@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from products.verification import VerificationSchema
 from sandbox.actions import verifications
+from sandbox.api.blueprint import Blueprint
 from sandbox.api.calls import caller, respond, runtime
 from sandbox.api.schemas import BatchAnswer, VerificationAnswer, VerificationProductList
 from sandbox.verification.request import BatchRequestSchema, VerificationRequestSchema

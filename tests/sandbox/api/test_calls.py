@@ -395,3 +395,17 @@ def test_unreadable_numbers_and_deep_nesting_in_bodies(operator: Caller, rt: Run
         assert "X-Audit-Index" in resp.headers
     assert rt.audit.size() == before + 3
     assert operator.get("/v1/products").get_json()["products"] == []
+
+
+def test_a_refusal_before_the_body_is_read_closes_the_connection(
+    operator: Caller, rt: Runtime
+) -> None:
+    # A keep-alive connection whose body was not read would have the rest of that body
+    # taken for the next request.
+    too_big = operator.post(
+        "/v1/products",
+        dict(REGISTRY_MANIFEST, description="x" * (rt.settings.max_json_bytes + 10)),
+    )
+    assert too_big.status_code == 413 and too_big.headers["Connection"] == "close"
+    fine = operator.get("/v1/products")
+    assert fine.status_code == 200 and "Connection" not in fine.headers

@@ -256,3 +256,38 @@ def test_principals_and_keys_change_only_with_their_entries(
         entries = regulator.get(f"/v1/audit/entries?action={action}").get_json()["entries"]
         mine = [e for e in entries if e["entry"]["target"].get("principal") == "ent-new"]
         assert [e["entry"]["decision"] for e in mine] == ["allow"], action
+
+
+def test_names_the_platform_writes_under_cannot_be_registered(
+    operator: Caller, regulator: Caller
+) -> None:
+    # An operator registering "platform" or "anonymous" could then read (and be taken
+    # for) the platform's own entries.
+    pub = generate_keypair()[1].decode()
+    for pid in ("platform", "anonymous", "Platform", "unauthenticated"):
+        body = {"id": pid, "role": "regulator", "name": "x", "keys": [{"public_key": pub}]}
+        resp = operator.post("/v1/principals", body)
+        assert resp.status_code == 400 and "id" in resp.get_json()["error"]["details"]["fields"]
+
+
+def test_a_public_key_of_an_unknown_algorithm_is_a_clear_400(operator: Caller) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    others = [
+        rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key(),
+        ec.generate_private_key(ec.SECP384R1()).public_key(),
+    ]
+    for key in others:
+        pem = key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode()
+        body = {"id": "ent-x", "role": "enterprise", "name": "X", "keys": [{"public_key": pem}]}
+        resp = operator.post("/v1/principals", body)
+        assert resp.status_code == 400, resp.get_json()
+    # An SPKI whose algorithm identifier no library knows (a made-up OID).
+    bogus = (
+        "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2V5AyEA" + "A" * 43 + "=\n-----END PUBLIC KEY-----\n"
+    )
+    body = {"id": "ent-x", "role": "enterprise", "name": "X", "keys": [{"public_key": bogus}]}
+    assert operator.post("/v1/principals", body).status_code == 400

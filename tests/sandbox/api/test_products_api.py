@@ -209,3 +209,22 @@ def test_reserved_and_newline_terminated_names_are_refused(operator: Caller) -> 
     manifest = json.loads(json.dumps(REGISTRY_MANIFEST))
     manifest["columns"].append({"name": "_source", "type": "string", "classification": "attribute"})
     assert operator.post("/v1/products", manifest).status_code == 201
+
+
+def test_row_counts_and_content_hashes_are_shown_to_operators_and_regulators_only(
+    operator: Caller, enterprise: Caller, regulator: Caller
+) -> None:
+    # Both are exact functions of the data: knowing the rest of the file, the SHA-256 of
+    # the upload gave one household's income away.
+    assert operator.post("/v1/products", REGISTRY_MANIFEST).status_code == 201
+    operator.call(
+        "PUT",
+        "/v1/products/enterprise_registry/data",
+        body=REGISTRY_ROWS.encode(),
+        content_type="text/csv",
+    )
+    for who, shown in ((operator, True), (regulator, True), (enterprise, False)):
+        for path in ("/v1/products/enterprise_registry", "/v1/products"):
+            body = who.get(path).get_json()
+            product = body["products"][0] if "products" in body else body
+            assert ("content_hash" in product) is shown and ("row_count" in product) is shown

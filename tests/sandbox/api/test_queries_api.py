@@ -272,11 +272,19 @@ def test_unknown_keys_spend_delta_and_delta_is_never_overdrawn(
         "/v1/queries", {"scope": "sc-d", "sql": sql, "epsilon": 0.5, "delta": 6e-7}
     )
     assert second.status_code == 403 and error_code(second) == "budget_exhausted"
+    rest = enterprise.post(
+        "/v1/queries", {"scope": "sc-d", "sql": sql + " ORDER BY 1", "epsilon": 0.5, "delta": 4e-7}
+    )
+    assert rest.status_code == 200, rest.get_json()
+    # The scope's delta is spent: a query that needs some is a budget refusal (403), not
+    # a rule about the column (which a scope granted no delta at all gets, below).
+    spent = enterprise.post("/v1/queries", {"scope": "sc-d", "sql": sql, "epsilon": 0.25})
+    assert spent.status_code == 403 and error_code(spent) == "budget_exhausted"
     no_delta_scope = dict(grant, id="sc-nd", delta=0)
     assert operator.post("/v1/scopes", no_delta_scope).status_code == 201
     refused = enterprise.post("/v1/queries", {"scope": "sc-nd", "sql": sql, "epsilon": 1})
     assert refused.status_code == 400 and error_code(refused) == "column_not_allowed"
-    assert rt.scopes.get("sc-d").delta_spent_atto == 600_000_000_000
+    assert rt.scopes.get("sc-d").delta_spent_atto == 1_000_000_000_000
 
 
 def test_a_charge_commits_only_with_its_entry(
@@ -425,3 +433,48 @@ def test_deeply_nested_sql_and_huge_quantile_exponents(
             assert resp.status_code == 400, (sql[:60], resp.get_json())
             if code:
                 assert error_code(resp) == code
+
+
+def test_a_scope_grants_counts_and_histograms_separately(
+    operator: Caller, enterprise: Caller
+) -> None:
+    # A count-only scope may not run histograms (binned counts), and a histogram-only
+    # scope may run them but not plain counts.
+    manifest = {
+        "id": "firms",
+        "title": "Firms",
+        "privacy_unit": "firm",
+        "max_rows_per_unit": 1,
+        "columns": [
+            {"name": "firm", "type": "string", "classification": "identifier"},
+            {"name": "district", "type": "string", "classification": "attribute",
+             "public_values": ["A", "B"]},
+            {"name": "staff", "type": "integer", "classification": "sensitive",
+             "bounds": [0, 100], "bins": [0, 10, 50, 100]},
+        ],
+    }  # fmt: skip
+    assert operator.post("/v1/products", manifest).status_code == 201
+    rows = "firm,district,staff\n" + "".join(f"F{i},{'AB'[i % 2]},{i % 90}\n" for i in range(200))
+    operator.call("PUT", "/v1/products/firms/data", body=rows.encode(), content_type="text/csv")
+    base = {
+        "enterprise": "ent-acme",
+        "product": "firms",
+        "purpose": "x",
+        "epsilon": 1,
+        "rate_per_minute": 100,
+        "daily_quota": 100,
+        "valid_from": "2026-01-01T00:00:00Z",
+        "valid_until": "2099-01-01T00:00:00Z",
+    }
+    for sid, functions in (("sc-count", ["count"]), ("sc-hist", ["histogram"])):
+        ops = {"aggregate": {"columns": ["district", "staff"], "functions": functions}}
+        assert (
+            operator.post("/v1/scopes", {**base, "id": sid, "operations": ops}).status_code == 201
+        )
+    histogram = "SELECT BIN(staff) AS band, COUNT(*) AS n FROM firms GROUP BY band"
+    count = "SELECT district, COUNT(*) AS n FROM firms GROUP BY district"
+    refused = query(enterprise, histogram, 0.1, "sc-count")
+    assert refused.status_code == 403 and error_code(refused) == "operation_not_allowed"
+    assert query(enterprise, count, 0.1, "sc-count").status_code == 200
+    assert query(enterprise, histogram, 0.1, "sc-hist").status_code == 200
+    assert error_code(query(enterprise, count, 0.1, "sc-hist")) == "operation_not_allowed"
