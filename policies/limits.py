@@ -8,6 +8,7 @@ correct across processes and nodes sharing the store.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import datetime
 
@@ -15,8 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from policies.errors import QuotaExceeded, RateLimited
-from policies.scopes import Scope
+from policies.scopes import Scope, ScopeStatus
 from policies.tables import rate_counters
+from products.errors import DomainError
 
 MINUTE = 60
 DAY = 86_400
@@ -26,13 +28,22 @@ DAY = 86_400
 # multi-row VALUES construct: built from Core it was compiled anew on every call
 # (about a quarter of a millisecond each). The SQL is the common subset of SQLite
 # (>= 3.35, for RETURNING) and PostgreSQL; "window" is quoted, a keyword in both.
+# The same statement reads the scope's status as stored now, so that admitting a call
+# costs one round trip (a missing scope reads as revoked).
 _BUMP = sa.text(
     'INSERT INTO rate_counters (scope_id, "window", window_start, count) '
     "VALUES (:scope_id, 'minute', :minute, :n), (:scope_id, 'day', :day, :n) "
     'ON CONFLICT (scope_id, "window", window_start) '
     "DO UPDATE SET count = rate_counters.count + excluded.count "
-    'RETURNING "window", count'
-).columns(sa.column("window", sa.String), sa.column("count", sa.BigInteger))
+    'RETURNING "window", count, '
+    "(SELECT status FROM scopes WHERE id = :scope_id), "
+    "(SELECT status_reason FROM scopes WHERE id = :scope_id)"
+).columns(
+    sa.column("window", sa.String),
+    sa.column("count", sa.BigInteger),
+    sa.column("status", sa.String),
+    sa.column("status_reason", sa.String),
+)
 
 
 class RateLimiter:
@@ -43,16 +54,26 @@ class RateLimiter:
         self._clock = clock
 
     @staticmethod
-    def count(
-        conn: sa.Connection, scope: Scope, calls: int, now: datetime
-    ) -> RateLimited | QuotaExceeded | None:
+    def admit(conn: sa.Connection, scope: Scope, calls: int, now: datetime) -> DomainError | None:
         """Count ``calls`` under ``scope`` at ``now`` on ``conn`` (inside the call's
         transaction), refused ones included; return the refusal if the new counts are
-        over the scope's limits (with ``retry_after`` seconds), else None."""
+        over the scope's limits (``RateLimited``/``QuotaExceeded`` with ``retry_after``
+        seconds) or its status as stored now or its validity forbids the call
+        (``ScopeRevoked``/``ScopeSuspended``/``ScopeExpired``), else None."""
         t = int(now.timestamp())
         params = {"scope_id": scope.id, "minute": t - t % MINUTE, "day": t - t % DAY, "n": calls}
-        counts = {str(w): int(c) for w, c in conn.execute(_BUMP, params).all()}
-        return _refusal(scope, counts["minute"], counts["day"], t)
+        rows = conn.execute(_BUMP, params).all()
+        counts = {str(r[0]): int(r[1]) for r in rows}
+        over = _refusal(scope, counts["minute"], counts["day"], t)
+        if over is not None:
+            return over
+        status = ScopeStatus(rows[0].status) if rows[0].status else ScopeStatus.REVOKED
+        current = dataclasses.replace(scope, status=status, status_reason=rows[0].status_reason)
+        try:
+            current.check_usable(now)
+        except DomainError as exc:
+            return exc
+        return None
 
     def prune(self) -> int:
         """Forget windows that ended more than a day ago; return how many."""

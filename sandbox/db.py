@@ -152,9 +152,16 @@ def _enumeration_reviews(conn: Connection) -> None:
     verification_tables.enumeration_reviews.create(conn, checkfirst=True)
 
 
+def _drop_probe_totals(conn: Connection) -> None:
+    # The per-bucket totals served the in-request assessment, which the scheduled
+    # review replaced (it reads the per-key rows).
+    conn.exec_driver_sql("DROP TABLE IF EXISTS verification_probe_totals")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "scheduled enumeration reviews", _enumeration_reviews),
+    Migration(3, "probe totals dropped", _drop_probe_totals),
 )
 
 

@@ -39,7 +39,7 @@ from policies.errors import AuthError, Replayed, TokenExpired
 from policies.limits import RateLimiter
 from policies.nonces import NonceStore
 from policies.principals import Principal
-from policies.scopes import Scope, ScopeStore, decimal_str
+from policies.scopes import Scope, decimal_str
 from products.errors import DomainError
 from products.text import all_utf8, storable
 from sandbox.errors import Internal, Unavailable, error_body, status_of
@@ -208,8 +208,7 @@ def commit(rt: Runtime, caller: Caller, pending: Pending) -> Outcome:
         if scope is not None and counted:
             # The order of DESIGN §5: a call over its scope's limits, or under a scope
             # no longer usable, is refused as such whatever else is wrong with it.
-            over = RateLimiter.count(tx.conn, scope, pending.calls, now)
-            error = over or _unusable(tx, scope, now) or error
+            error = RateLimiter.admit(tx.conn, scope, pending.calls, now) or error
         if error is None and scope is not None and pending.probes:
             record_probes(tx.conn, scope.id, now, pending.probes, rt.enumeration)
         answer = pending.answer
@@ -224,17 +223,6 @@ def commit(rt: Runtime, caller: Caller, pending: Pending) -> Outcome:
     if pending.changes_state and outcome.allowed:
         rt.forget_cached()
     return outcome
-
-
-def _unusable(tx: LogTransaction, scope: Scope, now: datetime) -> DomainError | None:
-    """The refusal of a call under ``scope`` if its status as stored now (or its
-    validity at ``now``) forbids it, else None."""
-    status, reason = ScopeStore.status(tx.conn, scope.id)
-    try:
-        dataclasses.replace(scope, status=status, status_reason=reason).check_usable(now)
-    except DomainError as exc:
-        return exc
-    return None
 
 
 def _apply(apply: Apply, tx: LogTransaction) -> tuple[Answer | None, DomainError | None]:

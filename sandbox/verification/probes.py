@@ -20,7 +20,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from sandbox.verification.enumeration import EnumerationPolicy, WindowStats
-from sandbox.verification.tables import verification_probe_totals as totals_table
 from sandbox.verification.tables import verification_probes as probes_table
 
 
@@ -58,52 +57,32 @@ def record_probes(
         {"scope_id": scope_id, "bucket": bucket, "key_hash": h, "hits": c[0], "misses": c[1]}
         for h, c in sorted(counts.items())
     ]
-    add_probes, add_totals = _UPSERTS[conn.dialect.name]
-    conn.execute(
-        add_totals,
-        {
-            "scope_id": scope_id,
-            "bucket": bucket,
-            "lookups": sum(sum(c) for c in counts.values()),
-            "misses": sum(c[1] for c in counts.values()),
+    conn.execute(_UPSERTS[conn.dialect.name], rows)
+
+
+def _upsert(insert: Any) -> sa.Executable:
+    # Built once per dialect: every call reuses the compiled statement.
+    probes = insert(probes_table)
+    return probes.on_conflict_do_update(  # type: ignore[no-any-return]
+        index_elements=["scope_id", "bucket", "key_hash"],
+        set_={
+            "hits": probes_table.c.hits + probes.excluded.hits,
+            "misses": probes_table.c.misses + probes.excluded.misses,
         },
     )
-    conn.execute(add_probes, rows)
 
 
-def _upserts(insert: Any) -> tuple[sa.Executable, sa.Executable]:
-    # Built once per dialect: every call reuses the compiled statements.
-    probes = insert(probes_table)
-    totals = insert(totals_table)
-    return (
-        probes.on_conflict_do_update(
-            index_elements=["scope_id", "bucket", "key_hash"],
-            set_={
-                "hits": probes_table.c.hits + probes.excluded.hits,
-                "misses": probes_table.c.misses + probes.excluded.misses,
-            },
-        ),
-        totals.on_conflict_do_update(
-            index_elements=["scope_id", "bucket"],
-            set_={
-                "lookups": totals_table.c.lookups + totals.excluded.lookups,
-                "misses": totals_table.c.misses + totals.excluded.misses,
-            },
-        ),
-    )
-
-
-_UPSERTS = {"postgresql": _upserts(postgresql.insert), "sqlite": _upserts(sqlite.insert)}
+_UPSERTS = {"postgresql": _upsert(postgresql.insert), "sqlite": _upsert(sqlite.insert)}
 
 
 def scopes_to_review(conn: Connection, now: datetime, policy: EnumerationPolicy) -> list[str]:
     """Return the scopes whose window ending at ``now`` missed enough lookups that a
-    flag is possible (each missed distinct key is at least one missed lookup), from
-    one row per scope and bucket: the others need no look at their keys."""
+    flag is possible (each missed distinct key is at least one missed lookup): the
+    others need no look at their keys."""
     last = _bucket(now, policy)
     first = last - policy.window_s // policy.bucket_s + 1
     floor = min(policy.unknown_keys, int(policy.miss_ratio * policy.min_keys))
-    t = totals_table
+    t = probes_table
     rows = conn.execute(
         sa.select(t.c.scope_id)
         .where(t.c.bucket >= first, t.c.bucket <= last)
@@ -144,6 +123,5 @@ def window_stats(
 def purge_expired(conn: Connection, now: datetime, policy: EnumerationPolicy) -> int:
     """Delete buckets that left every window ending at or after ``now``; return the count."""
     first = _bucket(now, policy) - policy.window_s // policy.bucket_s + 1
-    conn.execute(sa.delete(totals_table).where(totals_table.c.bucket < first))
     result = conn.execute(sa.delete(probes_table).where(probes_table.c.bucket < first))
     return int(result.rowcount or 0)

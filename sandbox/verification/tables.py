@@ -24,17 +24,6 @@ verification_probes = sa.Table(
 )
 sa.Index("ix_verification_probes_bucket", verification_probes.c.bucket)
 
-# Per scope and bucket: lookups and misses (not distinct). A window whose misses are
-# below what a flag needs is cleared from these few rows, without reading every key.
-verification_probe_totals = sa.Table(
-    "verification_probe_totals",
-    metadata,
-    sa.Column("scope_id", sa.String(128), primary_key=True),
-    sa.Column("bucket", sa.BigInteger, primary_key=True),
-    sa.Column("lookups", sa.BigInteger, nullable=False),
-    sa.Column("misses", sa.BigInteger, nullable=False),
-)
-
 # One row per review period: the platform writes one review entry per period, whichever
 # process gets there first (sandbox/actions/review.py).
 enumeration_reviews = sa.Table(

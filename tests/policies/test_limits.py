@@ -7,11 +7,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.engine import Engine
 
-from policies.errors import QuotaExceeded, RateLimited
+from policies.errors import QuotaExceeded, RateLimited, ScopeExpired, ScopeRevoked, ScopeSuspended
 from policies.limits import RateLimiter
-from policies.scopes import Scope, ScopeStore, parse_grant
+from policies.scopes import Scope, ScopeStatus, ScopeStore, parse_grant
 from products.manifest import parse_manifest
-from tests.policies.conftest import FakeClock, seed, store_grant
+from tests.policies.conftest import FakeClock, move_scope, seed, store_grant
 
 PRODUCT = parse_manifest(
     {
@@ -51,7 +51,7 @@ def scope(engine: Engine, clock: FakeClock) -> ScopeStore:
 def count(engine: Engine, scope: Scope, clock: FakeClock, n: int = 1) -> None:
     """Count ``n`` calls in a transaction of their own; raise the refusal, if any."""
     with engine.begin() as conn:
-        refusal = RateLimiter.count(conn, scope, n, clock())
+        refusal = RateLimiter.admit(conn, scope, n, clock())
     if refusal is not None:
         raise refusal
 
@@ -83,3 +83,19 @@ def test_old_windows_are_pruned(scope: ScopeStore, engine: Engine, clock: FakeCl
     assert limiter.prune() == 0
     clock.now += timedelta(days=3)
     assert limiter.prune() == 2  # the minute and the day window
+
+
+def test_admission_also_reads_the_scope_status_as_stored_now(
+    scope: ScopeStore, engine: Engine, clock: FakeClock
+) -> None:
+    s = scope.get("s")  # read while active: a cached copy, say
+    count(engine, s, clock)
+    assert move_scope(engine, "s", ScopeStatus.SUSPENDED, [ScopeStatus.ACTIVE])
+    with pytest.raises(ScopeSuspended):
+        count(engine, s, clock)
+    assert move_scope(engine, "s", ScopeStatus.REVOKED, [ScopeStatus.SUSPENDED])
+    with pytest.raises(ScopeRevoked):
+        count(engine, s, clock)
+    clock.now = s.valid_until  # a rate refusal would come first, so move to a new minute
+    with pytest.raises((ScopeRevoked, ScopeExpired)):
+        count(engine, s, clock)

@@ -154,7 +154,7 @@ def test_a_call_refused_at_commit_leaves_no_probe(
 ) -> None:
     import sqlalchemy as sa
 
-    from sandbox.verification.tables import verification_probe_totals as totals
+    from sandbox.verification.tables import verification_probes as probes
 
     grant(operator, "sc-one", "enterprise_registry", ["enterprise-good-standing"],
           rate_per_minute=1)  # fmt: skip
@@ -170,7 +170,9 @@ def test_a_call_refused_at_commit_leaves_no_probe(
     assert error_code(resp) == refusal
     with rt.engine.connect() as conn:
         lookups = conn.execute(
-            sa.select(sa.func.sum(totals.c.lookups)).where(totals.c.scope_id == "sc-one")
+            sa.select(sa.func.sum(probes.c.hits + probes.c.misses)).where(
+                probes.c.scope_id == "sc-one"
+            )
         ).scalar()
     assert lookups == 1  # only the admitted call was recorded for enumeration detection
 
