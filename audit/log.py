@@ -251,13 +251,18 @@ class LogTransaction:
             raise OutOfRange(f"tree size {size} is not committed yet")
         return log._sign(conn, size, root)
 
-    def add_cosignature(self, note: str, witness: CosignatureVerifier) -> StoredCosignature:
+    def add_cosignature(
+        self, note: str, witness: CosignatureVerifier, *, max_skew_s: int = 300
+    ) -> StoredCosignature:
         """Store ``witness``'s cosignature found in ``note`` with this entry; return the
         stored line and whether this call stored it.
 
         ``note`` is one of this log's checkpoints with the witness's cosignature line
         (C2SP tlog-cosignature) appended. Raises :class:`BadCheckpoint` if the text is
-        not a checkpoint this log signed or carries no line of that witness, and
+        not a checkpoint this log signed or carries no line of that witness, if its
+        timestamp lies more than ``max_skew_s`` seconds ahead of the log's clock, or if
+        the witness already cosigned a larger checkpoint (a witness moves forward only;
+        the served cosigned checkpoint is the largest); and
         :class:`~audit.errors.BadSignature` if the cosignature does not verify. A
         witness's first cosignature of a checkpoint is the one kept: a later one (say,
         a newer timestamp) verifies but returns the stored line with ``created`` False.
@@ -273,7 +278,22 @@ class LogTransaction:
         if not sigs:
             raise BadCheckpoint(f"no cosignature by {witness.name} in the note")
         ts = witness.timestamp(parsed.text, sigs[0])
+        if ts > self._log.clock().timestamp() + max_skew_s:
+            raise BadCheckpoint(
+                f"the cosignature's time {ts} lies ahead of the log's clock by more than "
+                f"{max_skew_s} s"
+            )
         line = sigs[0].line().rstrip("\n")
+        newest = conn.execute(
+            sa.select(sa.func.max(cs.c.checkpoint_size)).where(
+                cs.c.witness == witness.name, cs.c.key_id == witness.key_id
+            )
+        ).scalar()
+        if newest is not None and cp.size < newest:
+            raise BadCheckpoint(
+                f"{witness.name} cosigned the checkpoint of size {newest} already; a witness "
+                f"does not go back to size {cp.size}"
+            )
         existing = conn.execute(
             sa.select(cs.c.line).where(
                 cs.c.checkpoint_size == cp.size,

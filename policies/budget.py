@@ -141,6 +141,20 @@ class BudgetLedger:
         )
         return Release(answer, epsilon, _budget(conn, scope_id), False)
 
+    def forget_releases(self, before: datetime) -> int:
+        """Delete the stored answers released before ``before``; return how many.
+
+        An identical request after that is a new release, charged again in full: a
+        repeat past the retention costs budget like any other release, which the
+        ledger's charges (kept for ever) account for, so averaging gains nothing it did
+        not pay for.
+        """
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                released_answers.delete().where(released_answers.c.created_at < before)
+            )
+        return int(result.rowcount or 0)
+
     def charges(self, scope_id: str) -> list[dict[str, Any]]:
         """Return the scope's charges in order, for regulators."""
         with self._engine.connect() as conn:

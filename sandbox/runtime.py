@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -138,11 +138,14 @@ class Runtime:
 
     def sweep(self) -> None:
         """Forget what can no longer matter: enumeration buckets that left every window,
-        nonces whose tokens have expired and rate windows of past days."""
+        nonces whose tokens have expired, rate windows of past days, and stored releases
+        past their retention (``release_retention_days``)."""
         with self.engine.begin() as conn:
             purge_expired(conn, self.clock(), self.enumeration)
         self.nonces.prune()
         self.limiter.prune()
+        retention = timedelta(days=self.settings.release_retention_days)
+        self.ledger.forget_releases(self.clock() - retention)
 
     def forget_cached(self) -> None:
         """Drop this process's cached principals, scopes and definitions (after a

@@ -37,6 +37,9 @@ class Settings:
     query_memory_limit: str = "2GB"
     query_threads: int = 2
     query_workers: int = 2  # isolated worker processes per server process
+    # Stored releases (DESIGN §8): their size, and how long identical requests reuse them.
+    max_release_bytes: int = 4_000_000
+    release_retention_days: int = 365
     # Control-plane store (DESIGN §2.9: no process can stall the others for longer).
     store_lock_timeout_s: float = 5.0
     store_idle_transaction_timeout_s: float = 2.0

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
@@ -37,7 +38,7 @@ from policies.scopes import (
     decimal_str,
     from_atto,
 )
-from products.errors import NotFound
+from products.errors import NotFound, TooLarge
 from sandbox.actions.call import Answer, Apply, Pending
 from sandbox.engine import EngineLimits, PreparedQuery, execute, prepare
 from sandbox.errors import ColumnNotAllowed
@@ -222,6 +223,13 @@ def run_query(
                 prepared, rt.catalogue.data_path(record), limits, runner=rt.query_runner()
             )
             stored = {"columns": answer.columns, "rows": answer.rows, "accuracy": answer.accuracy}
+            size = len(json.dumps(stored))
+            if size > rt.settings.max_release_bytes:
+                raise TooLarge(
+                    f"the answer holds {size:,} bytes; a release may hold at most "
+                    f"{rt.settings.max_release_bytes:,} (fewer groups or statistics)",
+                    {"rule": "max_release_bytes", "limit": rt.settings.max_release_bytes},
+                )
         release = _release(scope.id, query_key, req.epsilon, delta, stored, request_id, rt)
         return dataclasses.replace(pending, fields=fields, apply=release)
 

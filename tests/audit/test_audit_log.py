@@ -196,7 +196,7 @@ def test_checkpoints_and_cosignatures(db_url: str, signer: NoteSigner) -> None:
 
     w = CosignatureSigner.generate("regulator.example/w1")
     note = parse_note(cp.note)
-    cosigned = str(note.with_signatures([w.sign(note.text, 1_800_000_000)]))
+    cosigned = str(note.with_signatures([w.sign(note.text, 1_790_000_000)]))
 
     def cosign(text: str, verifier: object) -> Any:
         return in_entry(lg, lambda tx: tx.add_cosignature(text, verifier))
@@ -208,7 +208,7 @@ def test_checkpoints_and_cosignatures(db_url: str, signer: NoteSigner) -> None:
     assert again.line == line and not again.created
     # A later cosignature of the same checkpoint by the same witness (a newer time)
     # verifies, but the first one is kept and the caller is told so.
-    newer = str(note.with_signatures([w.sign(note.text, 1_800_000_100)]))
+    newer = str(note.with_signatures([w.sign(note.text, 1_790_000_100)]))
     kept = cosign(newer, w.verifier())
     assert kept.line == line and not kept.created
     with lg.engine.connect() as conn:

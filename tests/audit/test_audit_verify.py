@@ -207,7 +207,7 @@ def test_cosignatures_are_reported(bundle_log: AuditLog, tmp_path: Path) -> None
     from audit.note import parse_note
 
     n = parse_note(cp.note)
-    line = w.sign(n.text, 1_800_000_000)
+    line = w.sign(n.text, 1_790_000_000)
     in_entry(
         bundle_log, lambda tx: tx.add_cosignature(str(n.with_signatures([line])), w.verifier())
     )

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from audit.merkle import verify_consistency, verify_inclusion
 from audit.note import CosignatureSigner, NoteVerifier, open_checkpoint
@@ -138,14 +139,14 @@ def test_regulator_cosigns_and_the_cosignature_is_served(
     enterprise.get("/v1/products")
     cp = regulator.get("/v1/audit/checkpoint").get_json()
     signer = CosignatureSigner.from_pem(regulator.private_pem, name="reg-bureau")
-    sig = signer.sign(cp["note"].split("\n\n")[0] + "\n", 1_800_000_000)
+    sig = signer.sign(cp["note"].split("\n\n")[0] + "\n", 1_790_000_000)
     cosigned = cp["note"] + sig.line()
     resp = regulator.post("/v1/audit/cosignatures", {"note": cosigned})
     assert resp.status_code == 201, resp.get_json()
     assert resp.get_json() == {"witness": "reg-bureau", "line": sig.line().strip(), "created": True}
     # A second cosignature of that checkpoint (a later time) verifies but is not stored:
     # 200 with the line that was kept, not a 201 that would claim it was stored.
-    later = signer.sign(cp["note"].split("\n\n")[0] + "\n", 1_800_000_060)
+    later = signer.sign(cp["note"].split("\n\n")[0] + "\n", 1_790_000_060)
     again = regulator.post("/v1/audit/cosignatures", {"note": cp["note"] + later.line()})
     assert again.status_code == 200, again.get_json()
     assert again.get_json()["line"] == sig.line().strip()
@@ -156,8 +157,46 @@ def test_regulator_cosigns_and_the_cosignature_is_served(
     forged = (
         cp["note"]
         + CosignatureSigner.generate("reg-bureau")
-        .sign(cp["note"].split("\n\n")[0] + "\n", 1_800_000_000)
+        .sign(cp["note"].split("\n\n")[0] + "\n", 1_790_000_000)
         .line()
     )
     assert regulator.post("/v1/audit/cosignatures", {"note": forged}).status_code == 400
     assert enterprise.post("/v1/audit/cosignatures", {"note": cosigned}).status_code == 403
+
+
+def test_a_witness_cannot_cosign_from_the_future_or_go_back(
+    regulator: Caller, enterprise: Caller
+) -> None:
+    # Third-party clients found both accepted, and the future one became the served
+    # cosigned checkpoint.
+    import time
+
+    signer = CosignatureSigner.from_pem(regulator.private_pem, name="reg-bureau")
+    enterprise.get("/v1/products")
+    old = regulator.get("/v1/audit/checkpoint").get_json()["note"]
+    enterprise.get("/v1/products")
+    new = regulator.get("/v1/audit/checkpoint").get_json()["note"]
+    now = int(time.time())
+
+    def cosign(note: str, ts: int) -> Any:
+        line = signer.sign(note.split("\n\n")[0] + "\n", ts).line()
+        return regulator.post("/v1/audit/cosignatures", {"note": note + line})
+
+    ahead = cosign(new, now + 86_400)
+    assert ahead.status_code == 400 and "ahead" in ahead.get_json()["error"]["message"]
+    assert cosign(new, now).status_code == 201
+    back = cosign(old, now)
+    assert back.status_code == 400 and "does not go back" in back.get_json()["error"]["message"]
+    served = regulator.get("/v1/audit/checkpoint").get_json()["cosigned_note"]
+    assert served.startswith(new.split("\n\n")[0])
+
+
+def test_the_witness_key_name_is_the_regulators_principal_id(regulator: Caller) -> None:
+    # A C2SP-style name ("bureau.example/witness") cannot match: principal ids hold no
+    # "/", and the cosignature line's name must be the regulator's id (docs/audit.md).
+    cp = regulator.get("/v1/audit/checkpoint").get_json()["note"]
+    other = CosignatureSigner.from_pem(regulator.private_pem, name="bureau.example/witness")
+    line = other.sign(cp.split("\n\n")[0] + "\n", 1_790_000_000).line()
+    resp = regulator.post("/v1/audit/cosignatures", {"note": cp + line})
+    assert resp.status_code == 400
+    assert "reg-bureau" in resp.get_json()["error"]["message"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -478,3 +480,29 @@ def test_a_scope_grants_counts_and_histograms_separately(
     assert query(enterprise, count, 0.1, "sc-count").status_code == 200
     assert query(enterprise, histogram, 0.1, "sc-hist").status_code == 200
     assert error_code(query(enterprise, count, 0.1, "sc-hist")) == "operation_not_allowed"
+
+
+def test_stored_releases_are_bounded_in_size_and_time(
+    scope: str, enterprise: Caller, rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every distinct answer was stored for ever: three queries grew the store by 25 MB.
+    first = query(enterprise, COUNT_BY_DISTRICT)
+    assert first.status_code == 200
+    assert query(enterprise, COUNT_BY_DISTRICT).get_json()["epsilon_spent"] == 0.0  # reused
+    # Past the retention the release is forgotten: the same query is a new release,
+    # charged again, so repeating it still costs what it reveals.
+    later = rt.clock() + timedelta(days=rt.settings.release_retention_days + 1)
+    monkeypatch.setattr(rt, "clock", lambda: later)
+    rt.sweep()
+    monkeypatch.undo()
+    again = query(enterprise, COUNT_BY_DISTRICT)
+    assert again.status_code == 200 and again.get_json()["epsilon_spent"] == 0.5
+    assert len(rt.ledger.charges("sc-q")) == 2
+    # A release over the size bound is refused whatever its epsilon, and not charged.
+    small = dataclasses.replace(rt.settings, max_release_bytes=100)
+    monkeypatch.setattr(rt, "settings", small)
+    big = query(enterprise, COUNT_BY_DISTRICT + " LIMIT 2")
+    assert big.status_code == 413 and big.get_json()["error"]["details"]["rule"] == (
+        "max_release_bytes"
+    )
+    assert len(rt.ledger.charges("sc-q")) == 2
