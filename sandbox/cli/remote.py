@@ -61,6 +61,11 @@ def _fail(exc: ApiError) -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="JSON body ('-' not supported; write it to a file).",
 )
+@click.option(
+    "--table",
+    is_flag=True,
+    help="Print a DP answer as a table, each value with its 95% interval (± ci95).",
+)
 @client_options
 @click.pass_obj
 def call(
@@ -68,6 +73,7 @@ def call(
     method: str,
     path: str,
     json_file: str | None,
+    table: bool,
     url: str | None,
     principal: str | None,
     key_file: str | None,
@@ -95,7 +101,10 @@ def call(
         )
         _fail(exc)
         return
-    click.echo(json.dumps(answer, ensure_ascii=False, indent=2))
+    if table and isinstance(answer.get("rows"), list):
+        click.echo(answer_table(answer))
+    else:
+        click.echo(json.dumps(answer, ensure_ascii=False, indent=2))
     if answer.audit_index is not None:
         click.echo(f"# audit index {answer.audit_index}", err=True)
 
@@ -152,3 +161,35 @@ def apply(
 
 
 COMMANDS = [call, scopes]
+
+
+def answer_table(answer: Any) -> str:
+    """A DP answer as text: one line per row, every released value with ``± ci95`` (its
+    95% half-width), then the epsilon spent and the budget left."""
+    columns: list[str] = list(answer["columns"])
+    ci: dict[str, Any] = {}
+    for acc in answer.get("accuracy", []):
+        ci[acc["column"]] = acc.get("ci95_rows") or acc.get("ci95")
+    lines = []
+    for r, row in enumerate(answer["rows"]):
+        cells = []
+        for name, value in zip(columns, row, strict=True):
+            half = ci.get(name)
+            if isinstance(half, list):
+                half = half[r] if r < len(half) else None
+            numeric = isinstance(value, int | float) and not isinstance(value, bool)
+            if numeric and isinstance(half, int | float):
+                cells.append(f"{name}={_num(float(value))} ± {_num(float(half))}")
+            else:
+                cells.append(f"{name}={value}")
+        lines.append("  ".join(cells))
+    budget = answer.get("budget", {})
+    lines.append(
+        f"# epsilon spent {answer.get('epsilon_spent')}; budget left {budget.get('remaining')} "
+        f"of {budget.get('epsilon')}; ± is the 95% half-width of the noise"
+    )
+    return "\n".join(lines)
+
+
+def _num(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"

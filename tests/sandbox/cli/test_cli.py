@@ -230,3 +230,22 @@ def test_an_unknown_data_format_is_refused_before_registering(tmp_path: Path) ->
     named = generate("enterprise_registry", 20, tmp_path / "from_parquet_export.csv")
     ok = run(tmp_path, "products", "register", str(manifest), "--data", str(named), "--quiet")
     assert ok.exit_code == 0, ok.output
+
+
+def test_a_dp_answer_prints_as_a_table_with_its_intervals() -> None:
+    from sandbox.cli.remote import answer_table
+
+    answer = {
+        "columns": ["district", "n", "avg_capital"],
+        "rows": [["A", 120, 5_012_345.6], ["B", 80, 4_100_000.0]],
+        "accuracy": [
+            {"column": "n", "ci95": 6.0},
+            {"column": "avg_capital", "ci95": None, "ci95_rows": [310_000.4, 450_000.1]},
+        ],
+        "epsilon_spent": 0.5,
+        "budget": {"epsilon": 10.0, "remaining": 9.5},
+    }
+    lines = answer_table(answer).splitlines()
+    assert lines[0] == "district=A  n=120 ± 6  avg_capital=5,012,346 ± 310,000"
+    assert lines[1].endswith("avg_capital=4,100,000 ± 450,000")
+    assert "95% half-width" in lines[-1]
