@@ -24,6 +24,7 @@ from policies import tables as policies_tables
 from products import tables as products_tables
 from products.errors import InvalidRequest
 from products.transactions import IMMEDIATE_OPTION, read_then_write
+from sandbox.errors import Unavailable
 from sandbox.settings import Settings
 from sandbox.verification import tables as verification_tables
 
@@ -180,7 +181,8 @@ def migrate(engine: Engine, migrations: Sequence[Migration] = MIGRATIONS) -> lis
             migrations_table_meta.create_all(conn)
         create_audit_tables(locking)
     except OperationalError as exc:
-        raise InvalidRequest(f"cannot open the control-plane store: {exc.orig}") from None
+        # The store is down or unreachable: the platform's failure, not the caller's.
+        raise Unavailable(f"cannot open the control-plane store: {exc.orig}") from None
     applied: list[int] = []
     for m in sorted(migrations, key=lambda m: m.version):
         with read_then_write(engine) as conn:

@@ -63,8 +63,8 @@ class Runtime:
     def open(cls, settings: Settings, *, clock: Clock = utcnow, create: bool = True) -> Runtime:
         """Open (and with ``create``, initialise) the stores of a deployment.
 
-        Raises ``InvalidRequest`` when the store cannot be opened or, without
-        ``create``, has not been initialised.
+        Raises ``Unavailable`` when the store cannot be opened, ``InvalidRequest`` when
+        its URL is unusable or, without ``create``, it has not been initialised.
         """
         engine = engine_for(settings)
         migrate(engine)
