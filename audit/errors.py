@@ -1,7 +1,7 @@
 """The audit package's one error tree.
 
 Every error carries ``code``: the DESIGN §5 machine-readable code it maps to when it
-crosses the HTTP edge (the mapping itself lives in ``sandbox/api/errors.py``), and a
+crosses the HTTP edge (the mapping itself lives in ``sandbox/errors.py``), and a
 readable message for the CLI line.
 """
 

@@ -1,7 +1,7 @@
 """Refusals decided by policy: authentication, scopes, budget, rate limits.
 
 They extend ``products.errors.DomainError``; the HTTP status of each code is set in
-``sandbox.api.errors`` only. ``details["reason"]`` names the exact check that failed,
+``sandbox.errors`` only. ``details["reason"]`` names the exact check that failed,
 so a client (and the audit entry) can tell e.g. a wrong ``htu`` from a wrong ``bh``.
 """
 

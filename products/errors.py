@@ -1,7 +1,7 @@
 """The domain error tree shared by every package above ``audit``.
 
 Each error carries the machine-readable code of DESIGN §5. The HTTP status for a
-code is decided in exactly one place (``sandbox.api.errors``); the CLI turns any of
+code is decided in exactly one place (``sandbox.errors``); the CLI turns any of
 these into one readable line (``sandbox.cli``). Library exceptions never leave a
 package: they are caught at the boundary and re-raised as one of these.
 """

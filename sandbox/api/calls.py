@@ -34,7 +34,7 @@ from werkzeug.exceptions import HTTPException
 
 from audit.errors import AuditError
 from audit.receipts import receipt_claims
-from policies.calls import verify_call
+from policies.calls import VerifiedCall, verify_call
 from policies.errors import AuthError
 from policies.principals import Principal
 from products.errors import DomainError, Forbidden, InvalidRequest, NotFound, TooLarge
@@ -177,13 +177,7 @@ def before_request() -> None:
     except AuthError as exc:
         req.caller = Caller.anonymous(req.request_hash, req.client, exc.issuer)
         raise
-    req.caller = Caller.signed(
-        call.principal,
-        jti=call.jti,
-        nonce_expires_at=call.replay_window_ends,
-        request_hash=req.request_hash,
-        client=req.client,
-    )
+    req.caller = _signed(call, req)
     if request.endpoint is None:
         return  # unknown path: Flask raises 404 next, recorded as the caller's call
     if not allowed(request.endpoint, call.principal.role):
@@ -202,14 +196,18 @@ def before_request() -> None:
         json_body()  # JSON bodies are checked here, before any parser walks them
     if streamed:
         _read_body(req, rt)
-        req.caller = Caller.signed(
-            call.principal,
-            jti=call.jti,
-            nonce_expires_at=call.replay_window_ends,
-            request_hash=req.request_hash,
-            client=req.client,
-        )
+        req.caller = _signed(call, req)  # with the hash of the body now read
         call.check_body(req.body_sha256)
+
+
+def _signed(call: VerifiedCall, req: Request) -> Caller:
+    return Caller.signed(
+        call.principal,
+        jti=call.jti,
+        nonce_expires_at=call.replay_window_ends,
+        request_hash=req.request_hash,
+        client=req.client,
+    )
 
 
 def json_body() -> dict[str, Any]:
