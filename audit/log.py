@@ -76,7 +76,10 @@ DEFAULT_ORIGIN = "public-data-sandbox/audit"
 _PG_LOCK_KEY = 0x61756469  # "audi": advisory lock key for create_tables on PostgreSQL
 
 
+# Built once: a statement built per append costs its construction and cache-key walk.
 _HEAD_UPDATE = tables.head.update().where(tables.head.c.id == 1)
+_ENTRIES_INSERT = tables.entries.insert()
+_NODES_INSERT = tables.nodes.insert()
 
 
 class StoreError(AuditError):
@@ -575,9 +578,9 @@ class AuditLog:
                 )
                 out.append(Appended(index, leaf, h, now))
                 prev = h
-            conn.execute(tables.entries.insert(), entry_rows)
+            conn.execute(_ENTRIES_INSERT, entry_rows)
             if node_rows:
-                conn.execute(tables.nodes.insert(), node_rows)
+                conn.execute(_NODES_INSERT, node_rows)
             conn.execute(
                 _HEAD_UPDATE,
                 {
