@@ -14,7 +14,15 @@ from collections.abc import Callable
 
 from audit.errors import UnsupportedAlgorithm
 
-__all__ = ["HASH_NAMES", "Digest", "digest_for", "sha256", "sm3", "sm3_available"]
+__all__ = [
+    "HASH_NAMES",
+    "Digest",
+    "digest_for",
+    "new_hash",
+    "sha256",
+    "sm3",
+    "sm3_available",
+]
 
 Digest = Callable[[bytes], bytes]
 HASH_NAMES = ("sha256", "sm3")
@@ -67,3 +75,13 @@ def digest_for(name: str) -> Digest:
         sm3(b"")  # fail here, not at first use
         return sm3
     raise UnsupportedAlgorithm(f"unknown hash {name!r}: use one of {', '.join(HASH_NAMES)}")
+
+
+def new_hash(name: str) -> hashlib._Hash:
+    """Return a fresh incremental hash object (``update``, ``digest``, ``hexdigest``) of
+    ``sha256`` or ``sm3``, for data read in chunks. Raises :class:`UnsupportedAlgorithm`."""
+    if name == "sha256":
+        return hashlib.sha256()
+    digest_for(name)
+    assert _SM3 is not None
+    return _SM3.copy()
