@@ -266,3 +266,38 @@ def test_sm2sm3_receipts_offline() -> None:
         check_receipt(jws("EdDSA"), jwks)
     with pytest.raises(BadReceipt, match="not EdDSA or SM2SM3"):
         check_receipt(jws("ES256"), jwks)
+
+
+def test_hostile_sm2_keys_and_signatures_in_notes() -> None:
+    signer = sm2_signer()
+    text = checkpoint_text(ORIGIN, 1, b"\x02" * 32, None)
+    verifier = signer.verifier()
+    good = signer.sign(text)
+    # A signature line of the right key with a short, long or zero signature.
+    for raw in (good.signature[:63], good.signature + b"\x00", b"\x00" * 64):
+        bad = type(good)(good.name, good.key_id, raw)
+        with pytest.raises(BadCheckpoint):
+            verifier.verify(text, bad)
+    # vkeys: another 0xff identifier, a point off the curve, a truncated point.
+    name, kid, b64 = signer.vkey().split("+", 2)
+    raw = base64.b64decode(b64)
+    point = raw[len(SM2_NOTE) :]
+    for forged in (
+        b"\xffpds/sm2-sm4" + point,
+        SM2_NOTE + point[:-1] + bytes([point[-1] ^ 1]),
+        SM2_NOTE + point[:33],
+    ):
+        with pytest.raises(BadCheckpoint):
+            note_verifier_from_vkey(f"{name}+{kid}+{base64.b64encode(forged).decode()}")
+    # JWKs: off-curve, wrong lengths, not base64url, unknown curve.
+    jwk = signer.public_jwk()
+    for bad_jwk in (
+        {**jwk, "y": jwk["x"]},
+        {**jwk, "x": jwk["x"][:-2]},
+        {**jwk, "x": "!!"},
+        {**jwk, "crv": "P-256"},
+    ):
+        with pytest.raises(BadCheckpoint):
+            note_verifier(bad_jwk)
+    with pytest.raises(BadCheckpoint):
+        cosignature_verifier({**jwk, "kty": "OKP"})
