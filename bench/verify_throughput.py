@@ -126,7 +126,9 @@ def grant_scope(data_dir: Path, database_url: str | None) -> str:
         }
         request = parse(GrantSchema, grant, "scope")
         outcome = commit(
-            rt, Caller.local("bench/verify_throughput.py"), scopes.grant(rt, request, "op-demo")
+            rt,
+            Caller.local("bench/verify_throughput.py", rt.suite.digest),
+            scopes.grant(rt, request, "op-demo"),
         )
         assert outcome.allowed, outcome.body
     finally:

@@ -98,7 +98,8 @@ class Caller:
     @classmethod
     def local(cls, argv: str, digest: Digest = sha256) -> Caller:
         """The operating-system account running a local CLI command (``cli:USER``);
-        ``digest`` is the deployment suite's hash (DESIGN §13)."""
+        ``digest`` is the deployment suite's hash (DESIGN §13): pass ``rt.suite.digest``
+        (the default, SHA-256, is right only for an ``ed25519-sha256`` deployment)."""
         return cls(
             f"cli:{getpass.getuser()}",
             "operator",

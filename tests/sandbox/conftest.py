@@ -114,7 +114,7 @@ class Caller:
 
 def local(rt: Runtime, pending: Pending) -> Outcome:
     """Commit ``pending`` as a local (CLI) command would; raise its refusal."""
-    outcome = commit(rt, CallContext.local("sandbox tests"), pending)
+    outcome = commit(rt, CallContext.local("sandbox tests", rt.suite.digest), pending)
     if outcome.error is not None:
         raise outcome.error
     return outcome

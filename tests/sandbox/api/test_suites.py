@@ -103,6 +103,10 @@ def test_signed_calls_receipts_and_proofs(
     if suite == "sm2-sm3":  # not SHA-256 anywhere the log commits to
         assert claims["result_hash"] != result_hash(answer)
         assert claims["leaf_hash"] != SHA256.leaf(leaf).hex()
+    # Local commands' entries too (the first: a principal registered by the CLI).
+    first_entry = regulator.get("/v1/audit/entries?limit=1").get_json()["entries"][0]["entry"]
+    cli_hash = request_hash("CLI", "sandbox tests", b"", digest=rt.suite.digest)
+    assert first_entry["request_hash"] == cli_hash
     # A receipt whose answer was changed does not check out.
     with pytest.raises(Exception, match="result_hash"):
         check_receipt(answer["receipt"], keys, response={**answer, "match": not answer["match"]})
