@@ -1,4 +1,5 @@
-"""``python -m audit verify BUNDLE``: the offline verifier (stdlib + pycryptodome only).
+"""``python -m audit verify BUNDLE``: the offline verifier (stdlib + pycryptodome; SM2
+bundles also gmssl-pyx).
 
 Exits 0 only if every check passes; otherwise prints one readable line and exits 1
 (2 for usage errors).
@@ -12,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from audit.errors import AuditError
-from audit.note import CosignatureVerifier, NoteVerifier
+from audit.note import cosignature_verifier_from_vkey, note_verifier_from_vkey
 from audit.verify import verify_bundle
 
 
@@ -40,8 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     v.add_argument("--json", action="store_true", help="print the full report as JSON")
     args = parser.parse_args(argv)
     try:
-        keys = [NoteVerifier.from_vkey(k) for k in args.key] or None
-        witnesses = [CosignatureVerifier.from_vkey(k) for k in args.witness]
+        keys = [note_verifier_from_vkey(k) for k in args.key] or None
+        witnesses = [cosignature_verifier_from_vkey(k) for k in args.witness]
     except AuditError as exc:
         parser.error(exc.message)
     try:

@@ -80,6 +80,13 @@ class Header:
     keys: tuple[Mapping[str, Any], ...]
     extra: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def suite(self) -> str:
+        """The cryptographic suite the bundle names (DESIGN §13); ``ed25519-sha256``
+        when the header has no ``suite`` (bundles from before there were two)."""
+        value = self.extra.get("suite", "ed25519-sha256")
+        return value if isinstance(value, str) else ""
+
 
 def header_line(
     origin: str,
@@ -87,11 +94,13 @@ def header_line(
     end: int,
     keys: Sequence[Mapping[str, Any]],
     witnesses: Sequence[Mapping[str, Any]] = (),
+    suite: str | None = None,
 ) -> bytes:
     """Return the header line (with newline).
 
     ``witnesses`` (an extension field, omitted when empty) lists the JWKs, each with
     its signed-note ``name``, of the witnesses whose cosignatures the bundle carries.
+    ``suite`` (an extension field) names the cryptographic suite (DESIGN §13).
     """
     obj: dict[str, Any] = {
         "type": "header",
@@ -103,6 +112,8 @@ def header_line(
     }
     if witnesses:
         obj["witnesses"] = [dict(w) for w in witnesses]
+    if suite is not None:
+        obj["suite"] = suite
     return _dumps(obj)
 
 
@@ -146,6 +157,8 @@ def parse_header(line: bytes) -> Header:
         raise MalformedBundle("header start/end are not 0 <= start <= end")
     if not isinstance(keys, list) or not all(isinstance(k, dict) for k in keys):
         raise MalformedBundle("header keys must be a list of JWK objects")
+    if "suite" in obj and not isinstance(obj["suite"], str):
+        raise MalformedBundle("header suite must be a string")
     known = {"type", "version", "origin", "start", "end", "keys"}
     extra = {k: v for k, v in obj.items() if k not in known}
     return Header(origin, start, end, tuple(keys), extra)
@@ -160,6 +173,7 @@ def parse_prefix(line: bytes) -> tuple[int, list[bytes]]:
     if not _is_count(size) or not isinstance(hashes, list):
         raise MalformedBundle("prefix needs a size and a list of hashes")
     raw = [decode_b64(h if isinstance(h, str) else "", "prefix hash") for h in hashes]
+    # HASH_SIZE is 32 bytes for both suites' hashes (SHA-256 and SM3).
     if len(raw) != size.bit_count() or any(len(h) != HASH_SIZE for h in raw):
         raise MalformedBundle(f"prefix of size {size} needs {size.bit_count()} 32-byte hashes")
     return size, raw
@@ -255,9 +269,10 @@ class BundleWriter:
         end: int,
         keys: Sequence[Mapping[str, Any]],
         witnesses: Sequence[Mapping[str, Any]] = (),
+        suite: str | None = None,
     ) -> None:
         """Write the header line."""
-        self._write(header_line(origin, start, end, keys, witnesses))
+        self._write(header_line(origin, start, end, keys, witnesses, suite))
 
     def prefix(self, size: int, hashes: Sequence[bytes]) -> None:
         """Write the prefix line."""

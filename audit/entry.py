@@ -13,7 +13,6 @@ commits to.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 
 from audit import canonical
 from audit.errors import BadEntry, NotCanonical
+from audit.hashes import Digest, sha256
 
 __all__ = [
     "ASSIGNED_FIELDS",
@@ -81,14 +81,18 @@ def parse_time(text: str) -> datetime:
         raise BadEntry(f"time {text!r}: {exc}") from exc
 
 
-def request_hash(method: str, path_and_query: str, body: bytes) -> str:
-    """Return hex SHA-256 over ``METHOD + "\\n" + path_and_query + "\\n" + body`` (§7)."""
+def request_hash(method: str, path_and_query: str, body: bytes, *, digest: Digest = sha256) -> str:
+    """Return hex SHA-256 over ``METHOD + "\\n" + path_and_query + "\\n" + body`` (§7).
+
+    ``digest`` is the suite's hash (DESIGN §13: SM3 in an ``sm2-sm3`` deployment).
+    """
     head = f"{method.upper()}\n{path_and_query}\n".encode()
-    return hashlib.sha256(head + body).hexdigest()
+    return digest(head + body).hex()
 
 
-def result_hash(response: Mapping[str, Any] | None) -> str | None:
-    """Return hex SHA-256 of the RFC 8785 encoding of ``response`` without ``receipt``.
+def result_hash(response: Mapping[str, Any] | None, *, digest: Digest = sha256) -> str | None:
+    """Return hex SHA-256 (or the suite's ``digest``) of the RFC 8785 encoding of
+    ``response`` without ``receipt``.
 
     ``None`` (no response body) gives ``None``. Responses may carry floats (DP answers):
     they are written as RFC 8785 §3.2.2.3 prescribes, so a client that parses the JSON
@@ -98,7 +102,7 @@ def result_hash(response: Mapping[str, Any] | None) -> str | None:
     if response is None:
         return None
     body = {k: v for k, v in response.items() if k != "receipt"}
-    return hashlib.sha256(canonical.encode(body, floats=True)).hexdigest()
+    return digest(canonical.encode(body, floats=True)).hex()
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,10 @@ class BadReceipt(AuditError):
     code = "bad_signature"
 
 
+class UnsupportedAlgorithm(AuditError):
+    """A suite, hash or key type this verifier does not know or cannot run here."""
+
+
 class TamperDetected(AuditError):
     """Entries do not match what was checkpointed; ``index`` is the first bad index."""
 

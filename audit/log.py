@@ -40,13 +40,11 @@ from audit.bundle import BundleWriter
 from audit.entry import Entry, format_time, parse_leaf, parse_time
 from audit.errors import AuditError, BadCheckpoint, OutOfRange
 from audit.merkle import (
-    EMPTY_ROOT,
     HASH_SIZE,
     CompactRange,
     consistency_ranges,
     fold,
     inclusion_ranges,
-    leaf_hash,
     perfect_subtrees,
 )
 from audit.note import (
@@ -56,6 +54,7 @@ from audit.note import (
     checkpoint_text,
     parse_note,
 )
+from audit.suites import DEFAULT_SUITE, Suite, suite_named
 from audit.writer_lock import WriterLock
 
 __all__ = [
@@ -362,6 +361,8 @@ def _sqlite_writer(engine: Engine, synchronous: str, lock_timeout_s: float) -> E
 class AuditLog:
     """The append-only audit log in a relational store (SQLite WAL or PostgreSQL).
 
+    ``suite`` (DESIGN §13) names the hash of every leaf, node, root and proof, and the
+    key type ``signer`` must have; a deployment never changes it.
     ``signer`` signs checkpoints (``None``: read-only for checkpoints). ``clock`` is
     injected (returns an aware datetime). Entry times never go backwards: a clock behind
     the last entry's time is ignored. ``lock_timeout_s`` bounds how long an append waits
@@ -374,6 +375,7 @@ class AuditLog:
         engine: Engine,
         *,
         origin: str = DEFAULT_ORIGIN,
+        suite: Suite | str = DEFAULT_SUITE,
         signer: NoteSigner | None = None,
         clock: Callable[[], datetime] = _utcnow,
         max_batch: int = 512,
@@ -389,6 +391,13 @@ class AuditLog:
             raise ValueError("max_batch must be at least 1")
         self.engine = engine
         self.origin = origin
+        self.suite = suite_named(suite) if isinstance(suite, str) else suite
+        self.tree = self.suite.tree
+        if signer is not None and signer.verifier().key_type != self.suite.key_type:
+            raise BadCheckpoint(
+                f"the {self.suite.name} suite signs checkpoints with {self.suite.key_type} "
+                f"keys, not {signer.verifier().key_type}"
+            )
         self.signer = signer
         self.clock = clock
         self.max_batch = max_batch
@@ -541,7 +550,8 @@ class AuditLog:
     def _write_batch(self, writers: Sequence[EntryWriter]) -> list[Appended]:
         with self._write_transaction() as conn:
             head = self._lock_head(conn)
-            cr = CompactRange(head.size, _split_hashes(head.frontier))
+            cr = CompactRange(head.size, _split_hashes(head.frontier), th=self.tree)
+            leaf_hash = self.tree.leaf
             prev: bytes | None = head.last_leaf_hash
             now = self._now(head.last_time)
             entry_rows: list[dict[str, Any]] = []
@@ -641,11 +651,11 @@ class AuditLog:
     def _range_hashes(self, conn: Connection, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         parts = [perfect_subtrees(a, b) for a, b in ranges]
         got = self._perfect(conn, (k for part in parts for k in part))
-        return [fold([got[k] for k in part]) for part in parts]
+        return [fold([got[k] for k in part], th=self.tree) for part in parts]
 
     def _root(self, conn: Connection, size: int) -> bytes:
         if size == 0:
-            return EMPTY_ROOT
+            return self.tree.empty
         return self._range_hashes(conn, [(0, size)])[0]
 
     def _check_size(self, conn: Connection, tree_size: int) -> None:
@@ -782,7 +792,7 @@ class AuditLog:
             row = conn.execute(sa.select(c).where(c.c.size == size)).first()
             if row is not None:
                 return _checkpoint(row)
-            root = CompactRange(size, _split_hashes(head.frontier)).root()
+            root = CompactRange(size, _split_hashes(head.frontier), th=self.tree).root()
             return self._sign(conn, size, root)
 
     def _sign(self, conn: Connection, size: int, root: bytes) -> StoredCheckpoint:
@@ -863,7 +873,7 @@ class AuditLog:
                 raise BadCheckpoint("no keys given and no signer to describe")
             keys = [self.signer.public_jwk()]
         w = BundleWriter(write)
-        w.header(self.origin, start, end, keys, witnesses)
+        w.header(self.origin, start, end, keys, witnesses, self.suite.name)
         c, cs, e = tables.checkpoints, tables.cosignatures, tables.entries
         with self.engine.connect() as conn:
             if start > 0:

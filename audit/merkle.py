@@ -1,7 +1,10 @@
 """RFC 9162 §2.1 Merkle tree hashing, proofs and their verification (pure functions).
 
-Hashes are raw 32-byte SHA-256 digests. Subtrees are named by half-open leaf ranges
-``(start, end)``; a *perfect* subtree is ``(level, idx)`` covering leaves
+Hashes are raw 32-byte digests: SHA-256 by default, or SM3 for a deployment of the
+``sm2-sm3`` suite (DESIGN §13), with the RFC's structure and prefixes unchanged. Every
+function takes the tree hash as ``th`` (a :class:`TreeHash`, default :data:`SHA256`);
+the module-level ``leaf_hash``/``node_hash`` are SHA-256's. Subtrees are named by
+half-open leaf ranges ``(start, end)``; a *perfect* subtree is ``(level, idx)`` covering leaves
 ``[idx * 2**level, (idx + 1) * 2**level)``.
 
 Proof generation is written against the ranges the RFC's recursion visits, so the same
@@ -13,15 +16,20 @@ stored nodes, and ``fold`` combines them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from audit.errors import BadProof
+from audit.hashes import digest_for
 
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "SHA256",
     "CompactRange",
+    "TreeHash",
     "compact_range",
     "consistency_proof",
     "consistency_ranges",
@@ -35,6 +43,7 @@ __all__ = [
     "root_from_compact_range",
     "root_from_inclusion_proof",
     "subtree_hash",
+    "tree_hash",
     "verify_consistency",
     "verify_inclusion",
 ]
@@ -54,6 +63,41 @@ def leaf_hash(leaf: bytes) -> bytes:
 def node_hash(left: bytes, right: bytes) -> bytes:
     """Return ``SHA-256(0x01 || left || right)`` (RFC 9162 §2.1.1)."""
     return _sha256(b"\x01" + left + right).digest()
+
+
+@dataclass(frozen=True)
+class TreeHash:
+    """The hash of one suite in RFC 9162's tree: leaf and node hash functions and the
+    root of the empty tree. Prefixes are the RFC's (0x00 leaf, 0x01 node)."""
+
+    name: str
+    leaf: Callable[[bytes], bytes]
+    node: Callable[[bytes, bytes], bytes]
+    empty: bytes
+
+
+#: RFC 9162 as written: SHA-256.
+SHA256 = TreeHash("sha256", leaf_hash, node_hash, EMPTY_ROOT)
+
+
+@functools.cache
+def tree_hash(name: str) -> TreeHash:
+    """Return the tree hash over digest ``sha256`` or ``sm3``.
+
+    Raises :class:`~audit.errors.UnsupportedAlgorithm` for another name or when SM3
+    is not available.
+    """
+    if name == "sha256":
+        return SHA256
+    digest = digest_for(name)
+
+    def leaf(data: bytes) -> bytes:
+        return digest(b"\x00" + data)
+
+    def node(left: bytes, right: bytes) -> bytes:
+        return digest(b"\x01" + left + right)
+
+    return TreeHash(name, leaf, node, digest(b""))
 
 
 def _split(n: int) -> int:
@@ -87,7 +131,7 @@ def perfect_subtrees(start: int, end: int) -> list[tuple[int, int]]:
     return left + right[::-1]
 
 
-def fold(hashes: Sequence[bytes]) -> bytes:
+def fold(hashes: Sequence[bytes], *, th: TreeHash = SHA256) -> bytes:
     """Combine a left-to-right decomposition into one hash, right-most pair first.
 
     This is MTH of a range whose decomposition is ``hashes`` (RFC 9162 §2.1.1: the right
@@ -95,9 +139,10 @@ def fold(hashes: Sequence[bytes]) -> bytes:
     """
     if not hashes:
         raise ValueError("nothing to fold")
+    node = th.node
     acc = hashes[-1]
     for h in reversed(hashes[:-1]):
-        acc = node_hash(h, acc)
+        acc = node(h, acc)
     return acc
 
 
@@ -151,31 +196,39 @@ def consistency_ranges(first: int, second: int) -> list[tuple[int, int]]:
     return out
 
 
-def subtree_hash(leaf_hashes: Sequence[bytes], start: int, end: int) -> bytes:
+def subtree_hash(
+    leaf_hashes: Sequence[bytes], start: int, end: int, *, th: TreeHash = SHA256
+) -> bytes:
     """Return MTH of ``leaf_hashes[start:end]`` (non-empty range); O(end - start)."""
     if not 0 <= start < end <= len(leaf_hashes):
         raise ValueError(f"bad range [{start}, {end}) of {len(leaf_hashes)} leaves")
-    cr = CompactRange()
+    cr = CompactRange(th=th)
     for h in leaf_hashes[start:end]:
         cr.append(h)
     return cr.root()
 
 
-def root(leaf_hashes: Sequence[bytes]) -> bytes:
-    """Return MTH of all ``leaf_hashes`` (``EMPTY_ROOT`` for none)."""
+def root(leaf_hashes: Sequence[bytes], *, th: TreeHash = SHA256) -> bytes:
+    """Return MTH of all ``leaf_hashes`` (the empty tree's root for none)."""
     if not leaf_hashes:
-        return EMPTY_ROOT
-    return subtree_hash(leaf_hashes, 0, len(leaf_hashes))
+        return th.empty
+    return subtree_hash(leaf_hashes, 0, len(leaf_hashes), th=th)
 
 
-def inclusion_proof(index: int, leaf_hashes: Sequence[bytes]) -> list[bytes]:
+def inclusion_proof(
+    index: int, leaf_hashes: Sequence[bytes], *, th: TreeHash = SHA256
+) -> list[bytes]:
     """Return the RFC 9162 inclusion proof of leaf ``index`` in the whole list."""
-    return [subtree_hash(leaf_hashes, a, b) for a, b in inclusion_ranges(index, len(leaf_hashes))]
+    ranges = inclusion_ranges(index, len(leaf_hashes))
+    return [subtree_hash(leaf_hashes, a, b, th=th) for a, b in ranges]
 
 
-def consistency_proof(first: int, leaf_hashes: Sequence[bytes]) -> list[bytes]:
+def consistency_proof(
+    first: int, leaf_hashes: Sequence[bytes], *, th: TreeHash = SHA256
+) -> list[bytes]:
     """Return the RFC 9162 consistency proof from size ``first`` to the whole list."""
-    return [subtree_hash(leaf_hashes, a, b) for a, b in consistency_ranges(first, len(leaf_hashes))]
+    ranges = consistency_ranges(first, len(leaf_hashes))
+    return [subtree_hash(leaf_hashes, a, b, th=th) for a, b in ranges]
 
 
 def _check_path(proof: Sequence[bytes]) -> None:
@@ -184,7 +237,9 @@ def _check_path(proof: Sequence[bytes]) -> None:
             raise BadProof("proof element is not a 32-byte hash")
 
 
-def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:
+def root_from_inclusion_proof(
+    index: int, size: int, leaf: bytes, proof: Sequence[bytes], *, th: TreeHash = SHA256
+) -> bytes:
     """Return the root that ``proof`` implies for leaf hash ``leaf`` at ``index``.
 
     RFC 9162 §2.1.3.2 steps 1-4. Raises :class:`BadProof` if the proof has the wrong
@@ -195,18 +250,19 @@ def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequenc
     if len(leaf) != HASH_SIZE:
         raise BadProof("leaf hash is not 32 bytes")
     _check_path(proof)
+    node = th.node
     fn, sn, r = index, size - 1, leaf
     for p in proof:
         if sn == 0:
             raise BadProof("inclusion proof too long")
         if fn & 1 or fn == sn:
-            r = node_hash(p, r)
+            r = node(p, r)
             if not fn & 1:
                 while fn and not fn & 1:
                     fn >>= 1
                     sn >>= 1
         else:
-            r = node_hash(r, p)
+            r = node(r, p)
         fn >>= 1
         sn >>= 1
     if sn != 0:
@@ -215,18 +271,30 @@ def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequenc
 
 
 def verify_inclusion(
-    index: int, size: int, leaf: bytes, proof: Sequence[bytes], root_hash: bytes
+    index: int,
+    size: int,
+    leaf: bytes,
+    proof: Sequence[bytes],
+    root_hash: bytes,
+    *,
+    th: TreeHash = SHA256,
 ) -> None:
     """Check that leaf hash ``leaf`` is at ``index`` in the tree ``(size, root_hash)``.
 
     Returns ``None``; raises :class:`BadProof` on any mismatch (RFC 9162 §2.1.3.2).
     """
-    if root_from_inclusion_proof(index, size, leaf, proof) != root_hash:
+    if root_from_inclusion_proof(index, size, leaf, proof, th=th) != root_hash:
         raise BadProof(f"inclusion proof of {index} does not lead to the root of size {size}")
 
 
 def verify_consistency(
-    first: int, second: int, first_root: bytes, second_root: bytes, proof: Sequence[bytes]
+    first: int,
+    second: int,
+    first_root: bytes,
+    second_root: bytes,
+    proof: Sequence[bytes],
+    *,
+    th: TreeHash = SHA256,
 ) -> None:
     """Check that tree ``(second, second_root)`` extends ``(first, first_root)``.
 
@@ -249,6 +317,7 @@ def verify_consistency(
     if not proof:
         raise BadProof("empty consistency proof")
     _check_path(proof)
+    node = th.node
     path = list(proof)
     if first & (first - 1) == 0:  # first is an exact power of two: step 2
         path.insert(0, first_root)
@@ -261,14 +330,14 @@ def verify_consistency(
         if sn == 0:
             raise BadProof("consistency proof too long")
         if fn & 1 or fn == sn:
-            fr = node_hash(c, fr)
-            sr = node_hash(c, sr)
+            fr = node(c, fr)
+            sr = node(c, sr)
             if not fn & 1:
                 while fn and not fn & 1:
                     fn >>= 1
                     sn >>= 1
         else:
-            sr = node_hash(sr, c)
+            sr = node(sr, c)
         fn >>= 1
         sn >>= 1
     if sn != 0:
@@ -286,19 +355,23 @@ class CompactRange:
     equal-size subtrees like a binary counter; amortised one node hash per leaf.
     """
 
-    __slots__ = ("hashes", "size")
+    __slots__ = ("_node", "hashes", "size", "th")
 
-    def __init__(self, size: int = 0, hashes: Iterable[bytes] = ()) -> None:
+    def __init__(
+        self, size: int = 0, hashes: Iterable[bytes] = (), *, th: TreeHash = SHA256
+    ) -> None:
         self.size = size
         self.hashes = list(hashes)
+        self.th = th
+        self._node = th.node
         if len(self.hashes) != size.bit_count() or any(len(h) != HASH_SIZE for h in self.hashes):
             raise ValueError(f"a compact range of size {size} needs {size.bit_count()} hashes")
 
     def append(self, leaf: bytes, on_node: Callable[[int, int, bytes], None] | None = None) -> None:
         """Append one leaf hash; ``on_node(level, idx, hash)`` sees each completed node."""
-        hashes, s, h, level = self.hashes, self.size, leaf, 0
+        hashes, s, h, level, node = self.hashes, self.size, leaf, 0, self._node
         while s & 1:
-            h = node_hash(hashes.pop(), h)
+            h = node(hashes.pop(), h)
             s >>= 1
             level += 1
             if on_node is not None:
@@ -307,28 +380,30 @@ class CompactRange:
         self.size += 1
 
     def root(self) -> bytes:
-        """Return MTH of the covered leaves (``EMPTY_ROOT`` when empty)."""
-        return fold(self.hashes) if self.hashes else EMPTY_ROOT
+        """Return MTH of the covered leaves (the empty tree's root when empty)."""
+        return fold(self.hashes, th=self.th) if self.hashes else self.th.empty
 
     def copy(self) -> CompactRange:
         """Return an independent copy."""
-        return CompactRange(self.size, self.hashes)
+        return CompactRange(self.size, self.hashes, th=self.th)
 
 
-def compact_range(leaf_hashes: Sequence[bytes]) -> list[bytes]:
+def compact_range(leaf_hashes: Sequence[bytes], *, th: TreeHash = SHA256) -> list[bytes]:
     """Return the compact range (prefix hashes) of ``leaf_hashes``, largest first."""
-    cr = CompactRange()
+    cr = CompactRange(th=th)
     for h in leaf_hashes:
         cr.append(h)
     return cr.hashes
 
 
-def root_from_compact_range(size: int, prefix: Sequence[bytes], leaves: Iterable[bytes]) -> bytes:
+def root_from_compact_range(
+    size: int, prefix: Sequence[bytes], leaves: Iterable[bytes], *, th: TreeHash = SHA256
+) -> bytes:
     """Return the root after appending leaf hashes ``leaves`` to the prefix of ``size``.
 
     Raises ``ValueError`` if ``prefix`` is not a compact range of ``size``.
     """
-    cr = CompactRange(size, prefix)
+    cr = CompactRange(size, prefix, th=th)
     for h in leaves:
         cr.append(h)
     return cr.root()

@@ -1,8 +1,12 @@
 """Receipts (DESIGN §5): the claims the platform signs, and an offline check of them.
 
 The server signs receipts elsewhere (with pyjwt); this module is the regulator-side,
-independent check: a compact JWS with header ``alg: EdDSA``, ``typ: pds-receipt+jwt``
-and a ``kid`` naming an Ed25519 key in a JWK set, verified with pycryptodome.
+independent check: a compact JWS with header ``typ: pds-receipt+jwt`` and a ``kid``
+naming a key in a JWK set: ``alg: EdDSA`` with an Ed25519 key (pycryptodome), or, in
+an ``sm2-sm3`` deployment (DESIGN §13), ``alg: SM2SM3`` with an SM2 key (``r || s``
+over the JWS signing input with the default user id, :mod:`audit.sm2`). The receipt's
+algorithm names its suite, whose hash ``leaf_hash`` and ``result_hash`` are checked
+with.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from typing import Any
 
 from Crypto.Signature import eddsa
 
+from audit import sm2
 from audit.entry import result_hash
 from audit.errors import AuditError, BadReceipt
-from audit.merkle import leaf_hash as merkle_leaf_hash
 from audit.note import public_key_bytes
+from audit.suites import suite_for_jws_alg
 
 __all__ = ["RECEIPT_TYP", "REQUIRED_CLAIMS", "check_receipt", "receipt_claims"]
 
@@ -99,16 +104,20 @@ def check_receipt(
 
     ``jwks`` is a JWK set (``{"keys": [...]}``) or a list of JWKs. Optionally checks the
     issuer, that ``leaf_hash`` is the RFC 9162 hash of ``leaf`` (the audit entry fetched
-    later) and that ``result_hash`` matches ``response`` (the answer received). Raises
-    :class:`BadReceipt` for anything wrong: format, algorithm (only EdDSA), type, unknown
-    ``kid``, signature, missing or mistyped claims, mismatches.
+    later) and that ``result_hash`` matches ``response`` (the answer received), with
+    the hash of the suite the receipt's algorithm belongs to. Raises
+    :class:`BadReceipt` for anything wrong: format, algorithm (EdDSA or SM2SM3 only, and
+    the one the key is for), type, unknown ``kid``, signature, missing or mistyped
+    claims, mismatches.
     """
     if not isinstance(token, str) or token.count(".") != 2:
         raise BadReceipt("a receipt is a compact JWS: three dot-separated parts")
     head_b64, body_b64, sig_b64 = token.split(".")
     header = _json_object(_b64url(head_b64, "header"), "header")
-    if header.get("alg") != "EdDSA":
-        raise BadReceipt(f"receipt algorithm {header.get('alg')!r} is not EdDSA")
+    alg = header.get("alg")
+    if alg not in ("EdDSA", "SM2SM3"):
+        raise BadReceipt(f"receipt algorithm {alg!r} is not EdDSA or SM2SM3")
+    suite = suite_for_jws_alg(alg)
     if header.get("typ") != RECEIPT_TYP:
         raise BadReceipt(f"receipt type {header.get('typ')!r} is not {RECEIPT_TYP}")
     if "crit" in header:
@@ -117,16 +126,22 @@ def check_receipt(
     matching = [k for k in _keys(jwks) if k.get("kid") == kid]
     if not isinstance(kid, str) or not matching:
         raise BadReceipt(f"receipt key {kid!r} is not in the key set")
+    signing_input = f"{head_b64}.{body_b64}".encode("ascii")
+    signature = _b64url(sig_b64, "signature")
     try:
-        pub = public_key_bytes(matching[0])
+        if alg == "SM2SM3":
+            ok = sm2.verify(sm2.public_key_bytes(matching[0]), signing_input, signature)
+        else:
+            pub = public_key_bytes(matching[0])
+            try:
+                eddsa.new(eddsa.import_public_key(pub), "rfc8032").verify(signing_input, signature)
+                ok = True
+            except ValueError:
+                ok = False
     except AuditError as exc:
         raise BadReceipt(f"receipt key {kid!r}: {exc.message}") from exc
-    signature = _b64url(sig_b64, "signature")
-    verifier = eddsa.new(eddsa.import_public_key(pub), "rfc8032")
-    try:
-        verifier.verify(f"{head_b64}.{body_b64}".encode("ascii"), signature)
-    except ValueError as exc:
-        raise BadReceipt("receipt signature does not verify") from exc
+    if not ok:
+        raise BadReceipt("receipt signature does not verify")
     claims = _json_object(_b64url(body_b64, "payload"), "payload")
     missing = [c for c in REQUIRED_CLAIMS if c not in claims]
     if missing:
@@ -147,8 +162,8 @@ def check_receipt(
         raise BadReceipt("receipt 'request_id' is not a string")
     if issuer is not None and claims["iss"] != issuer:
         raise BadReceipt(f"receipt issuer {claims['iss']!r} is not {issuer!r}")
-    if leaf is not None and merkle_leaf_hash(leaf).hex() != claims["leaf_hash"]:
+    if leaf is not None and suite.tree.leaf(leaf).hex() != claims["leaf_hash"]:
         raise BadReceipt("receipt leaf_hash does not match the audit entry")
-    if response is not None and result_hash(response) != claims["result_hash"]:
+    if response is not None and result_hash(response, digest=suite.digest) != claims["result_hash"]:
         raise BadReceipt("receipt result_hash does not match the response")
     return claims

@@ -4,9 +4,10 @@ It follows the specifications directly — RFC 9162 §2.1's recursive Merkle tre
 C2SP signed-note and tlog-checkpoint, DESIGN §7's bundle lines — with no code shared
 with the rest of this package, so that a regulator can read it in a few minutes and
 check the fast verifier (``audit/verify.py``) against it; the test suite does so on
-random bundles and random tampering. It answers one question: does every checkpoint
-of the bundle's size that a trusted key signed commit to exactly these entries? It
-does not name the first bad index (the fast verifier does).
+random bundles and random tampering. It answers one question: does a checkpoint of
+the bundle's size that a trusted key signed commit to exactly these entries? It does
+not name the first bad index (the fast verifier does), and it reads bundles of the
+``ed25519-sha256`` suite only (``sm2-sm3`` bundles: the fast verifier).
 
     python -c "from audit.reference import verify; print(verify('bundle.jsonl'))"
 """

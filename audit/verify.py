@@ -29,12 +29,11 @@ bundles; only when it finds a problem does a second, sequential pass pin down th
 from __future__ import annotations
 
 import base64
-import hashlib
 import itertools
 import json
 import multiprocessing
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from itertools import islice
@@ -48,8 +47,17 @@ from audit.bundle import (
     parse_prefix,
 )
 from audit.errors import AuditError, BadCheckpoint, MalformedBundle, TamperDetected
-from audit.merkle import CompactRange
-from audit.note import Checkpoint, CosignatureVerifier, NoteVerifier, open_note, parse_note
+from audit.merkle import CompactRange, TreeHash, tree_hash
+from audit.note import (
+    Checkpoint,
+    CosignatureVerifier,
+    NoteVerifier,
+    cosignature_verifier,
+    note_verifier,
+    open_note,
+    parse_note,
+)
+from audit.suites import suite_named
 
 __all__ = ["CheckpointReport", "Report", "verify_bundle"]
 
@@ -57,7 +65,6 @@ BATCH = 4096
 #: Bundles smaller than this are verified in-process (workers cost ~0.2 s to start).
 PARALLEL_MIN_BYTES = 32 << 20
 _ABSENT = b"absent"  # an entry without a "prev" member (a producer without the chain)
-_sha256 = hashlib.sha256
 _loads = json.loads
 
 
@@ -80,6 +87,7 @@ class Report:
 
     path: str
     origin: str | None = None
+    suite: str | None = None
     start: int = 0
     end: int = 0
     entries: int = 0
@@ -135,7 +143,8 @@ class Report:
             return f"FAILED{where}: {self.errors[0]}"
         cos = sum(len(c.cosigned_by) for c in self.checkpoints)
         return (
-            f"OK: {self.entries} entries [{self.start}, {self.end}) of {self.origin}, "
+            f"OK: {self.entries} entries [{self.start}, {self.end}) of {self.origin} "
+            f"({self.suite}), "
             f"{self.first_time} .. {self.last_time}, {len(self.actors)} actors, "
             f"{self.denials} denials, {len(self.checkpoints)} checkpoint(s), "
             f"{cos} cosignature(s)"
@@ -198,8 +207,11 @@ def _ends_entries(line: bytes) -> bool:
     return isinstance(obj, dict) and obj.get("type") == "checkpoint"
 
 
-def _scan(lines: list[bytes], pos0: int, expected: int) -> _Batch:
-    """Hash and check a batch of entry lines starting at entry position ``pos0``.
+def _scan(
+    lines: list[bytes], pos0: int, expected: int, leaf_hash: Callable[[bytes], bytes]
+) -> _Batch:
+    """Hash (with ``leaf_hash``) and check a batch of entry lines starting at entry
+    position ``pos0``.
 
     Stops at the first line that is not an entry (or at position ``expected``); those
     lines are returned in ``rest``. This is the hot loop: keep it lean.
@@ -227,7 +239,7 @@ def _scan(lines: list[bytes], pos0: int, expected: int) -> _Batch:
         except MalformedBundle:
             malformed = True
             idx, leaf = -1, line
-        h = _sha256(b"\x00" + leaf).digest()
+        h = leaf_hash(leaf)
         try:
             obj = _loads(leaf)
         except (ValueError, RecursionError):
@@ -390,12 +402,12 @@ class _Facts:
     prev: bytes | None
 
 
-def _facts(line: bytes) -> _Facts:
+def _facts(line: bytes, th: TreeHash) -> _Facts:
     try:
         idx, leaf = parse_entry_line(line)
     except MalformedBundle as exc:
-        return _Facts(exc.message, -1, -2, _sha256(b"\x00" + line).digest(), _ABSENT + b"!")
-    h = _sha256(b"\x00" + leaf).digest()
+        return _Facts(exc.message, -1, -2, th.leaf(line), _ABSENT + b"!")
+    h = th.leaf(leaf)
     try:
         obj = _loads(leaf)
     except (ValueError, RecursionError):
@@ -426,7 +438,7 @@ def _prefix_was_altered(
         return False
     if first_prev == prefix.hashes[-1]:
         return False
-    mended = CompactRange(prefix.size, [*prefix.hashes[:-1], first_prev])
+    mended = CompactRange(prefix.size, [*prefix.hashes[:-1], first_prev], th=prefix.th)
     for h in hashes:
         mended.append(h)
     return mended.root() == signed_root
@@ -457,9 +469,9 @@ def _diagnose(
     for line in f:
         if p >= end - start or _ends_entries(line):
             if p0 is not None and p == p0 + 1 and not _ends_entries(line):
-                after = _facts(line)  # one entry of lookahead, even past 'end'
+                after = _facts(line, prefix.th)  # one entry of lookahead, even past 'end'
             break
-        cur = _facts(line)
+        cur = _facts(line, prefix.th)
         if first is None:
             first = cur
         hashes.append(cur.h)
@@ -632,13 +644,14 @@ def _fast_pass(
     """Hash all entry lines, in worker processes if asked; fold them in order."""
     acc = _Accumulator(header, prefix, wanted, report)
     expected = header.end - header.start
+    leaf = prefix.th.leaf
     nworkers = workers
     if nworkers is None:
         size = os.fstat(f.fileno()).st_size
         nworkers = (os.cpu_count() or 1) if size >= PARALLEL_MIN_BYTES else 0
     if nworkers <= 0:
         for batch in _batches(f, BATCH):
-            acc.add(_scan(batch, acc.pos, expected) if not acc.rest else _EMPTY, batch)
+            acc.add(_scan(batch, acc.pos, expected, leaf) if not acc.rest else _EMPTY, batch)
         return acc.finish()
     # Workers read their own byte ranges of the file (aligned to line starts), so only
     # leaf hashes and small facts travel between processes.
@@ -654,20 +667,22 @@ def _fast_pass(
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=nworkers, mp_context=ctx) as pool:
         futures = [
-            pool.submit(_scan_range, str(f.name), a, b) for a, b in itertools.pairwise(bounds)
+            pool.submit(_scan_range, str(f.name), a, b, prefix.th.name)
+            for a, b in itertools.pairwise(bounds)
         ]
         for fut in futures:
             acc.add(fut.result(), [])
     return acc.finish()
 
 
-def _scan_range(path: str, begin: int, stop: int) -> _Batch:
-    """Worker: scan the lines of ``path`` in the byte range ``[begin, stop)``."""
+def _scan_range(path: str, begin: int, stop: int, hash_name: str) -> _Batch:
+    """Worker: scan the lines of ``path`` in the byte range ``[begin, stop)``, hashing
+    with ``hash_name`` (``sha256`` or ``sm3``)."""
     with open(path, "rb") as f:
         f.seek(begin)
         lines = f.read(stop - begin).splitlines(keepends=True)
     # No cut-off by position here: extra entries are caught by the count in the driver.
-    return _scan(lines, 0, 1 << 62)
+    return _scan(lines, 0, 1 << 62, tree_hash(hash_name).leaf)
 
 
 _EMPTY = _Batch(0, b"", [], [], True, _ABSENT, False, False, set(), 0, None, None, [])
@@ -711,14 +726,31 @@ def _verify_into(
             report.fail(exc)
             return report
         report.origin, report.start, report.end = header.origin, header.start, header.end
+        report.suite = header.suite
+        try:
+            suite = suite_named(header.suite)
+            th = suite.tree
+        except AuditError as exc:
+            report.fail(MalformedBundle(f"header suite: {exc.message}"))
+            return report
         try:
             verifiers: Sequence[NoteVerifier] = (
                 trusted_keys
                 if trusted_keys is not None
-                else [NoteVerifier.from_jwk(k) for k in header.keys]
+                else [note_verifier(k) for k in header.keys]
             )
         except AuditError as exc:
             report.fail(MalformedBundle(f"header key: {exc.message}"))
+            return report
+        # DESIGN §13: the log signs with its suite's key type (SM2 in sm2-sm3).
+        wrong = [v.name for v in verifiers if v.key_type != suite.key_type]
+        if wrong:
+            report.fail(
+                BadCheckpoint(
+                    f"the {suite.name} suite signs checkpoints with {suite.key_type} keys; "
+                    f"key {wrong[0]!r} is not one"
+                )
+            )
             return report
         report.keys_pinned = trusted_keys is not None
         if not witnesses and isinstance(header.extra.get("witnesses"), list):
@@ -726,20 +758,20 @@ def _verify_into(
             # carry which cosignatures; a regulator pins its own key with --witness.
             try:
                 witnesses = [
-                    CosignatureVerifier.from_jwk(k)
+                    cosignature_verifier(k)
                     for k in header.extra["witnesses"]
                     if isinstance(k, dict)
                 ]
             except AuditError as exc:
                 report.fail(MalformedBundle(f"header witness key: {exc.message}"))
                 return report
-        prefix = CompactRange()
+        prefix = CompactRange(th=th)
         if header.start > 0:
             try:
                 size, hashes = parse_prefix(f.readline())
                 if size != header.start:
                     raise MalformedBundle(f"prefix size {size} is not start {header.start}")
-                prefix = CompactRange(size, hashes)
+                prefix = CompactRange(size, hashes, th=th)
             except AuditError as exc:
                 report.fail(exc)
                 return report

@@ -1,9 +1,11 @@
 """Offline verification of a 1,000,000-entry bundle (DESIGN §10: under 10 s).
 
     PYTHONPATH=. python bench/audit_verify.py [--entries 1000000] [--workers N]
+                                              [--suite ed25519-sha256|sm2-sm3]
 
 Generates a realistic bundle (entries as the log writes them, chained, with a signed
-checkpoint) into a temporary file, then times ``verify_bundle``.
+checkpoint) into a temporary file, then times ``verify_bundle``. ``--suite sm2-sm3``
+(DESIGN §13): SM3 leaf and node hashes and an SM2 checkpoint key.
 """
 
 from __future__ import annotations
@@ -17,17 +19,19 @@ from pathlib import Path
 
 from audit import canonical
 from audit.bundle import BundleWriter
-from audit.merkle import CompactRange, leaf_hash
+from audit.merkle import CompactRange, TreeHash
 from audit.note import NoteSigner, checkpoint_text
+from audit.suites import SUITE_NAMES, suite_named
 from audit.verify import verify_bundle
 
 
-def generate(path: Path, n: int, signer: NoteSigner) -> None:
-    cr = CompactRange()
+def generate(path: Path, n: int, signer: NoteSigner, th: TreeHash, suite: str) -> None:
+    cr = CompactRange(th=th)
+    leaf_hash = th.leaf
     prev: bytes | None = None
     with path.open("wb", buffering=1 << 20) as f:
         w = BundleWriter(f.write)
-        w.header(signer.name, 0, n, [signer.public_jwk()])
+        w.header(signer.name, 0, n, [signer.public_jwk()], suite=suite)
         for i in range(n):
             entry = {
                 "index": i,
@@ -58,13 +62,23 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--entries", type=int, default=1_000_000)
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--suite", choices=SUITE_NAMES, default="ed25519-sha256")
     args = ap.parse_args()
-    print(f"# {platform.node()} {os.cpu_count()} cpus, python {platform.python_version()}")
-    signer = NoteSigner.generate("bench/audit")
+    print(
+        f"# {platform.node()} {os.cpu_count()} cpus, python {platform.python_version()}, "
+        f"suite {args.suite}"
+    )
+    suite = suite_named(args.suite)
+    if suite.key_type == "SM2":
+        from policies.sm2 import SM2PrivateKey  # the service's SM2 signer (Tongsuo)
+
+        signer = NoteSigner(SM2PrivateKey.generate(), "bench/audit")
+    else:
+        signer = NoteSigner.generate("bench/audit")
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "bundle.jsonl"
         t0 = time.perf_counter()
-        generate(path, args.entries, signer)
+        generate(path, args.entries, signer, suite.tree, suite.name)
         print(
             f"generated {args.entries:,} entries, {path.stat().st_size / 1e6:.0f} MB "
             f"in {time.perf_counter() - t0:.1f} s"

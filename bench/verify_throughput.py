@@ -4,6 +4,7 @@
                                       [--clients 8] [--rounds 5] [--seconds 5]
                                       [--workdir DIR] [--keys N] [--database-url URL]
                                       [--apps sandbox floor]
+                                      [--suite ed25519-sha256|sm2-sm3]
 
 Target (DESIGN §10): throughput of ``POST /v1/verifications/enterprise-good-standing``
 (signed call, nonce, rate counter and scope status, DuckDB lookup, probe record,
@@ -83,13 +84,16 @@ APPS = {"sandbox": "sandbox.app:create_app()", "floor": "bench.floor_app:create_
 # --- deployment ---------------------------------------------------------------------
 
 
-def setup(workdir: Path, rows: int, database_url: str | None) -> Path:
-    """Create the demo deployment (once) and return its data dir."""
+def setup(workdir: Path, rows: int, database_url: str | None, suite: str | None = None) -> Path:
+    """Create the demo deployment (once; ``suite``: the cryptographic suite it is
+    initialised with, DESIGN §13) and return its data dir."""
     data_dir = workdir / "data"
     if not (data_dir / "demo" / "keys" / "ent-demo.key").exists():
         cmd = [sys.executable, "-m", "sandbox", "--data-dir", str(data_dir)]
         if database_url:
             cmd += ["--database-url", database_url]
+        if suite:
+            subprocess.run([*cmd, "init", "--suite", suite], check=True, cwd=REPO)
         started = time.perf_counter()
         subprocess.run([*cmd, "demo", "--rows", str(rows), "--quiet"], check=True, cwd=REPO)
         print(
@@ -126,7 +130,9 @@ def grant_scope(data_dir: Path, database_url: str | None) -> str:
         }
         request = parse(GrantSchema, grant, "scope")
         outcome = commit(
-            rt, Caller.local("bench/verify_throughput.py"), scopes.grant(rt, request, "op-demo")
+            rt,
+            Caller.local("bench/verify_throughput.py", rt.suite.digest),
+            scopes.grant(rt, request, "op-demo"),
         )
         assert outcome.allowed, outcome.body
     finally:
@@ -489,12 +495,19 @@ def main() -> None:
         help="floor: bench/floor_app.py, the token check, entry hash and receipt with no "
         "store (DESIGN §10's floor); both by default, measured side by side",
     )
+    ap.add_argument(
+        "--suite",
+        choices=["ed25519-sha256", "sm2-sm3"],
+        default=None,
+        help="the deployment's suite (DESIGN §13; default ed25519-sha256): in sm2-sm3 the "
+        "client signs SM2SM3, receipts are SM2 and the log hashes with SM3",
+    )
     args = ap.parse_args()
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="verify-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        data_dir = setup(workdir, args.rows, args.database_url)
+        data_dir = setup(workdir, args.rows, args.database_url, args.suite)
         keys_dir = data_dir / "demo" / "keys"
         cfg = {
             "key_file": str(keys_dir / "ent-demo.key"),
@@ -505,7 +518,8 @@ def main() -> None:
         print(
             f"# {os.cpu_count()} cpus; {args.clients} client processes, closed loop; "
             f"{args.rounds} x {args.seconds:g} s rounds per kind; {len(cfg['keys']):,} subjects; "
-            f"control plane {store}; apps {' '.join(args.apps)}",
+            f"control plane {store}; apps {' '.join(args.apps)}; "
+            f"suite {args.suite or 'ed25519-sha256'}",
             flush=True,
         )
         results = []

@@ -2,6 +2,12 @@
 the server. Every JWT goes through pyjwt; the checks pyjwt would otherwise skip
 (required claims, lifetime cap, ``typ``, per-key algorithm pinning, request binding
 and replay) are made explicitly here.
+
+SM2 (DESIGN §13) is registered with pyjwt under the algorithm name ``SM2SM3`` through
+its public algorithm API (:class:`SM2SM3Algorithm`, ``jwt.register_algorithm``): the
+signature is the SM2 signature ``r || s`` over the JWS signing input, with the default
+user id. Registering happens when this module is imported; receipts and the client
+sign through the same registration.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,10 +23,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from jwt.algorithms import Algorithm
 
 from policies.errors import BadSignature, TokenExpired, Unauthenticated
 from policies.principals import KeyAlg, Principal, PublicKey, load_public_key
+from policies.sm2 import SM2PrivateKey, SM2PublicKey
+from products.errors import InvalidRequest
 from products.text import is_utf8
 
 CALL_TYP = "pds-call+jwt"
@@ -39,8 +50,78 @@ def bh_of_digest(digest: bytes) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
+class SM2SM3Algorithm(Algorithm):
+    """JWS algorithm ``SM2SM3`` (DESIGN §13): SM2 with SM3 over the signing input, the
+    signature ``r || s`` (64 bytes) as JWS encodes ECDSA. Keys: :class:`SM2PrivateKey`
+    or :class:`SM2PublicKey`, or their PEM (PKCS#8 or SPKI)."""
+
+    def prepare_key(self, key: Any) -> SM2PrivateKey | SM2PublicKey:
+        if isinstance(key, SM2PrivateKey | SM2PublicKey):
+            return key
+        if isinstance(key, str):
+            key = key.encode()
+        if not isinstance(key, bytes):
+            raise jwt.InvalidKeyError("SM2SM3 needs an SM2 key")
+        try:
+            if b"PRIVATE KEY-----" in key:
+                return SM2PrivateKey.from_pem(key)
+            return SM2PublicKey.from_pem(key)
+        except InvalidRequest as exc:
+            raise jwt.InvalidKeyError(str(exc)) from None
+
+    def sign(self, msg: bytes, key: Any) -> bytes:
+        if not isinstance(key, SM2PrivateKey):
+            raise jwt.InvalidKeyError("signing with SM2SM3 needs an SM2 private key")
+        return key.sign(msg)
+
+    def verify(self, msg: bytes, key: Any, sig: bytes) -> bool:
+        public = key.public if isinstance(key, SM2PrivateKey) else key
+        return isinstance(public, SM2PublicKey) and public.verify(msg, sig)
+
+    @staticmethod
+    def to_jwk(key_obj: Any, as_dict: bool = False) -> Any:
+        public = key_obj.public if isinstance(key_obj, SM2PrivateKey) else key_obj
+        if not isinstance(public, SM2PublicKey):
+            raise jwt.InvalidKeyError("not an SM2 key")
+        point = public.public_key
+        jwk = {
+            "kty": "EC",
+            "crv": "SM2",
+            "x": base64.urlsafe_b64encode(point[1:33]).rstrip(b"=").decode(),
+            "y": base64.urlsafe_b64encode(point[33:]).rstrip(b"=").decode(),
+        }
+        return jwk if as_dict else json.dumps(jwk)
+
+    @staticmethod
+    def from_jwk(jwk: str | dict[str, Any]) -> SM2PublicKey:
+        obj = json.loads(jwk) if isinstance(jwk, str) else jwk
+        if obj.get("kty") != "EC" or obj.get("crv") != "SM2":
+            raise jwt.InvalidKeyError("not an SM2 JWK")
+        try:
+            x = base64.urlsafe_b64decode(obj["x"] + "=" * (-len(obj["x"]) % 4))
+            y = base64.urlsafe_b64decode(obj["y"] + "=" * (-len(obj["y"]) % 4))
+            return SM2PublicKey.from_point(b"\x04" + x + y)
+        except (KeyError, TypeError, ValueError, InvalidRequest):
+            raise jwt.InvalidKeyError("not an SM2 JWK") from None
+
+
+def register_sm2sm3() -> None:
+    """Register ``SM2SM3`` with pyjwt's global JWS object (idempotent)."""
+    try:
+        jwt.get_algorithm_by_name(KeyAlg.SM2SM3.value)
+    except NotImplementedError:
+        jwt.register_algorithm(KeyAlg.SM2SM3.value, SM2SM3Algorithm())
+
+
+register_sm2sm3()
+
+
 def _alg_for_private(private_pem: bytes) -> str:
-    key = serialization.load_pem_private_key(private_pem, password=None)
+    try:
+        key = serialization.load_pem_private_key(private_pem, password=None)
+    except UnsupportedAlgorithm:  # cryptography has no SM2 curve
+        SM2PrivateKey.from_pem(private_pem)
+        return KeyAlg.SM2SM3.value
     public = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -72,12 +153,9 @@ def sign_call(
         "htu": path_and_query,
         "bh": body_hash(body),
     }
-    return jwt.encode(
-        claims,
-        private_pem,
-        algorithm=_alg_for_private(private_pem),
-        headers={"kid": kid, "typ": CALL_TYP},
-    )
+    alg = _alg_for_private(private_pem)
+    key: Any = SM2PrivateKey.from_pem(private_pem) if alg == KeyAlg.SM2SM3.value else private_pem
+    return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid, "typ": CALL_TYP})
 
 
 @dataclass(frozen=True)
@@ -181,7 +259,7 @@ def verify_call(
         raise BadSignature(f"token typ must be {CALL_TYP!r}", "wrong_typ", issuer=issuer)
     if alg not in {a.value for a in KeyAlg}:
         raise BadSignature(
-            f"algorithm {alg!r} is not accepted (EdDSA or ES256 only)",
+            f"algorithm {alg!r} is not accepted (EdDSA, ES256 or SM2SM3 only)",
             "alg_not_allowed",
             issuer=issuer,
         )
@@ -212,7 +290,7 @@ def verify_call(
             issuer=issuer,
         )
 
-    public_key, _ = load_public_key(key.pem)
+    public_key: Any = load_public_key(key.pem)[0]
     try:
         claims: dict[str, Any] = jwt.decode(
             token,

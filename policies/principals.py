@@ -2,7 +2,8 @@
 
 Keys are accepted as PEM (SPKI public, PKCS#8 private) and published as JWKs. The
 default ``kid`` is the RFC 7638 thumbprint of the public JWK. Each key is pinned to
-one algorithm: Ed25519 keys sign ``EdDSA``, P-256 keys sign ``ES256``; a token that
+one algorithm: Ed25519 keys sign ``EdDSA``, P-256 keys sign ``ES256``, SM2 keys sign
+``SM2SM3`` (DESIGN §13; JWK ``{"kty": "EC", "crv": "SM2", "x", "y"}``); a token that
 names any other algorithm for the key is refused.
 """
 
@@ -28,6 +29,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, post_load, valid
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from policies.sm2 import SM2PrivateKey, SM2PublicKey
 from policies.tables import principal_keys, principals
 from products.errors import InvalidRequest, NotFound
 from products.parsing import field_error
@@ -46,26 +48,36 @@ class Role(StrEnum):
 class KeyAlg(StrEnum):
     EDDSA = "EdDSA"
     ES256 = "ES256"
+    SM2SM3 = "SM2SM3"
 
 
 def _b64u(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-PublicKeyObject = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+PublicKeyObject = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | SM2PublicKey
 
 
 @functools.lru_cache(maxsize=4096)
 def load_public_key(pem: str | bytes) -> tuple[PublicKeyObject, KeyAlg]:
     """Parse an SPKI PEM public key. Returns the key and its pinned algorithm.
 
-    Raises ``InvalidRequest`` for anything but Ed25519 or P-256. Cached: every signed
-    call verifies with a registered key, and parsing costs as much as verifying.
+    Raises ``InvalidRequest`` for anything but Ed25519, P-256 or SM2. Cached: every
+    signed call verifies with a registered key, and parsing costs as much as verifying.
     """
     data = pem.encode() if isinstance(pem, str) else pem
     try:
         key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
+    except UnsupportedAlgorithm:
+        # cryptography knows no SM2 curve: try Tongsuo (policies/sm2.py).
+        try:
+            return SM2PublicKey.from_pem(data), KeyAlg.SM2SM3
+        except InvalidRequest:
+            raise InvalidRequest(
+                "only Ed25519 (EdDSA), P-256 (ES256) and SM2 (SM2SM3) public keys are accepted",
+                {"field": "public_key"},
+            ) from None
+    except (ValueError, TypeError):
         raise InvalidRequest(
             "public_key is not a PEM (SPKI) public key", {"field": "public_key"}
         ) from None
@@ -74,7 +86,8 @@ def load_public_key(pem: str | bytes) -> tuple[PublicKeyObject, KeyAlg]:
     if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
         return key, KeyAlg.ES256
     raise InvalidRequest(
-        "only Ed25519 (EdDSA) and P-256 (ES256) public keys are accepted", {"field": "public_key"}
+        "only Ed25519 (EdDSA), P-256 (ES256) and SM2 (SM2SM3) public keys are accepted",
+        {"field": "public_key"},
     )
 
 
@@ -84,6 +97,9 @@ def public_jwk(pem: str | bytes) -> dict[str, str]:
     if isinstance(key, ed25519.Ed25519PublicKey):
         raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return {"kty": "OKP", "crv": "Ed25519", "x": _b64u(raw)}
+    if isinstance(key, SM2PublicKey):
+        point = key.public_key
+        return {"kty": "EC", "crv": "SM2", "x": _b64u(point[1:33]), "y": _b64u(point[33:])}
     numbers = key.public_numbers()
     return {
         "kty": "EC",
@@ -102,14 +118,18 @@ def jwk_thumbprint(pem: str | bytes) -> str:
 
 
 def generate_keypair(alg: str = "ed25519") -> tuple[bytes, bytes]:
-    """Return ``(private PKCS#8 PEM, public SPKI PEM)`` for ``ed25519`` or ``es256``."""
+    """Return ``(private PKCS#8 PEM, public SPKI PEM)`` for ``ed25519``, ``es256`` or
+    ``sm2``."""
     private: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
     if alg.lower() == "ed25519":
         private = ed25519.Ed25519PrivateKey.generate()
     elif alg.lower() == "es256":
         private = ec.generate_private_key(ec.SECP256R1())
+    elif alg.lower() == "sm2":
+        sm2_key = SM2PrivateKey.generate()
+        return sm2_key.private_pem(), sm2_key.public_pem()
     else:
-        raise InvalidRequest(f"unknown key algorithm {alg!r}: use ed25519 or es256")
+        raise InvalidRequest(f"unknown key algorithm {alg!r}: use ed25519, es256 or sm2")
     priv_pem = private.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -125,6 +145,8 @@ def public_pem_of(private_pem: bytes) -> bytes:
     """Return the SPKI PEM of a PKCS#8 PEM private key. Raises ``InvalidRequest``."""
     try:
         private = serialization.load_pem_private_key(private_pem, password=None)
+    except UnsupportedAlgorithm:
+        return SM2PrivateKey.from_pem(private_pem).public_pem()
     except (ValueError, TypeError):
         raise InvalidRequest("not an unencrypted PKCS#8 PEM private key") from None
     return private.public_key().public_bytes(
@@ -233,7 +255,7 @@ class KeySchema(Schema):
     public_key = fields.String(
         required=True,
         validate=validate.Length(max=16_000),
-        metadata={"description": "SPKI PEM (Ed25519 or P-256)"},
+        metadata={"description": "SPKI PEM (Ed25519, P-256 or SM2)"},
     )
     kid = fields.String(metadata={"description": "default: the RFC 7638 JWK thumbprint"})
     alg = fields.String(validate=validate.OneOf([a.value for a in KeyAlg]))

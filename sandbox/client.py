@@ -21,7 +21,8 @@ from urllib.parse import urlencode, urlsplit
 import jwt
 
 from audit.entry import result_hash
-from policies.calls import sign_call
+from audit.suites import suite_for_jws_alg
+from policies.calls import SM2SM3Algorithm, sign_call
 from policies.principals import jwk_thumbprint, public_pem_of
 
 
@@ -286,8 +287,9 @@ class Client:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
             raise ReceiptError(f"receipt is not a JWS: {exc}") from None
-        if header.get("typ") != "pds-receipt+jwt" or header.get("alg") != "EdDSA":
-            raise ReceiptError("receipt header must be typ pds-receipt+jwt, alg EdDSA")
+        alg = header.get("alg")
+        if header.get("typ") != "pds-receipt+jwt" or alg not in ("EdDSA", "SM2SM3"):
+            raise ReceiptError("receipt header must be typ pds-receipt+jwt, alg EdDSA or SM2SM3")
         jwk = next((k for k in self.jwks()["keys"] if k.get("kid") == header.get("kid")), None)
         if jwk is None:
             jwk = next(
@@ -296,12 +298,17 @@ class Client:
             )
         if jwk is None:
             raise ReceiptError(f"no platform key {header.get('kid')!r}")
+        if jwk.get("alg", alg) != alg:
+            raise ReceiptError(f"platform key {header.get('kid')!r} does not sign {alg}")
         try:
-            key = jwt.PyJWK(jwk, algorithm="EdDSA")
+            # SM2SM3 (DESIGN §13) is registered with pyjwt by policies.calls.
+            key: Any = (
+                SM2SM3Algorithm.from_jwk(jwk) if alg == "SM2SM3" else jwt.PyJWK(jwk, algorithm=alg)
+            )
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key=key,
-                algorithms=["EdDSA"],
+                algorithms=[alg],
                 options={
                     "require": [
                         "iss",
@@ -316,7 +323,9 @@ class Client:
             )
         except jwt.PyJWTError as exc:
             raise ReceiptError(f"receipt does not verify: {exc}") from None
-        expected = result_hash({k: v for k, v in answer.items() if k != "receipt"})
+        # The receipt's algorithm names the platform's suite, and so its hash.
+        digest = suite_for_jws_alg(alg).digest
+        expected = result_hash({k: v for k, v in answer.items() if k != "receipt"}, digest=digest)
         if claims["result_hash"] != expected:
             raise ReceiptError("receipt result_hash does not match this answer")
         return claims

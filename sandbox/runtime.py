@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from audit.log import AuditLog
-from audit.note import NoteSigner
+from audit.suites import Suite
 from policies.budget import BudgetLedger
 from policies.calls import CallPolicy
 from policies.limits import RateLimiter
@@ -27,7 +27,7 @@ from products.catalogue import Catalogue
 from products.loader import LoadLimits
 from sandbox.db import engine_for, migrate
 from sandbox.engine.isolation import WorkerPool
-from sandbox.platform_keys import PlatformKeys, subject_key_secret
+from sandbox.platform_keys import PlatformKeys, deployment_suite, subject_key_secret
 from sandbox.settings import Settings
 from sandbox.verification.enumeration import EnumerationPolicy
 from sandbox.verification.lookup import VerificationLimits, VerificationRunner
@@ -45,6 +45,7 @@ class Runtime:
     settings: Settings
     engine: Engine
     clock: Clock
+    suite: Suite
     keys: PlatformKeys
     catalogue: Catalogue
     principals: PrincipalStore
@@ -66,15 +67,18 @@ class Runtime:
         Raises ``Unavailable`` when the store cannot be opened, ``InvalidRequest`` when
         its URL is unusable or, without ``create``, it has not been initialised.
         """
+        suite = deployment_suite(settings.keys_dir, settings.suite, create=create)
         engine = engine_for(settings)
         migrate(engine)
         settings.products_dir.mkdir(parents=True, exist_ok=True)
-        keys = PlatformKeys.open(settings.keys_dir, settings.audit_origin, create=create)
-        signer = NoteSigner.from_pem(keys.current.private_pem, name=settings.audit_origin)
+        keys = PlatformKeys.open(
+            settings.keys_dir, settings.audit_origin, create=create, suite=suite
+        )
         audit = AuditLog(
             engine,
             origin=settings.audit_origin,
-            signer=signer,
+            suite=suite,
+            signer=keys.note_signer(),
             clock=clock,
             sqlite_synchronous=settings.sqlite_synchronous,
             checkpoint_interval=settings.checkpoint_interval_s,
@@ -86,6 +90,7 @@ class Runtime:
             settings=settings,
             engine=engine,
             clock=clock,
+            suite=suite,
             keys=keys,
             catalogue=Catalogue(engine, settings.products_dir, clock),
             principals=PrincipalStore(engine, clock),
@@ -156,14 +161,14 @@ class Runtime:
 
     def bundle_keys(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Return the JWKs for an audit bundle header: the platform's keys, and the
-        regulators' Ed25519 keys as witnesses (named by principal id, the name their
-        cosignature lines carry)."""
+        regulators' Ed25519 and SM2 keys as witnesses (named by principal id, the name
+        their cosignature lines carry)."""
         keys = [dict(k) for k in self.keys.jwks()["keys"]]
         witnesses = [
             {**public_jwk(k.pem), "kid": k.kid, "name": p.id}
             for p in self.principals.with_role(Role.REGULATOR)
             for k in p.keys
-            if k.active and k.alg is KeyAlg.EDDSA
+            if k.active and k.alg in (KeyAlg.EDDSA, KeyAlg.SM2SM3)
         ]
         return keys, witnesses
 

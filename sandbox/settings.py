@@ -26,6 +26,10 @@ class Settings:
     database_url: str | None = None  # None: SQLite file inside data_dir
     audience: str = DEFAULT_AUDIENCE
     audit_origin: str = DEFAULT_ORIGIN
+    # The cryptographic suite (DESIGN §13) asked for at ``sandbox init --suite``; the
+    # deployment stores its suite under the keys dir, and every process runs that one
+    # (a different value here is refused, never applied).
+    suite: str | None = None
     # Request limits (DESIGN invariant 7: oversized bodies get 413, not a crash).
     max_json_bytes: int = 1 << 20
     max_upload_bytes: int = 8 << 30

@@ -14,7 +14,7 @@ from typing import Any
 
 from audit.errors import AuditError, BadCheckpoint
 from audit.log import LogTransaction
-from audit.note import CosignatureVerifier
+from audit.note import CosignatureVerifier, SM2CosignatureVerifier
 from policies.principals import KeyAlg, Principal, Role
 from products.errors import InvalidRequest
 from sandbox.actions.call import Answer, Pending
@@ -133,6 +133,13 @@ def export(rt: Runtime, start: int, end: int | None) -> tuple[Pending, int]:
     return Pending("audit.export", fields={"range": f"{start}-{end}"}, apply=_checked(apply)), end
 
 
+#: The regulator key types a cosignature may be made with (docs/audit.md).
+_COSIGNING: dict[KeyAlg, type[CosignatureVerifier]] = {
+    KeyAlg.EDDSA: CosignatureVerifier,
+    KeyAlg.SM2SM3: SM2CosignatureVerifier,
+}
+
+
 def cosign(rt: Runtime, caller: Principal, note: str) -> Pending:
     """``audit.cosign``: store the caller's (a regulator's) cosignature of one of this
     log's checkpoints. 201 when this call stored it; 200 with the line that was kept
@@ -141,9 +148,9 @@ def cosign(rt: Runtime, caller: Principal, note: str) -> Pending:
     def apply(tx: LogTransaction) -> Answer:
         last: BadCheckpoint | None = None
         for key in caller.keys:
-            if not key.active or key.alg is not KeyAlg.EDDSA:
+            if not key.active or key.alg not in _COSIGNING:
                 continue
-            verifier = CosignatureVerifier.from_key(caller.id, key.pem)
+            verifier = _COSIGNING[key.alg].from_key(caller.id, key.pem)
             try:
                 stored = tx.add_cosignature(note, verifier)
             except BadCheckpoint as exc:
@@ -152,7 +159,9 @@ def cosign(rt: Runtime, caller: Principal, note: str) -> Pending:
             body = {"witness": caller.id, "line": stored.line, "created": stored.created}
             return Answer(body, status=201 if stored.created else 200)
         raise InvalidRequest(
-            last.message if last else f"{caller.id!r} has no active Ed25519 key to cosign with",
+            last.message
+            if last
+            else f"{caller.id!r} has no active Ed25519 or SM2 key to cosign with",
             {"witness": caller.id},
         )
 

@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit.entry import Entry, request_hash, result_hash
+from audit.hashes import Digest, sha256
 from audit.log import LogTransaction
 from policies.errors import AuthError, Replayed, TokenExpired
 from policies.limits import RateLimiter
@@ -95,12 +96,14 @@ class Caller:
         return cls("anonymous", "unauthenticated", request_hash, client, claimed=claimed)
 
     @classmethod
-    def local(cls, argv: str) -> Caller:
-        """The operating-system account running a local CLI command (``cli:USER``)."""
+    def local(cls, argv: str, digest: Digest = sha256) -> Caller:
+        """The operating-system account running a local CLI command (``cli:USER``);
+        ``digest`` is the deployment suite's hash (DESIGN §13): pass ``rt.suite.digest``
+        (the default, SHA-256, is right only for an ``ed25519-sha256`` deployment)."""
         return cls(
             f"cli:{getpass.getuser()}",
             "operator",
-            request_hash("CLI", argv, b""),
+            request_hash("CLI", argv, b"", digest=digest),
             f"cli@{socket.gethostname()}",
         )
 
@@ -214,7 +217,7 @@ def commit(rt: Runtime, caller: Caller, pending: Pending) -> Outcome:
         answer = pending.answer
         if error is None and pending.apply is not None:
             answer, error = _apply(pending.apply, tx)
-        outcome, entry = _settle(caller, pending, target, tx.index, answer, error)
+        outcome, entry = _settle(caller, pending, target, tx.index, answer, error, rt.suite.digest)
         settled.append(outcome)
         return entry
 
@@ -251,6 +254,7 @@ def _settle(
     index: int,
     answer: Answer | None,
     error: DomainError | None,
+    digest: Digest,
 ) -> tuple[Outcome, Entry]:
     extra: dict[str, Any] = dict(pending.fields)
     if error is None and answer is None:  # an apply that returned nothing: a defect
@@ -262,7 +266,7 @@ def _settle(
     else:
         answer = None
         body, status = error_body(error), status_of(error)
-    result = result_hash(body) if body is not None else None
+    result = result_hash(body, digest=digest) if body is not None else None
     extra["status"] = status
     if pending.request_id is not None:
         extra["request_id"] = pending.request_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from policies.principals import generate_keypair, jwk_thumbprint
 from sandbox.actions.call import Answer, Pending
+from sandbox.platform_keys import key_alg_for
 from sandbox.runtime import Runtime
 
 
@@ -15,6 +16,6 @@ def rotate_key(rt: Runtime) -> tuple[Pending, bytes, bytes]:
     every key before it signs anything, and a refused call leaves no key behind.
     Returns the call and the new private and public keys (PEM).
     """
-    private_pem, public_pem = generate_keypair("ed25519")
+    private_pem, public_pem = generate_keypair(key_alg_for(rt.suite))
     body = {"old": rt.keys.current.kid, "new": jwk_thumbprint(public_pem)}
     return Pending("platform.key_rotate", answer=Answer(body)), private_pem, public_pem

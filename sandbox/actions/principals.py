@@ -13,7 +13,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from audit.log import LogTransaction
-from policies.principals import Principal, PrincipalRequest, PrincipalStore, PublicKey, Role
+from policies.principals import (
+    KeyAlg,
+    Principal,
+    PrincipalRequest,
+    PrincipalStore,
+    PublicKey,
+    Role,
+)
 from products.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from sandbox.actions.call import Answer, Pending
 from sandbox.runtime import Runtime
@@ -36,6 +43,9 @@ def register(
         return pending.refused(
             InvalidRequest("invalid principal", {"fields": {"role": [f"must be {allowed}{local}"]}})
         )
+    refusal = _suite_refusal(rt, request.keys)
+    if refusal is not None:
+        return pending.refused(refusal)
     principal = Principal(
         id=request.id,
         role=request.role,
@@ -60,6 +70,9 @@ def add_key(rt: Runtime, principal_id: str, key: PublicKey) -> Pending:
     """``principal.key_add``: add a public key (201). Refused with ``not_found`` or
     ``conflict`` (the kid is taken)."""
     pending = Pending("principal.key_add", target={"principal": principal_id}, changes_state=True)
+    refusal = _suite_refusal(rt, [key])
+    if refusal is not None:
+        return pending.refused(refusal)
 
     def apply(tx: LogTransaction) -> Answer:
         if PrincipalStore.load(tx.conn, principal_id) is None:
@@ -100,6 +113,21 @@ def read(rt: Runtime, caller: Principal, principal_id: str) -> Pending:
         )
 
     return pending.attempt(build)
+
+
+def _suite_refusal(rt: Runtime, keys: Sequence[PublicKey]) -> InvalidRequest | None:
+    """DESIGN §13: an ``sm2-sm3`` deployment registers SM2 keys only (SM2 keys are
+    accepted in either suite); the refusal, or None."""
+    if rt.suite.key_type != "SM2":
+        return None
+    other = [k for k in keys if k.alg is not KeyAlg.SM2SM3]
+    if not other:
+        return None
+    return InvalidRequest(
+        f"this deployment runs the {rt.suite.name} suite: principals register SM2 keys "
+        f"(SM2SM3) only, and key {other[0].kid!r} is {other[0].alg.value}",
+        {"field": "public_key", "suite": rt.suite.name},
+    )
 
 
 def _stored(tx: LogTransaction, principal_id: str) -> dict[str, Any]:

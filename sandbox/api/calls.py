@@ -32,7 +32,9 @@ from flask import Flask, Response, current_app, g, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
+from audit.entry import request_hash
 from audit.errors import AuditError
+from audit.hashes import new_hash
 from audit.receipts import receipt_claims
 from policies.calls import VerifiedCall, verify_call
 from policies.errors import AuthError
@@ -122,7 +124,9 @@ def request_target(environ: dict[str, Any]) -> str:
 
 def _read_body(req: Request, rt: Runtime) -> None:
     """Read (or stream to disk) the request body, computing its hashes on the way."""
-    rh = hashlib.sha256(f"{req.method}\n{req.target}\n".encode())
+    # request_hash in the suite's hash (DESIGN §13); bh is SHA-256 in every suite (§6).
+    rh = new_hash(rt.suite.hash_name)
+    rh.update(f"{req.method}\n{req.target}\n".encode())
     bh = hashlib.sha256()
     if request.endpoint in UPLOAD_ENDPOINTS:
         request.max_content_length = rt.settings.max_upload_bytes
@@ -156,7 +160,7 @@ def before_request() -> None:
     if request.endpoint in UNAUDITED_ENDPOINTS:
         return
     # Until the call is authenticated it is anonymous; its hash covers what was read.
-    req.request_hash = hashlib.sha256(f"{req.method}\n{req.target}\n".encode()).hexdigest()
+    req.request_hash = request_hash(req.method, req.target, b"", digest=rt.suite.digest)
     req.caller = Caller.anonymous(req.request_hash, req.client, None)
     # Uploads are streamed to disk only once the caller is known (and allowed): their
     # body hash is checked after the token; JSON bodies are small and read first.

@@ -9,6 +9,7 @@ from typing import Any
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from audit.suites import SUITE_NAMES
 from policies.principals import PrincipalSchema, Role
 from products.errors import InvalidRequest
 from products.loader import DataFormat
@@ -20,12 +21,21 @@ from sandbox.cli.common import CliContext
 
 
 @click.command("init")
+@click.option(
+    "--suite",
+    type=click.Choice(SUITE_NAMES),
+    default=None,
+    help="The cryptographic suite, chosen once for the deployment's life (DESIGN §13; "
+    "default ed25519-sha256). A different suite for an existing deployment is refused.",
+)
 @click.pass_obj
-def init(ctx: CliContext) -> None:
+def init(ctx: CliContext, suite: str | None) -> None:
     """Create the stores and the platform's signing key (idempotent)."""
+    ctx.settings = ctx.settings.with_overrides(suite=suite)
     rt = ctx.runtime(create=True)
     click.echo(f"data dir     {ctx.settings.data_dir.resolve()}")
     click.echo(f"store        {_redacted(ctx.settings.effective_database_url)}")
+    click.echo(f"suite        {rt.suite.name}")
     click.echo(f"platform key {rt.keys.current.kid}")
     ctx.close()
 

@@ -10,9 +10,16 @@ from pathlib import Path
 import click
 
 from audit.errors import AuditError
-from audit.note import CosignatureSigner, CosignatureVerifier, NoteVerifier
+from audit.note import (
+    CosignatureSigner,
+    cosignature_verifier_from_vkey,
+    note_verifier,
+    note_verifier_from_vkey,
+)
+from audit.suites import DEFAULT_SUITE
 from audit.verify import verify_bundle
 from audit.witness import load_state, save_state, witness_checkpoint
+from policies.sm2 import SM2PrivateKey, is_sm2_pem
 from sandbox.actions import audit_access
 from sandbox.cli.common import CliContext
 from sandbox.cli.remote import make_client
@@ -70,11 +77,11 @@ def verify(bundle: str, vkeys: tuple[str, ...], witnesses: tuple[str, ...]) -> N
     Exit status 0 only if every check passes. Needs only the ``audit`` package.
     """
     try:
-        trusted = [NoteVerifier.from_vkey(v) for v in vkeys] or None
+        trusted = [note_verifier_from_vkey(v) for v in vkeys] or None
         report = verify_bundle(
             bundle,
             trusted_keys=trusted,
-            witnesses=[CosignatureVerifier.from_vkey(w) for w in witnesses],
+            witnesses=[cosignature_verifier_from_vkey(w) for w in witnesses],
         )
     except AuditError as exc:
         raise click.ClickException(exc.message) from None
@@ -96,7 +103,7 @@ def verify(bundle: str, vkeys: tuple[str, ...], witnesses: tuple[str, ...]) -> N
     "key_file",
     required=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="Your Ed25519 private key (PKCS#8 PEM).",
+    help="Your Ed25519 or SM2 private key (PKCS#8 PEM).",
 )
 @click.option(
     "--state",
@@ -117,16 +124,23 @@ def witness(
     state = load_state(state_path)
     try:
         cp = client.get("/v1/audit/checkpoint")
-        log_keys = [
-            NoteVerifier.from_jwk(k) for k in client.jwks()["keys"] if k.get("crv") == "Ed25519"
-        ]
+        jwks = client.jwks()
+        # The suite (DESIGN §13) is pinned in the witness state at the first cosignature:
+        # a platform that later claims another hash is refused, not followed.
+        suite = str(jwks.get("suite", DEFAULT_SUITE))
+        log_keys = [note_verifier(k) for k in jwks["keys"] if k.get("crv") in ("Ed25519", "SM2")]
         proof: list[bytes] = []
         if state is not None and 0 < state.size < int(cp["tree_size"]):
             got = client.get(
                 "/v1/audit/proofs/consistency", first=state.size, second=cp["tree_size"]
             )
             proof = [base64.b64decode(p) for p in got["proof"]]
-        cosigner = CosignatureSigner.from_pem(Path(key_file).read_bytes(), name=principal)
+        key_pem = Path(key_file).read_bytes()
+        cosigner = (
+            CosignatureSigner(SM2PrivateKey.from_pem(key_pem), name=principal)
+            if is_sm2_pem(key_pem)
+            else CosignatureSigner.from_pem(key_pem, name=principal)
+        )
         witnessed = witness_checkpoint(
             cp["note"],
             log_keys=log_keys,
@@ -134,6 +148,7 @@ def witness(
             state=state,
             proof=proof,
             now=int(time.time()),
+            suite=suite,
         )
         stored = client.post("/v1/audit/cosignatures", {"note": witnessed.note})
     except ApiError as exc:

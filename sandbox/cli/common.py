@@ -56,7 +56,8 @@ class CliContext:
         refusal (after it is recorded), which the ``sandbox`` command prints as one
         line."""
         argv = shlex.join(["sandbox", *sys.argv[1:]])
-        outcome = commit(self.runtime(), Caller.local(argv), pending)
+        rt = self.runtime()
+        outcome = commit(rt, Caller.local(argv, rt.suite.digest), pending)
         if outcome.error is not None:
             raise outcome.error
         return outcome

@@ -26,6 +26,7 @@ from sandbox.actions import principals, products, scopes, verifications
 from sandbox.cli.admin import load_with_progress
 from sandbox.cli.common import CliContext
 from sandbox.demo import DemoSizes, manifest_data, verification_data, write_all
+from sandbox.platform_keys import key_alg_for
 from sandbox.runtime import Runtime
 
 PRINCIPALS = (
@@ -58,11 +59,12 @@ SCOPES: dict[str, tuple[str, str, list[str]]] = {
 }
 
 
-def _key_pair(keys_dir: Path, pid: str) -> str:
-    """Return the PEM public key of ``pid``'s demo key pair, creating it if needed."""
+def _key_pair(keys_dir: Path, pid: str, alg: str) -> str:
+    """Return the PEM public key of ``pid``'s demo key pair, creating it (``alg``: the
+    deployment suite's key type) if needed."""
     private, public = keys_dir / f"{pid}.key", keys_dir / f"{pid}.pub"
     if not private.exists():
-        priv_pem, pub_pem = generate_keypair("ed25519")
+        priv_pem, pub_pem = generate_keypair(alg)
         keys_dir.mkdir(parents=True, exist_ok=True)
         private.write_bytes(priv_pem)
         private.chmod(0o600)
@@ -72,7 +74,7 @@ def _key_pair(keys_dir: Path, pid: str) -> str:
 
 def _principals(ctx: CliContext, rt: Runtime, keys_dir: Path) -> None:
     for pid, role, name in PRINCIPALS:
-        pem = _key_pair(keys_dir, pid)
+        pem = _key_pair(keys_dir, pid, key_alg_for(rt.suite))
         if rt.principals.find(pid) is None:
             data = {"id": pid, "role": role.value, "name": name, "keys": [{"public_key": pem}]}
             request = ctx.parse(PrincipalSchema, data, "principal", "principal.register")
@@ -189,7 +191,7 @@ def demo(ctx: CliContext, rows: int, quiet: bool) -> None:
 Demo deployment ready in {ctx.settings.data_dir.resolve()} ({size} audit entries so far).
 
   principals  op-demo (operator), ent-demo (enterprise), reg-demo (regulator)
-  keys        {keys_dir}/<id>.key (Ed25519, PKCS#8) and .pub
+  keys        {keys_dir}/<id>.key ({rt.suite.key_type}, PKCS#8) and .pub
   products    enterprise_registry, social_insurance, population (+ 8 verification products)
   scopes      {", ".join(SCOPES)} (granted to ent-demo, epsilon 10 each)
 

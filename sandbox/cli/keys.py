@@ -15,7 +15,7 @@ from sandbox.platform_keys import PlatformKeys
 
 @click.group("keys")
 def keys() -> None:
-    """Key pairs for signing calls (Ed25519 by default; ES256 accepted)."""
+    """Key pairs for signing calls (Ed25519 by default; ES256 and SM2 accepted)."""
 
 
 @keys.command("generate")
@@ -27,7 +27,11 @@ def keys() -> None:
     help="Write PREFIX.key (PKCS#8 PEM, mode 0600) and PREFIX.pub (SPKI PEM).",
 )
 @click.option(
-    "--alg", type=click.Choice(["ed25519", "es256"]), default="ed25519", show_default=True
+    "--alg",
+    type=click.Choice(["ed25519", "es256", "sm2"]),
+    default="ed25519",
+    show_default=True,
+    help="sm2: GB/T 32918 SM2 with SM3, JWS alg SM2SM3 (DESIGN §13).",
 )
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def generate(prefix: str, alg: str, force: bool) -> None:

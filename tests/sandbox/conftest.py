@@ -14,22 +14,44 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from audit.note import CosignatureSigner
 from policies.calls import sign_call
 from policies.principals import PrincipalSchema, Role, generate_keypair
+from policies.sm2 import SM2PrivateKey, is_sm2_pem
 from products.parsing import parse
 from sandbox.actions import principals
 from sandbox.actions.call import Caller as CallContext
 from sandbox.actions.call import Outcome, Pending, commit
 from sandbox.app import create_app
+from sandbox.platform_keys import key_alg_for
 from sandbox.runtime import Runtime
 from sandbox.settings import Settings
 
 AUDIENCE = "public-data-sandbox"
 
 
+SUITES = ("ed25519-sha256", "sm2-sm3")
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "var", query_threads=1, query_memory_limit="512MB")
+def suite(request: pytest.FixtureRequest) -> str:
+    """The deployment's cryptographic suite (DESIGN §13): ``ed25519-sha256`` unless a
+    test module parametrises it (``pytest.mark.parametrize("suite", SUITES,
+    indirect=True)``)."""
+    return str(getattr(request, "param", "ed25519-sha256"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, suite: str) -> Settings:
+    # No background thread: its checkpoints and reviews would add entries at times a
+    # test does not choose (tests call review() and sweep() themselves).
+    return Settings(
+        data_dir=tmp_path / "var",
+        query_threads=1,
+        query_memory_limit="512MB",
+        suite=suite,
+        checkpoint_interval_s=0,
+    )
 
 
 @pytest.fixture
@@ -98,7 +120,7 @@ class Caller:
 
 def local(rt: Runtime, pending: Pending) -> Outcome:
     """Commit ``pending`` as a local (CLI) command would; raise its refusal."""
-    outcome = commit(rt, CallContext.local("sandbox tests"), pending)
+    outcome = commit(rt, CallContext.local("sandbox tests", rt.suite.digest), pending)
     if outcome.error is not None:
         raise outcome.error
     return outcome
@@ -120,8 +142,23 @@ def add_principal(rt: Runtime, pid: str, role: Role, public_pem: bytes) -> str:
     return kid
 
 
+def cosigner(private_pem: bytes, name: str) -> CosignatureSigner:
+    """A witness's cosignature signer for an Ed25519 or SM2 PKCS#8 key."""
+    if is_sm2_pem(private_pem):
+        return CosignatureSigner(SM2PrivateKey.from_pem(private_pem), name)
+    return CosignatureSigner.from_pem(private_pem, name=name)
+
+
+def fresh_cosigner(suite: str, name: str) -> CosignatureSigner:
+    """A cosignature signer with a new random key of ``suite``'s key type."""
+    if suite == "sm2-sm3":
+        return CosignatureSigner(SM2PrivateKey.generate(), name)
+    return CosignatureSigner.generate(name)
+
+
 def make_caller(app: Flask, rt: Runtime, pid: str, role: Role) -> Caller:
-    private, public = generate_keypair("ed25519")
+    """A principal with a fresh key of the deployment suite's type (SM2 in sm2-sm3)."""
+    private, public = generate_keypair(key_alg_for(rt.suite))
     kid = add_principal(rt, pid, role, public)
     return Caller(pid, role, private, kid, app.test_client())
 

@@ -1,18 +1,24 @@
-"""The audit trail over HTTP (DESIGN §5, §7): every call recorded, proofs, bundles, witness."""
+"""The audit trail over HTTP (DESIGN §5, §7): every call recorded, proofs, bundles, witness.
+
+Parametrised over both cryptographic suites (DESIGN §13): every hash below is the
+deployment suite's, every key its key type."""
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from audit.merkle import verify_consistency, verify_inclusion
-from audit.note import CosignatureSigner, NoteVerifier, open_checkpoint
+from audit.note import note_verifier, open_checkpoint
 from audit.verify import verify_bundle
 from sandbox.runtime import Runtime
-from tests.sandbox.conftest import Caller, error_code
+from tests.sandbox.conftest import SUITES, Caller, cosigner, error_code, fresh_cosigner
+
+pytestmark = pytest.mark.parametrize("suite", SUITES, indirect=True)
 
 
 def test_refused_calls_are_recorded_as_anonymous_with_the_claimed_issuer_apart(
@@ -36,7 +42,7 @@ def test_refused_calls_are_recorded_as_anonymous_with_the_claimed_issuer_apart(
 
 
 def test_entries_are_filtered_and_own_only_for_non_regulators(
-    operator: Caller, enterprise: Caller, regulator: Caller
+    rt: Runtime, operator: Caller, enterprise: Caller, regulator: Caller
 ) -> None:
     operator.get("/v1/products")
     enterprise.get("/v1/products")
@@ -53,7 +59,7 @@ def test_entries_are_filtered_and_own_only_for_non_regulators(
     assert all(e["entry"]["decision"] == "deny" for e in denied)
     for e in everyone:
         leaf = base64.b64decode(e["leaf"])
-        assert hashlib.sha256(b"\x00" + leaf).hexdigest() == e["leaf_hash"]
+        assert rt.suite.tree.leaf(leaf).hex() == e["leaf_hash"]
 
 
 def test_paging(regulator: Caller) -> None:
@@ -86,7 +92,7 @@ def test_checkpoint_and_proofs_verify_independently(rt: Runtime, enterprise: Cal
     first = enterprise.get("/v1/audit/checkpoint").get_json()
     enterprise.get("/v1/products")
     second = enterprise.get("/v1/audit/checkpoint").get_json()
-    keys = [NoteVerifier.from_jwk(k) for k in enterprise.client.get("/v1/keys").get_json()["keys"]]
+    keys = [note_verifier(k) for k in enterprise.client.get("/v1/keys").get_json()["keys"]]
     cp1, _ = open_checkpoint(first["note"], keys)
     cp2, _ = open_checkpoint(second["note"], keys)
     assert cp2.size > cp1.size and base64.b64encode(cp2.root).decode() == second["root_hash"]
@@ -99,18 +105,18 @@ def test_checkpoint_and_proofs_verify_independently(rt: Runtime, enterprise: Cal
             base64.b64decode(proof["leaf_hash"]),
             [base64.b64decode(p) for p in proof["proof"]],
             cp2.root,
+            th=rt.suite.tree,
         )
         is None
     )
     cons = enterprise.get(
         f"/v1/audit/proofs/consistency?first={cp1.size}&second={cp2.size}"
     ).get_json()
-    verify_consistency(
-        cp1.size, cp2.size, cp1.root, cp2.root, [base64.b64decode(p) for p in cons["proof"]]
-    )
+    proof_hashes = [base64.b64decode(p) for p in cons["proof"]]
+    verify_consistency(cp1.size, cp2.size, cp1.root, cp2.root, proof_hashes, th=rt.suite.tree)
 
 
-def test_export_bundle_verifies_offline(tmp_path: Path, regulator: Caller) -> None:
+def test_export_bundle_verifies_offline(tmp_path: Path, rt: Runtime, regulator: Caller) -> None:
     for _ in range(10):
         regulator.get("/v1/products")
     resp = regulator.get("/v1/audit/export?start=3&end=9")
@@ -120,9 +126,10 @@ def test_export_bundle_verifies_offline(tmp_path: Path, regulator: Caller) -> No
     resp.close()  # a WSGI server closes the streamed spool file the same way
     lines = [json.loads(x) for x in resp.data.splitlines()]
     assert lines[0]["type"] == "header" and (lines[0]["start"], lines[0]["end"]) == (3, 9)
+    assert lines[0]["suite"] == rt.suite.name
     assert lines[1]["type"] == "prefix" and lines[1]["size"] == 3
     report = verify_bundle(path)
-    assert report.ok, report.summary()
+    assert report.ok and report.suite == rt.suite.name, report.summary()
     # Flip one byte of one leaf: the verifier names that entry.
     entry = lines[4]
     leaf = bytearray(base64.b64decode(entry["leaf"]))
@@ -134,11 +141,11 @@ def test_export_bundle_verifies_offline(tmp_path: Path, regulator: Caller) -> No
 
 
 def test_regulator_cosigns_and_the_cosignature_is_served(
-    tmp_path: Path, regulator: Caller, enterprise: Caller
+    tmp_path: Path, suite: str, regulator: Caller, enterprise: Caller
 ) -> None:
     enterprise.get("/v1/products")
     cp = regulator.get("/v1/audit/checkpoint").get_json()
-    signer = CosignatureSigner.from_pem(regulator.private_pem, name="reg-bureau")
+    signer = cosigner(regulator.private_pem, "reg-bureau")
     sig = signer.sign(cp["note"].split("\n\n")[0] + "\n", 1_790_000_000)
     cosigned = cp["note"] + sig.line()
     resp = regulator.post("/v1/audit/cosignatures", {"note": cosigned})
@@ -156,7 +163,7 @@ def test_regulator_cosigns_and_the_cosignature_is_served(
     assert served["cosigned_note"].startswith(cp["note"].split("\n\n")[0])
     forged = (
         cp["note"]
-        + CosignatureSigner.generate("reg-bureau")
+        + fresh_cosigner(suite, "reg-bureau")
         .sign(cp["note"].split("\n\n")[0] + "\n", 1_790_000_000)
         .line()
     )
@@ -171,7 +178,7 @@ def test_a_witness_cannot_cosign_from_the_future_or_go_back(
     # cosigned checkpoint.
     import time
 
-    signer = CosignatureSigner.from_pem(regulator.private_pem, name="reg-bureau")
+    signer = cosigner(regulator.private_pem, "reg-bureau")
     enterprise.get("/v1/products")
     old = regulator.get("/v1/audit/checkpoint").get_json()["note"]
     enterprise.get("/v1/products")
@@ -195,7 +202,7 @@ def test_the_witness_key_name_is_the_regulators_principal_id(regulator: Caller) 
     # A C2SP-style name ("bureau.example/witness") cannot match: principal ids hold no
     # "/", and the cosignature line's name must be the regulator's id (docs/audit.md).
     cp = regulator.get("/v1/audit/checkpoint").get_json()["note"]
-    other = CosignatureSigner.from_pem(regulator.private_pem, name="bureau.example/witness")
+    other = cosigner(regulator.private_pem, "bureau.example/witness")
     line = other.sign(cp.split("\n\n")[0] + "\n", 1_790_000_000).line()
     resp = regulator.post("/v1/audit/cosignatures", {"note": cp + line})
     assert resp.status_code == 400

@@ -53,6 +53,37 @@ def test_init_is_idempotent(tmp_path: Path) -> None:
     assert key.stat().st_mode & 0o777 == 0o600
 
 
+def test_init_suite_sm2_is_chosen_once(tmp_path: Path) -> None:
+    # DESIGN §13: the suite is chosen at init and fixed for the deployment's life.
+    first = run(tmp_path, "init", "--suite", "sm2-sm3")
+    assert first.exit_code == 0 and "suite        sm2-sm3" in first.output, first.output
+    assert (tmp_path / "keys" / "suite").read_text().strip() == "sm2-sm3"
+    assert run(tmp_path, "init").exit_code == 0  # no --suite: the stored one
+    other = run(tmp_path, "init", "--suite", "ed25519-sha256")
+    assert "never changes suite" in one_line_error(other)
+    assert "is not one of" in run(tmp_path, "init", "--suite", "rsa").output
+    # An SM2 operator key, registered and used for a local command; an Ed25519 key is
+    # refused in this deployment.
+    sm2, ed = tmp_path / "op", tmp_path / "ed"
+    assert run(tmp_path, "keys", "generate", "--alg", "sm2", "--out", str(sm2)).exit_code == 0
+    assert run(tmp_path, "keys", "generate", "--out", str(ed)).exit_code == 0
+    add = ["principals", "add", "--role", "operator", "--public-key"]
+    ok = run(tmp_path, *add, str(sm2.with_suffix(".pub")), "--id", "op-gm")
+    assert ok.exit_code == 0, ok.output
+    refused = run(tmp_path, *add, str(ed.with_suffix(".pub")), "--id", "op-ed")
+    assert "SM2" in one_line_error(refused)
+    rt = Runtime.open(Settings(data_dir=tmp_path))
+    try:
+        assert rt.suite.name == "sm2-sm3" and rt.keys.jwks()["keys"][0]["alg"] == "SM2SM3"
+        assert rt.principals.get("op-gm").keys[0].alg.value == "SM2SM3"
+    finally:
+        rt.close()
+    bundle = tmp_path / "b.jsonl"
+    assert run(tmp_path, "audit", "export", "--out", str(bundle)).exit_code == 0
+    verified = run(tmp_path, "audit", "verify", str(bundle))
+    assert verified.exit_code == 0 and "(sm2-sm3)" in verified.output, verified.output
+
+
 def test_keys_and_principals(tmp_path: Path) -> None:
     out = tmp_path / "op"
     assert run(tmp_path, "keys", "generate", "--out", str(out)).exit_code == 0

@@ -80,3 +80,50 @@ def test_call_apply_and_witness(tmp_path: Path) -> None:
         state.write_text(json.dumps(saved))
         code, out = cli("audit", "witness", "--state", str(state), who="reg-demo")
         assert code != 0 and "refusing to cosign" in out
+
+
+def test_an_sm2_sm3_deployment_over_http(tmp_path: Path) -> None:
+    # DESIGN §13 end to end through gunicorn: SM2 demo keys sign the calls (SM2SM3),
+    # the client checks SM2 receipts and SM3 result hashes, the regulator witnesses with
+    # its SM2 key and pins the suite in its state file.
+    from policies.sm2 import is_sm2_pem
+    from sandbox.client import Client
+
+    runner = CliRunner()
+    data = tmp_path / "var"
+    init = runner.invoke(main, ["--data-dir", str(data), "init", "--suite", "sm2-sm3"])
+    assert init.exit_code == 0, init.output
+    demo = runner.invoke(main, ["--data-dir", str(data), "demo", "--rows", "40", "--quiet"])
+    assert demo.exit_code == 0, demo.output
+    keys = data / "demo" / "keys"
+    assert is_sm2_pem((keys / "ent-demo.key").read_bytes())
+    with running(data, None, workers=1) as server:
+        client = Client(server.url, "ent-demo", (keys / "ent-demo.key").read_bytes())
+        try:
+            assert client.jwks()["suite"] == "sm2-sm3"
+            body = json.loads((data / "demo" / "verify.json").read_text())
+            path = "/v1/verifications/enterprise-good-standing"
+            answer = client.request("POST", path, json_body=body)
+            claims = client.verify_receipt(answer)
+            assert claims["request_id"] == "demo-0001"
+        finally:
+            client.close()
+        state = tmp_path / "witness.json"
+        for expected in ("first checkpoint", "consistent with size"):
+            r = runner.invoke(
+                main,
+                [
+                    "audit",
+                    "witness",
+                    "--state",
+                    str(state),
+                    "--url",
+                    server.url,
+                    "--id",
+                    "reg-demo",
+                    "--key",
+                    str(keys / "reg-demo.key"),
+                ],
+            )
+            assert r.exit_code == 0 and expected in r.output, r.output
+        assert json.loads(state.read_text())["suite"] == "sm2-sm3"
