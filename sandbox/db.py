@@ -152,9 +152,14 @@ def _enumeration_reviews(conn: Connection) -> None:
     verification_tables.enumeration_reviews.create(conn, checkfirst=True)
 
 
+def _console_sessions(conn: Connection) -> None:
+    policies_tables.console_sessions.create(conn, checkfirst=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "scheduled enumeration reviews", _enumeration_reviews),
+    Migration(3, "console sessions", _console_sessions),
 )
 
 
