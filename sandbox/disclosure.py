@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from audit.bundle import iter_bundle
-from audit.errors import MalformedBundle
 from audit.entry import parse_leaf
+from audit.errors import MalformedBundle
 from audit.note import Checkpoint, parse_note
 
 if TYPE_CHECKING:
@@ -102,7 +102,8 @@ def compute(
             continue
         n += 1
         action, decision = e.get("action"), e.get("decision")
-        target = e.get("target") if isinstance(e.get("target"), dict) else {}
+        raw_target = e.get("target")
+        target: Mapping[str, Any] = raw_target if isinstance(raw_target, dict) else {}
         product = target.get("product") if isinstance(target.get("product"), str) else None
         allowed = decision == "allow"
         if action == "product.register" and allowed and product:
@@ -268,15 +269,17 @@ table{{border-collapse:collapse;margin:1rem 0}}td,th{{border:1px solid #888;padd
 text-align:left}}code{{word-break:break-all}}</style></head><body>
 <h1>{year} 年度公开披露报告 <span lang="en">Annual disclosure report {year}</span></h1>
 <p>依据审计日志计算 Computed from the audit log alone: checkpoint size
-<code>{cp['size']}</code>, root <code>{escape(cp['root'])}</code>; period (UTC)
-{escape(report['period']['from'])} – {escape(report['period']['to'])}.</p>
+<code>{cp["size"]}</code>, root <code>{escape(cp["root"])}</code>; period (UTC)
+{escape(report["period"]["from"])} – {escape(report["period"]["to"])}.</p>
 <h2>概览 Summary</h2><table>{rows}</table>
 <h2>数据产品 Products and data versions</h2>
-<table><tr><th>产品 Product</th><th>登记 Registered</th><th>版本 Versions</th></tr>{products}</table>
+<table><tr><th>产品 Product</th><th>登记 Registered</th><th>版本 Versions</th></tr>
+{products}</table>
 <h2>授权用途 Scopes granted by purpose</h2>
 <table><tr><th>用途 Purpose</th><th>数量 Count</th></tr>{purposes}</table>
 <h2>调用 Calls by product and operation</h2>
-<table><tr><th>产品 Product</th><th>操作 Operation</th><th>允许 Allowed</th><th>拒绝 Refused</th></tr>
+<table><tr><th>产品 Product</th><th>操作 Operation</th><th>允许 Allowed</th>
+<th>拒绝 Refused</th></tr>
 {calls}</table>
 <h2>隐私预算 Budget spent</h2>
 <table><tr><th>产品 Product</th><th>ε</th></tr>{spent}</table>

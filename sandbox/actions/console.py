@@ -174,7 +174,7 @@ def entry(rt: Runtime, caller: Principal, index: int) -> Pending:
     """``audit.proof``: entry ``index`` with its leaf, and a signed checkpoint that
     covers it (the latest, or one signed with this call's entry), for the browser to
     check the inclusion proof against (``inclusion``). Not one's own: ``not_found``."""
-    pending = Pending("audit.proof", fields={"view": "entry", "index": index})
+    pending = Pending("audit.proof", fields={"view": "entry", "entry_index": index})
 
     def build() -> Pending:
         found = rt.audit.entries(involves=_own(caller), cursor=index, limit=1).entries
@@ -433,7 +433,7 @@ def receipt(rt: Runtime, caller: Principal, index: int) -> tuple[Pending, dict[s
     """``receipt.read``: the facts of one's own entry ``index`` for a receipt the edge
     signs (its leaf, request and result hashes: the same claims as the receipt the
     call got). Returns the call and the claims' inputs (None when refused)."""
-    pending = Pending("receipt.read", fields={"index": index})
+    pending = Pending("receipt.read", fields={"entry_index": index})
     found = rt.audit.entries(actor=caller.id, cursor=index, limit=1).entries
     if not found or found[0].index != index:
         return pending.refused(NotFound(f"no audit entry {index} of yours", {"index": index})), None

@@ -29,9 +29,7 @@ def budget_chart(
     with ``scope``, ``epsilon`` and ``time``; ``totals``: each scope's budget)."""
     label = _("Budget spent over time: %(who)s", who=title)
     if not history:
-        return Markup(
-            f'<p class="muted">{escape(_("No budget has been spent yet."))}</p>'
-        )
+        return Markup(f'<p class="muted">{escape(_("No budget has been spent yet."))}</p>')
     points: dict[str, list[tuple[datetime, Decimal]]] = {}
     for h in history:
         series = points.setdefault(str(h["scope"]), [])

@@ -48,7 +48,7 @@ from products.errors import DomainError, Forbidden, InvalidRequest, NotFound, To
 from products.text import all_utf8
 from sandbox.actions.call import Caller, Outcome, Pending, commit
 from sandbox.console import i18n
-from sandbox.console.texts import error_title
+from sandbox.console.texts import error_title, label
 from sandbox.errors import Internal, Unavailable, error_body, from_audit, status_of
 from sandbox.runtime import Runtime
 
@@ -173,6 +173,11 @@ def _target() -> str:
     return f"{request.path}?{query}" if query else request.path
 
 
+@blp.context_processor
+def _labels() -> dict[str, Any]:
+    return {"label": label, "nav_label": label}
+
+
 @blp.before_request
 def before() -> Response | None:
     rt = runtime()
@@ -192,7 +197,9 @@ def before() -> Response | None:
         expired = session is not None and session.ended_at is None and now >= session.expires_at
         if request.method == "GET":
             reason = "expired" if expired else "signed_out"
-            return redirect(url_for("console.sign_in_page", next=target, reason=reason))
+            return redirect(  # type: ignore[return-value]
+                url_for("console.sign_in_page", next=target, reason=reason)
+            )
         if expired:
             raise TokenExpired("the console session has expired; sign in again", "expired")
         raise Unauthenticated("no console session; sign in first", "no_session")

@@ -148,7 +148,7 @@ def grant() -> Response:
     rt = runtime()
     form = request.form
     data = grant_data(form)
-    values = {k: form.get(k, "") for k in form}
+    values: dict[str, Any] = {k: form.get(k, "") for k in form}
     values["columns"] = form.getlist("columns")
     values["functions"] = form.getlist("functions")
     values["verify"] = form.getlist("verify")
@@ -203,9 +203,7 @@ def query() -> Response:
     data = {k: v for k, v in values.items() if v.strip()}
     try:
         req = parse(QueryRequestSchema, data, "query")
-        pending = (
-            queries.run_query(rt, me(), req) if run else queries.preview(rt, me(), req)
-        )
+        pending = queries.run_query(rt, me(), req) if run else queries.preview(rt, me(), req)
     except (InvalidRequest, NotFound) as exc:
         pending = Pending(action, refusal=exc)
     outcome = commit_call(pending)

@@ -38,7 +38,7 @@ def label(key: str) -> str:
         "decision.allow": _("allowed"),
         "decision.deny": _("refused"),
     }
-    return labels.get(key, key.split(".", 1)[-1])
+    return str(labels.get(key, key.split(".", 1)[-1]))
 
 
 def error_title(code: str) -> str:
@@ -67,4 +67,4 @@ def error_title(code: str) -> str:
         "unavailable": _("Temporarily unavailable"),
         "internal": _("Internal error"),
     }
-    return titles.get(code, code)
+    return str(titles.get(code, code))
