@@ -29,7 +29,8 @@ def budget_chart(
     with ``scope``, ``epsilon`` and ``time``; ``totals``: each scope's budget)."""
     label = _("Budget spent over time: %(who)s", who=title)
     if not history:
-        return Markup(f'<p class="muted">{escape(_("No budget has been spent yet."))}</p>')
+        nothing = _("No budget has been spent yet.")
+        return Markup(f'<p class="muted">{escape(nothing)}</p>')
     points: dict[str, list[tuple[datetime, Decimal]]] = {}
     for h in history:
         series = points.setdefault(str(h["scope"]), [])
