@@ -34,7 +34,6 @@ from flask import (
     request,
     url_for,
 )
-from flask_babel import get_locale
 from flask_babel import gettext as _
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
@@ -272,7 +271,7 @@ def page(template: str, status: int = 200, **context: Any) -> Response:
         session=v.session,
         nav=nav,
         csrf_token=csrf() if v.session is not None else None,
-        locale=str(get_locale()),
+        locale=i18n.current(),
         here=request.endpoint,
         audit_index=v.outcome.index if v.outcome is not None else None,
         **i18n.jinja_globals(),

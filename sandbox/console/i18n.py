@@ -49,7 +49,7 @@ class PoDomain(Domain):  # type: ignore[misc]
     """A Flask-Babel domain whose catalogues are compiled from the ``.po`` in memory."""
 
     def get_translations(self) -> NullTranslations:
-        return _translations(str(get_locale() or DEFAULT))
+        return _translations(current())
 
 
 class ConsoleBabel(Babel):  # type: ignore[misc]
@@ -70,9 +70,15 @@ def chosen_locale() -> str:
     return "zh_CN" if best.startswith("zh") else "en"
 
 
+def current() -> str:
+    """The request's locale as one of ``LOCALES`` (Babel spells zh_CN zh_Hans_CN)."""
+    locale = get_locale()
+    return "zh_CN" if locale is not None and locale.language == "zh" else "en"
+
+
 def html_lang() -> str:
     """The page's ``lang`` attribute (BCP 47)."""
-    return "zh-CN" if str(get_locale()) == "zh_CN" else "en"
+    return "zh-CN" if current() == "zh_CN" else "en"
 
 
 def install(app: Flask) -> None:
