@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 from babel.messages.pofile import read_po
 
@@ -95,5 +94,3 @@ def test_python_labels_are_extracted() -> None:
     for source in (CONSOLE / "texts.py", CONSOLE / "charts.py"):
         for literal in re.findall(r'_\("([^"]+)"', source.read_text(encoding="utf-8")):
             assert f'msgid "{literal}"' in text or literal in text, literal
-
-
