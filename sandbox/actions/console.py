@@ -117,6 +117,19 @@ def _entry_row(e: StoredEntry) -> dict[str, Any]:
     return {"index": e.index, "leaf_hash": e.leaf_hash.hex(), "entry": e.entry}
 
 
+def _concerns(e: StoredEntry, principal: str | None) -> bool:
+    """Whether entry ``e`` is one ``principal`` may read as its own (None: any) — the
+    rule of ``AuditLog.entries(involves=...)``: its actor, or the principal its target
+    names."""
+    if principal is None:
+        return True
+    fields = e.entry
+    raw = fields.get("target")
+    target: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    subject = target.get("enterprise") or target.get("principal")
+    return principal in (fields.get("actor"), subject)
+
+
 def _own(caller: Principal) -> str | None:
     """Whose entries ``caller`` may read: None (all) for regulators, else its own."""
     return None if caller.role is Role.REGULATOR else caller.id
@@ -177,8 +190,8 @@ def entry(rt: Runtime, caller: Principal, index: int) -> Pending:
     pending = Pending("audit.proof", fields={"view": "entry", "entry_index": index})
 
     def build() -> Pending:
-        found = rt.audit.entries(involves=_own(caller), cursor=index, limit=1).entries
-        if not found or found[0].index != index:
+        found = rt.audit.entries(cursor=index, limit=1).entries
+        if not found or found[0].index != index or not _concerns(found[0], _own(caller)):
             raise NotFound(f"no audit entry {index} of yours", {"index": index})
         stored = found[0]
 
@@ -434,8 +447,8 @@ def receipt(rt: Runtime, caller: Principal, index: int) -> tuple[Pending, dict[s
     signs (its leaf, request and result hashes: the same claims as the receipt the
     call got). Returns the call and the claims' inputs (None when refused)."""
     pending = Pending("receipt.read", fields={"entry_index": index})
-    found = rt.audit.entries(actor=caller.id, cursor=index, limit=1).entries
-    if not found or found[0].index != index:
+    found = rt.audit.entries(cursor=index, limit=1).entries
+    if not found or found[0].index != index or found[0].entry.get("actor") != caller.id:
         return pending.refused(NotFound(f"no audit entry {index} of yours", {"index": index})), None
     e = found[0]
     fields = e.entry

@@ -181,11 +181,13 @@ def _labels() -> dict[str, Any]:
 def before() -> Response | None:
     rt = runtime()
     request.max_content_length = MAX_BODY
-    body = request.get_data(cache=True) if request.method == "POST" else b""
     target = _target()
-    rh = request_hash(request.method, target, body)
     client = request.remote_addr or ""
+    rh = request_hash(request.method, target, b"")  # until the body is read
     g.console = v = Visit(request.method, target, client, rh, Caller.anonymous(rh, client, None))
+    if request.method == "POST":
+        v.request_hash = rh = request_hash(request.method, target, request.get_data(cache=True))
+        v.caller = Caller.anonymous(rh, client, None)
     if request.endpoint in PUBLIC:
         return None
     token = request.cookies.get(SESSION_COOKIE)
