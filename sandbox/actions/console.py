@@ -37,7 +37,7 @@ from sandbox.errors import from_audit
 from sandbox.runtime import Runtime
 
 PAGE = 50
-TEXT_SCAN = 100_000  # entries one text search examines per page (bounded work)
+TEXT_SCAN = 50_000  # entries one text search examines per page (bounded work)
 TAIL_CHECK = 1000  # newest entries whose leaves the integrity panel rehashes
 
 

@@ -528,3 +528,21 @@ def test_the_query_page_previews_then_runs(world: World) -> None:
     other = client.post("/console/query", data={**form, "scope": "sc-other", "do": "run"})
     assert other.status_code == 404
     assert world.rt.scopes.get("sc-other").budget.spent == 0
+
+
+def test_an_oversized_form_is_refused_and_recorded(world: World) -> None:
+    client = browser(world, world.operator)
+    csrf = csrf_of(client.get("/console/scopes/sc-acme"))
+    before = world.rt.audit.size()
+    resp = client.post(
+        "/console/scopes/sc-acme/suspend", data={"csrf_token": csrf, "reason": "x" * 300_000}
+    )
+    assert resp.status_code == 413 and "too_large" in text(resp)
+    assert world.rt.audit.size() == before + 1
+    assert world.rt.scopes.get("sc-acme").status.value == "active"
+    nul = client.post(
+        "/console/scopes/sc-acme/suspend", data={"csrf_token": csrf, "reason": "\x00"}
+    )
+    assert nul.status_code == 400
+    assert world.rt.scopes.get("sc-acme").status.value == "active"
+    assert client.get("/console/audit?actor=%00").status_code == 400
