@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -110,21 +111,29 @@ def grant_body(sid: str, enterprise: str = "ent-acme") -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    clock = Clock()
-    settings = Settings(
-        data_dir=tmp_path / "var",
-        query_threads=1,
-        query_memory_limit="512MB",
-        checkpoint_interval_s=0,
+ROLES = {
+    "op-city": Role.OPERATOR,
+    "ent-acme": Role.ENTERPRISE,
+    "reg-bureau": Role.REGULATOR,
+    "ent-other": Role.ENTERPRISE,
+}
+
+
+def settings_for(data_dir: Path) -> Settings:
+    return Settings(
+        data_dir=data_dir, query_threads=1, query_memory_limit="512MB", checkpoint_interval_s=0
     )
-    rt = Runtime.open(settings, clock=clock)
+
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, tuple[bytes, str]]]:
+    """A deployment built once per test process (principals, a loaded product, two
+    scopes); each test gets a copy of its files (building it takes a second)."""
+    data = tmp_path_factory.mktemp("console-template") / "var"
+    rt = Runtime.open(settings_for(data))
     app = create_app(runtime=rt)
-    operator = make_caller(app, rt, "op-city", Role.OPERATOR)
-    enterprise = make_caller(app, rt, "ent-acme", Role.ENTERPRISE)
-    regulator = make_caller(app, rt, "reg-bureau", Role.REGULATOR)
-    other = make_caller(app, rt, "ent-other", Role.ENTERPRISE)
+    callers = {pid: make_caller(app, rt, pid, role) for pid, role in ROLES.items()}
+    operator = callers["op-city"]
     assert operator.post("/v1/products", REGISTRY_MANIFEST).status_code == 201
     up = operator.call(
         "PUT",
@@ -135,7 +144,31 @@ def world(tmp_path: Path) -> Iterator[World]:
     assert up.status_code == 200, up.get_json()
     assert operator.post("/v1/scopes", grant_body("sc-acme")).status_code == 201
     assert operator.post("/v1/scopes", grant_body("sc-other", "ent-other")).status_code == 201
-    yield World(rt, app, clock, operator, enterprise, regulator, other)
+    rt.close()
+    return data, {pid: (c.private_pem, c.kid) for pid, c in callers.items()}
+
+
+@pytest.fixture
+def world(template: tuple[Path, dict[str, tuple[bytes, str]]], tmp_path: Path) -> Iterator[World]:
+    source, keys = template
+    data = tmp_path / "var"
+    shutil.copytree(source, data)
+    clock = Clock()
+    rt = Runtime.open(settings_for(data), clock=clock)
+    app = create_app(runtime=rt)
+    callers = {
+        pid: Caller(pid, ROLES[pid], pem, kid, app.test_client())
+        for pid, (pem, kid) in keys.items()
+    }
+    yield World(
+        rt,
+        app,
+        clock,
+        callers["op-city"],
+        callers["ent-acme"],
+        callers["reg-bureau"],
+        callers["ent-other"],
+    )
     rt.close()
 
 

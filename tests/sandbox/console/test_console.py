@@ -546,3 +546,37 @@ def test_an_oversized_form_is_refused_and_recorded(world: World) -> None:
     assert nul.status_code == 400
     assert world.rt.scopes.get("sc-acme").status.value == "active"
     assert client.get("/console/audit?actor=%00").status_code == 400
+
+
+def test_a_token_pasted_from_sandbox_console_sign(world: World, tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from sandbox.cli import main
+
+    key = tmp_path / "reg.key"
+    key.write_bytes(world.regulator.private_pem)
+    client = world.app.test_client()
+    page = client.get("/console/sign-in")
+    challenge = re.search(r'name="challenge" value="([^"]+)"', text(page))
+    assert challenge, text(page)[:500]
+    result = CliRunner().invoke(
+        main,
+        [
+            "console",
+            "sign",
+            "--id",
+            "reg-bureau",
+            "--key",
+            str(key),
+            "--challenge",
+            challenge.group(1),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    form = {
+        "csrf_token": csrf_of(page),
+        "challenge": challenge.group(1),
+        "token": result.output.strip(),
+    }
+    assert client.post("/console/sign-in", data=form).status_code == 303
+    assert client.get("/console/integrity").status_code == 200

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
 from policies.principals import Role
 from sandbox.app import create_app
+from sandbox.cli import main
 from sandbox.client import Client
 from sandbox.runtime import Runtime
 from sandbox.settings import Settings
@@ -60,11 +61,6 @@ A11Y = """() => {
 }"""
 
 
-@dataclass
-class Keys:
-    pem: dict[str, bytes]
-
-
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[tuple[Server, Path, dict[str, bytes]]]:
     if not Path(CHROMIUM).exists():
@@ -99,9 +95,19 @@ def deployment(tmp_path: Path) -> Iterator[tuple[Server, Path, dict[str, bytes]]
         yield server, data, keys
 
 
-def sign_in(page: Any, server: Server, pid: str, keys: dict[str, bytes]) -> None:
-    with Client(server.url, pid, keys[pid]) as client:
-        link = client.console_link()  # what `sandbox console login` prints
+def sign_in(page: Any, server: Server, pid: str, keys: dict[str, bytes], tmp: Path) -> None:
+    if pid.startswith("reg-"):  # the command itself
+        key = tmp / f"{pid}.key"
+        key.write_bytes(keys[pid])
+        result = CliRunner().invoke(
+            main, ["console", "login", "--url", server.url, "--id", pid, "--key", str(key)]
+        )
+        assert result.exit_code == 0, result.output
+        link = result.output.strip()
+    else:
+        with Client(server.url, pid, keys[pid]) as client:
+            link = client.console_link()  # what `sandbox console login` prints
+    assert link.startswith(f"{server.url}/console/sign-in?challenge=")
     page.goto(link)
     page.click("#confirm")
     page.wait_for_url("**/console/**")
@@ -128,7 +134,9 @@ def tab_reaches(page: Any, selector: str, limit: int = 80) -> bool:
     return False
 
 
-def test_the_console_in_a_browser(deployment: tuple[Server, Path, dict[str, bytes]]) -> None:
+def test_the_console_in_a_browser(
+    deployment: tuple[Server, Path, dict[str, bytes]], tmp_path: Path
+) -> None:
     server, data, keys = deployment
     sync_api = pytest.importorskip("playwright.sync_api")
     url = server.url
@@ -137,7 +145,7 @@ def test_the_console_in_a_browser(deployment: tuple[Server, Path, dict[str, byte
         try:
             # ---------------------------------------------------------- regulator
             reg = browser.new_context(locale="zh-CN").new_page()
-            sign_in(reg, server, "reg-bureau", keys)
+            sign_in(reg, server, "reg-bureau", keys, tmp_path)
             visit(reg, f"{url}/console/audit", heading="审计日志")  # Accept-Language zh-CN
             visit(reg, f"{url}/console/audit?lang=en", heading="Audit trail")
             for path, zh, en in (
@@ -171,7 +179,7 @@ def test_the_console_in_a_browser(deployment: tuple[Server, Path, dict[str, byte
 
             # ---------------------------------------------------------- enterprise
             ent = browser.new_context(locale="en").new_page()
-            sign_in(ent, server, "ent-acme", keys)
+            sign_in(ent, server, "ent-acme", keys, tmp_path)
             visit(ent, f"{url}/console/scopes", heading="My scopes")
             visit(ent, f"{url}/console/scopes?lang=zh_CN", heading="我的授权范围")
             visit(ent, f"{url}/console/audit?lang=en", heading="My calls")
@@ -190,7 +198,7 @@ def test_the_console_in_a_browser(deployment: tuple[Server, Path, dict[str, byte
 
             # ---------------------------------------------------------- operator
             op = browser.new_context(locale="en").new_page()
-            sign_in(op, server, "op-city", keys)
+            sign_in(op, server, "op-city", keys, tmp_path)
             visit(op, f"{url}/console/scopes", heading="Authorisation scopes")
             for path in ("/console/products", "/console/principals", "/console/usage"):
                 visit(op, f"{url}{path}?lang=zh_CN")
