@@ -79,7 +79,7 @@ def activity(rt: Runtime, app: Flask, data_dir: Path) -> None:
         "SELECT COUNT(*) AS n FROM enterprise_registry WHERE status = 'active'",
     ]
     for i, sql in enumerate(queries):
-        body = {"scope": "sc-demo-registry", "sql": sql, "epsilon": 0.2 + 0.1 * i}
+        body = {"scope": "sc-demo-registry", "sql": sql, "epsilon": [0.2, 0.3, 0.4][i]}
         ent.call("POST", "/v1/queries/preview", body)
         ent.call("POST", "/v1/queries", body)
     ent.call("POST", "/v1/queries", {"scope": "sc-demo-registry", "sql": "SELECT *", "epsilon": 1})

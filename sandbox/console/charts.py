@@ -15,7 +15,7 @@ from markupsafe import Markup
 # Line colours: each has a contrast ratio of at least 3:1 against white (WCAG 1.4.11
 # for graphical objects); tests/sandbox/console check it.
 SERIES = ("#1f5fbf", "#b3261e", "#1b7a3a", "#8a4b00", "#6a3fa0", "#0b6e75", "#7a5c00")
-W, H, LEFT, RIGHT, TOP, BOTTOM = 640, 240, 56, 150, 16, 36
+W, H, LEFT, RIGHT, TOP, BOTTOM = 760, 240, 56, 250, 16, 36
 
 
 def _t(text: str) -> datetime:

@@ -172,9 +172,17 @@ def _target() -> str:
     return f"{request.path}?{query}" if query else request.path
 
 
+def number(value: Any) -> Any:
+    """A released float shown to a sensible precision (the ± beside it says how much
+    of it is noise); anything else as it is."""
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) >= 1000 else f"{value:.4g}"
+    return value
+
+
 @blp.context_processor
 def _labels() -> dict[str, Any]:
-    return {"label": label, "nav_label": label}
+    return {"label": label, "nav_label": label, "number": number}
 
 
 @blp.before_request
