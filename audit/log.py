@@ -68,6 +68,7 @@ __all__ = [
     "StoreError",
     "StoredCheckpoint",
     "StoredEntry",
+    "StoredWitness",
     "create_tables",
 ]
 
@@ -146,6 +147,18 @@ class StoredCheckpoint:
             "time": self.time,
             "note": self.note,
         }
+
+
+@dataclass(frozen=True)
+class StoredWitness:
+    """A witness's latest cosignature: the checkpoint's size and signed note, the
+    cosignature's timestamp (unix seconds) and its line."""
+
+    witness: str
+    size: int
+    timestamp: int
+    line: str
+    note: str
 
 
 @dataclass(frozen=True)
@@ -641,7 +654,15 @@ class AuditLog:
                 got[(0, int(idx))] = bytes(h)
         if inner:
             n = tables.nodes
-            cond = sa.tuple_(n.c.level, n.c.idx).in_(inner)
+            by_level: dict[int, list[int]] = {}
+            for lv, i in inner:
+                by_level.setdefault(lv, []).append(i)
+            # One (level = ? AND idx IN (...)) term per level: SQLite answers each with
+            # the primary key, where a row-value IN over (level, idx) scanned the whole
+            # node table (O(n): half a second per proof at 1M entries).
+            cond = sa.or_(
+                *(sa.and_(n.c.level == lv, n.c.idx.in_(ids)) for lv, ids in by_level.items())
+            )
             for lv, idx, h in conn.execute(sa.select(n.c.level, n.c.idx, n.c.hash).where(cond)):
                 got[(int(lv), int(idx))] = bytes(h)
         if len(got) != len(want):
@@ -715,42 +736,172 @@ class AuditLog:
         product: str | None = None,
         scope: str | None = None,
         involves: str | None = None,
+        role: str | None = None,
+        reason_contains: str | None = None,
         cursor: int = 0,
         limit: int = 100,
+        descending: bool = False,
+        scan: int | None = None,
     ) -> Page:
-        """Return entries with index >= ``cursor`` matching every given filter.
+        """Return entries matching every given filter, from ``cursor`` on (inclusive):
+        upwards by index, or with ``descending`` downwards (newest first; ``cursor``
+        is then the highest index wanted, any value past the end meaning "the newest").
 
-        ``start_time`` is inclusive, ``end_time`` exclusive; ``involves`` keeps entries
-        whose actor or subject (``target.enterprise``/``target.principal``) is that
-        principal — the "own entries" view. Raises :class:`OutOfRange` for a negative
-        cursor or a limit outside 1..10000.
+        ``start_time`` is inclusive, ``end_time`` exclusive; since entry times never go
+        backwards along the index, both become index bounds found on the time index
+        (O(log n)), so a time filter never sorts or scans the log. ``involves`` keeps
+        entries whose actor or subject (``target.enterprise``/``target.principal``) is
+        that principal — the "own entries" view. ``reason_contains`` keeps refusals
+        whose reason holds that text (case-insensitive); it reads leaves, so ``scan``
+        bounds how many entries one call examines: the page then ends where the scan
+        stopped and ``next_cursor`` continues from there. Raises :class:`OutOfRange`
+        for a negative cursor or a limit outside 1..10000.
         """
         if cursor < 0 or not 1 <= limit <= 10_000:
             raise OutOfRange("cursor must be >= 0 and limit in 1..10000")
         e = tables.entries
-        query = sa.select(e.c.idx, e.c.leaf, e.c.leaf_hash).where(e.c.idx >= cursor)
+        with self.engine.connect() as conn:
+            low, high = self._index_bounds(conn, start_time, end_time)
+            if descending:
+                high = min(high, cursor + 1) if high is not None else cursor + 1
+                if scan is not None:
+                    low = max(low, high - scan)
+            else:
+                low = max(low, cursor)
+                if scan is not None:
+                    high = min(high, low + scan) if high is not None else low + scan
+            query = sa.select(e.c.idx, e.c.leaf, e.c.leaf_hash).where(e.c.idx >= low)
+            if high is not None:
+                query = query.where(e.c.idx < high)
+            for column, value in (
+                (e.c.actor, actor),
+                (e.c.action, action),
+                (e.c.decision, decision),
+                (e.c.product, product),
+                (e.c.scope, scope),
+                (e.c.role, role),
+            ):
+                if value is not None:
+                    query = query.where(column == value)
+            if involves is not None:
+                query = query.where(sa.or_(e.c.actor == involves, e.c.subject == involves))
+            if reason_contains:
+                query = query.where(e.c.decision == "deny")
+            order = e.c.idx.desc() if descending else e.c.idx
+            query = query.order_by(order)
+            if not reason_contains:
+                rows = conn.execute(query.limit(limit + 1)).all()
+                found = [StoredEntry(int(r.idx), bytes(r.leaf), bytes(r.leaf_hash)) for r in rows]
+                more = len(found) > limit
+                found = found[:limit]
+                if not more:
+                    return Page(found, self._scan_end(low, high, descending, scan))
+                last = found[-1].index
+                return Page(found, last - 1 if descending else last + 1)
+            needle = reason_contains.casefold()
+            found, last_seen = [], None
+            for r in conn.execute(query).yield_per(500):
+                last_seen = int(r.idx)
+                stored = StoredEntry(last_seen, bytes(r.leaf), bytes(r.leaf_hash))
+                reason = stored.entry.get("reason")
+                if isinstance(reason, str) and needle in reason.casefold():
+                    found.append(stored)
+                    if len(found) == limit:
+                        break
+            if len(found) == limit and last_seen is not None:
+                return Page(found, last_seen - 1 if descending else last_seen + 1)
+            return Page(found, self._scan_end(low, high, descending, scan))
+
+    @staticmethod
+    def _scan_end(low: int, high: int | None, descending: bool, scan: int | None) -> int | None:
+        """Where a page that found no more rows continues: past a bounded scan's
+        window when one was set and there is more log beyond it, else nowhere."""
+        if scan is None:
+            return None
+        if descending:
+            return low - 1 if low > 0 else None
+        return high  # the caller stops at the end of the log (size)
+
+    def _index_bounds(
+        self, conn: Connection, start_time: datetime | str | None, end_time: datetime | str | None
+    ) -> tuple[int, int | None]:
+        """The index range ``[low, high)`` of entries with ``start_time <= time <
+        end_time`` (``high`` None: no upper bound), read on the time index."""
+        e = tables.entries
+        low, high = 0, None
+
+        def first_at_or_after(t: datetime | str) -> int | None:
+            idx = conn.execute(
+                sa.select(e.c.idx).where(e.c.time >= _time_str(t)).order_by(e.c.time).limit(1)
+            ).scalar()
+            return None if idx is None else int(idx)
+
         if start_time is not None:
-            query = query.where(e.c.time >= _time_str(start_time))
+            first = first_at_or_after(start_time)
+            low = first if first is not None else self._size(conn)
         if end_time is not None:
-            query = query.where(e.c.time < _time_str(end_time))
-        for column, value in (
-            (e.c.actor, actor),
-            (e.c.action, action),
-            (e.c.decision, decision),
-            (e.c.product, product),
-            (e.c.scope, scope),
-        ):
-            if value is not None:
-                query = query.where(column == value)
-        if involves is not None:
-            query = query.where(sa.or_(e.c.actor == involves, e.c.subject == involves))
-        query = query.order_by(e.c.idx).limit(limit + 1)
+            first = first_at_or_after(end_time)
+            high = first if first is not None else self._size(conn)
+        return low, high
+
+    def counts(
+        self,
+        *,
+        start_time: datetime | str | None = None,
+        end_time: datetime | str | None = None,
+        involves: str | None = None,
+    ) -> list[tuple[str | None, str, str, int]]:
+        """Return ``(product, action, decision, count)`` over the entries in the time
+        range (``involves``: only those of that principal), most frequent first."""
+        e = tables.entries
+        with self.engine.connect() as conn:
+            low, high = self._index_bounds(conn, start_time, end_time)
+            n = sa.func.count().label("n")
+            query = (
+                sa.select(e.c.product, e.c.action, e.c.decision, n)
+                .where(e.c.idx >= low)
+                .group_by(e.c.product, e.c.action, e.c.decision)
+                .order_by(n.desc(), e.c.product, e.c.action, e.c.decision)
+            )
+            if high is not None:
+                query = query.where(e.c.idx < high)
+            if involves is not None:
+                query = query.where(sa.or_(e.c.actor == involves, e.c.subject == involves))
+            rows = conn.execute(query).all()
+        return [(r.product, str(r.action), str(r.decision), int(r.n)) for r in rows]
+
+    def witnesses(self) -> list[StoredWitness]:
+        """Each witness's latest cosignature: the checkpoint it covers and its line."""
+        c, cs = tables.checkpoints, tables.cosignatures
+        latest = (
+            sa.select(cs.c.witness, sa.func.max(cs.c.checkpoint_size).label("size"))
+            .group_by(cs.c.witness)
+            .subquery()
+        )
+        query = (
+            sa.select(cs.c.witness, cs.c.checkpoint_size, cs.c.timestamp, cs.c.line, c.c.note)
+            .join(
+                latest,
+                sa.and_(cs.c.witness == latest.c.witness, cs.c.checkpoint_size == latest.c.size),
+            )
+            .join(c, c.c.size == cs.c.checkpoint_size)
+            .order_by(cs.c.witness, cs.c.id)
+        )
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-        found = [StoredEntry(int(r.idx), bytes(r.leaf), bytes(r.leaf_hash)) for r in rows]
-        more = len(found) > limit
-        found = found[:limit]
-        return Page(found, found[-1].index + 1 if more else None)
+        seen: dict[str, StoredWitness] = {}
+        for r in rows:
+            seen.setdefault(
+                str(r.witness),
+                StoredWitness(
+                    str(r.witness),
+                    int(r.checkpoint_size),
+                    int(r.timestamp),
+                    str(r.line),
+                    str(r.note),
+                ),
+            )
+        return list(seen.values())
 
     # ----------------------------------------------------------------- checkpoints
 

@@ -174,6 +174,38 @@ class BudgetLedger:
             for r in rows
         ]
 
+    def history(self, *, enterprise: str | None = None) -> list[dict[str, Any]]:
+        """Return every charge in time order with its scope's enterprise and product
+        (``enterprise``: only that enterprise's), for budget-over-time views."""
+        c = budget_charges
+        query = (
+            sa.select(
+                c.c.scope_id,
+                c.c.epsilon_nano,
+                c.c.audit_index,
+                c.c.created_at,
+                scopes.c.enterprise,
+                scopes.c.product,
+            )
+            .join(scopes, scopes.c.id == c.c.scope_id)
+            .order_by(c.c.id)
+        )
+        if enterprise is not None:
+            query = query.where(scopes.c.enterprise == enterprise)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            {
+                "scope": r.scope_id,
+                "enterprise": r.enterprise,
+                "product": r.product,
+                "epsilon": decimal_str(from_nano(int(r.epsilon_nano))),
+                "audit_index": r.audit_index,
+                "time": r.created_at.isoformat(),
+            }
+            for r in rows
+        ]
+
 
 def exhausted(scope_id: str, budget: Budget, cost: Decimal) -> BudgetExhausted:
     # As Scope.check_affordable words it, for a budget read at commit.

@@ -99,3 +99,15 @@ rate_counters = sa.Table(
     sa.Column("window_start", sa.BigInteger, primary_key=True),  # unix seconds
     sa.Column("count", sa.BigInteger, nullable=False),
 )
+
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    # SHA-256 (hex) of the session cookie's secret: the store never holds the secret.
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("principal", sa.String(128), sa.ForeignKey("principals.id"), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("audit_index", sa.BigInteger, nullable=False),  # the sign-in's entry
+)

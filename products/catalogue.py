@@ -320,6 +320,27 @@ class Catalogue:
         self._cache[vp_id] = (now + self.cache_ttl_s, found)
         return found
 
+    def versions(self, product_id: str) -> list[dict[str, Any]]:
+        """Return every data version of a product, newest first, with its load facts
+        (for operators and regulators: row counts are exact aggregates)."""
+        v = product_versions
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(v).where(v.c.product_id == product_id).order_by(v.c.version.desc())
+            ).all()
+        return [
+            {
+                "version": int(r.version),
+                "status": r.status,
+                "row_count": r.row_count,
+                "content_hash": r.content_hash,
+                "loaded_by": r.loaded_by,
+                "started_at": _iso(r.started_at),
+                "finished_at": _iso(r.finished_at) if r.finished_at is not None else None,
+            }
+            for r in rows
+        ]
+
     def verification_ids(self, product_id: str | None = None) -> list[str]:
         """Return the ids of verification products (of one data product), ordered."""
         q = sa.select(verification_products.c.id).order_by(verification_products.c.id)

@@ -12,6 +12,7 @@ from flask.json.provider import DefaultJSONProvider
 
 from sandbox.api import SandboxApi, register_blueprints
 from sandbox.api.calls import install
+from sandbox.console import install as install_console
 from sandbox.runtime import Runtime
 from sandbox.schedule import tick
 from sandbox.settings import Settings
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     api = SandboxApi(app)
     install(app)
     register_blueprints(api)
+    install_console(app)
     return app
 
 

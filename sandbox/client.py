@@ -24,6 +24,7 @@ from audit.entry import result_hash
 from audit.suites import suite_for_jws_alg
 from policies.calls import SM2SM3Algorithm, sign_call
 from policies.principals import jwk_thumbprint, public_pem_of
+from policies.sessions import CHALLENGE_PATH
 
 
 class ApiError(Exception):
@@ -223,6 +224,31 @@ class Client:
             index = resp.getheader("X-Audit-Index")
             return resp.status, reply, int(index) if index is not None else None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    # The web console (DESIGN §12): sign-in without the key leaving this machine.
+    def console_token(self, challenge: str, lifetime_s: int = 300) -> str:
+        """Sign a console sign-in ``challenge``: a DESIGN §6 signed call over
+        ``POST /console/sign-in`` whose body is the challenge."""
+        return sign_call(
+            self._key,
+            issuer=self.principal_id,
+            kid=self.kid,
+            audience=self.audience,
+            method="POST",
+            path_and_query=CHALLENGE_PATH,
+            body=challenge.encode(),
+            lifetime_s=lifetime_s,
+        )
+
+    def console_link(self) -> str:
+        """Ask the service for a one-time challenge, sign it, and return the single-use
+        sign-in link to open in a browser (valid for the challenge's few minutes)."""
+        answer = self.request("GET", "/console/challenge", signed=False)
+        challenge = str(answer["challenge"])
+        token = self.console_token(challenge, min(int(answer.get("expires_in", 300)), 300))
+        base = f"{self._scheme}://{self._host}" + (f":{self._port}" if self._port else "")
+        query = urlencode({"challenge": challenge, "token": token})
+        return f"{base}{self._prefix}/console/sign-in?{query}"
 
     # Convenience wrappers over DESIGN §5.
     def get(self, path: str, **params: Any) -> Response:

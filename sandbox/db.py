@@ -159,10 +159,15 @@ def _drop_probe_totals(conn: Connection) -> None:
     conn.exec_driver_sql("DROP TABLE IF EXISTS verification_probe_totals")
 
 
+def _console_sessions(conn: Connection) -> None:
+    policies_tables.console_sessions.create(conn, checkfirst=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "scheduled enumeration reviews", _enumeration_reviews),
     Migration(3, "probe totals dropped", _drop_probe_totals),
+    Migration(4, "console sessions", _console_sessions),
 )
 
 

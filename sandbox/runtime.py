@@ -23,6 +23,7 @@ from policies.limits import RateLimiter
 from policies.nonces import NonceStore
 from policies.principals import KeyAlg, PrincipalStore, Role, public_jwk
 from policies.scopes import ScopeStore
+from policies.sessions import SessionStore, console_secret
 from products.catalogue import Catalogue
 from products.loader import LoadLimits
 from sandbox.db import engine_for, migrate
@@ -58,6 +59,8 @@ class Runtime:
     verifier: VerificationRunner
     enumeration: EnumerationPolicy
     subject_secret: bytes
+    sessions: SessionStore
+    console_secret: bytes
     load_limits: LoadLimits = field(default_factory=LoadLimits)
 
     @classmethod
@@ -86,6 +89,7 @@ class Runtime:
             lock_timeout_s=settings.store_lock_timeout_s,
         )
         enumeration = EnumerationPolicy.from_settings(settings)
+        subject_secret = subject_key_secret(settings.keys_dir, create=create)
         return cls(
             settings=settings,
             engine=engine,
@@ -106,7 +110,9 @@ class Runtime:
             ),
             verifier=VerificationRunner(VerificationLimits.from_settings(settings)),
             enumeration=enumeration,
-            subject_secret=subject_key_secret(settings.keys_dir, create=create),
+            subject_secret=subject_secret,
+            sessions=SessionStore(engine, clock),
+            console_secret=console_secret(subject_secret),
             load_limits=LoadLimits(
                 memory_limit=settings.query_memory_limit, threads=settings.query_threads
             ),
@@ -151,6 +157,7 @@ class Runtime:
         self.limiter.prune()
         retention = timedelta(days=self.settings.release_retention_days)
         self.ledger.forget_releases(self.clock() - retention)
+        self.sessions.prune()
 
     def forget_cached(self) -> None:
         """Drop this process's cached principals, scopes and definitions (after a

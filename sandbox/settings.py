@@ -61,6 +61,9 @@ class Settings:
     enumeration_unknown_keys: int = 100
     enumeration_suspend_unknown_keys: int = 300
     enumeration_review_s: int = 60
+    # Console (DESIGN §12): sign-in challenges and sessions.
+    console_challenge_s: int = 300
+    console_session_s: int = 1800
     # Client side (``sandbox call``, ``scopes apply``, ``audit witness``).
     api_url: str = "http://127.0.0.1:8000"
     principal: str | None = None

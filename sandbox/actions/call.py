@@ -68,6 +68,7 @@ class Caller:
     jti: str | None = None
     nonce_expires_at: datetime | None = None
     claimed: str | None = None
+    session: str | None = None
 
     @classmethod
     def signed(
@@ -88,6 +89,22 @@ class Caller:
             principal,
             jti,
             nonce_expires_at,
+        )
+
+    @classmethod
+    def console(
+        cls, principal: Principal, *, session: str, request_hash: str, client: str | None
+    ) -> Caller:
+        """A principal signed in to the web console (DESIGN §12): its calls are its own,
+        authenticated by the session its signed challenge opened; ``session`` is that
+        session's public id (never the cookie's secret)."""
+        return cls(
+            principal.id,
+            principal.role.value,
+            request_hash,
+            client,
+            principal,
+            session=session,
         )
 
     @classmethod
@@ -272,6 +289,8 @@ def _settle(
         extra["request_id"] = pending.request_id
     if caller.claimed is not None:
         extra["claimed_actor"] = caller.claimed
+    if caller.session is not None:
+        extra["console_session"] = caller.session
     entry = Entry(
         actor=caller.actor,
         role=caller.role,

@@ -40,6 +40,9 @@ def grant(rt: Runtime, request: ScopeGrant, granted_by: str) -> Pending:
     pending = Pending(
         "scope.grant",
         target={"scope": request.id, "product": request.product, "enterprise": request.enterprise},
+        # The purpose, so that the annual disclosure report (sandbox/disclosure.py) can
+        # count scopes by purpose from the audit log alone (DESIGN §12).
+        fields={"purpose": request.purpose},
         changes_state=True,
     )
 

@@ -364,3 +364,91 @@ def test_a_local_command_whose_entry_is_refused_changes_nothing(
     for args in commands[:2]:
         result = CliRunner().invoke(main, ["--data-dir", data_dir, *args])
         assert result.exit_code == 0, result.output
+
+
+def test_every_console_call_writes_in_exactly_one_transaction(world: World) -> None:
+    """The console's calls (sign-in, pages, forms, sign-out) are audited calls too: one
+    write transaction each, the one of their entry; a page refused for want of a
+    session writes nothing."""
+    from tests.sandbox.console.conftest import csrf_of, token_for
+
+    client = world.operator.client.application.test_client()
+    challenge = client.get("/console/challenge").get_json()["challenge"]
+    token = token_for(world.operator, challenge)
+    page = client.get("/console/sign-in", query_string={"challenge": challenge, "token": token})
+    sign_in = {"csrf_token": csrf_of(page), "challenge": challenge, "token": token}
+    steps: list[tuple[str, str, dict[str, Any] | None, int, int]] = [
+        ("page without a session", "/console/scopes", None, 302, 0),
+        ("sign-in", "/console/sign-in", sign_in, 303, 1),
+        ("scopes page", "/console/scopes", None, 200, 1),
+        ("scope page", "/console/scopes/sc-1", None, 200, 1),
+        ("products page", "/console/products", None, 200, 1),
+        ("usage page", "/console/usage", None, 200, 1),
+        ("report page", "/console/report", None, 200, 1),
+        ("grant form", "/console/scopes/new", None, 200, 0),
+    ]
+    for name, path, form, status, writes_expected in steps:
+        before = world.rt.audit.size()
+        with WriteTransactions() as writes:
+            resp = client.post(path, data=form) if form else client.get(path)
+            resp.close()
+        assert resp.status_code == status, (name, resp.get_data(as_text=True)[:300])
+        assert writes.count == writes_expected, name
+        assert world.rt.audit.size() == before + writes_expected, name
+    csrf = csrf_of(client.get("/console/scopes/sc-1"))
+    grant = {
+        "csrf_token": csrf,
+        "id": "sc-console",
+        "enterprise": "ent-acme",
+        "product": "enterprise_registry",
+        "purpose": "console",
+        "columns": ["district"],
+        "epsilon": "1",
+        "rate_per_minute": "10",
+        "daily_quota": "10",
+        "valid_from": "2026-01-01T00:00",
+        "valid_until": "2099-01-01T00:00",
+    }
+    for name, path, form, status in [
+        ("grant", "/console/scopes", grant, 303),
+        ("grant refused", "/console/scopes", {**grant, "epsilon": "x"}, 400),
+        ("grant conflict", "/console/scopes", grant, 409),
+        ("suspend", "/console/scopes/sc-console/suspend", {"csrf_token": csrf}, 303),
+        ("resume refused", "/console/scopes/sc-1/resume", {"csrf_token": csrf}, 409),
+        ("no csrf", "/console/scopes/sc-1/suspend", {}, 403),
+        ("sign-out", "/console/sign-out", {"csrf_token": csrf}, 303),
+        ("after sign-out", "/console/scopes/sc-1/suspend", {"csrf_token": csrf}, 401),
+    ]:
+        before = world.rt.audit.size()
+        with WriteTransactions() as writes:
+            resp = client.post(path, data=form)
+            resp.close()
+        assert resp.status_code == status, (name, resp.get_data(as_text=True)[:300])
+        assert writes.count == 1, name
+        assert world.rt.audit.size() == before + 1, name
+
+
+def test_a_console_call_whose_entry_is_refused_changes_nothing(sqlite_world: World) -> None:
+    from tests.sandbox.console.conftest import csrf_of, sign_in
+
+    w = sqlite_world
+    client = w.operator.client.application.test_client()
+    before = snapshot(w.rt)
+    with store_refuses_entries(w.rt, None):
+        resp = sign_in(client, w.operator)
+    assert resp.status_code == 503 and "pds_console=" not in resp.headers.get("Set-Cookie", "")
+    assert snapshot(w.rt) == before
+    assert sign_in(client, w.operator).status_code == 303
+    csrf = csrf_of(client.get("/console/scopes/sc-1"))
+    for path, form in [
+        ("/console/scopes/sc-1/suspend", {"csrf_token": csrf}),
+        ("/console/sign-out", {"csrf_token": csrf}),
+    ]:
+        before = snapshot(w.rt)
+        with store_refuses_entries(w.rt, None):
+            resp = client.post(path, data=form)
+        assert resp.status_code == 503, path
+        assert snapshot(w.rt) == before, path
+    with store_refuses_entries(w.rt, None):
+        page = client.get("/console/audit")
+    assert page.status_code == 503 and "<table" not in page.get_data(as_text=True)
