@@ -59,7 +59,7 @@ from sandbox.runtime import Runtime
 _log = logging.getLogger(__name__)
 
 UNAUDITED_ENDPOINTS = frozenset(
-    {"meta.health", "meta.keys", "meta.docs", "api-docs.openapi_json", "static"}
+    {"meta.health", "meta.keys", "meta.docs", "api-docs.openapi_json", "static", "favicon"}
 )
 UPLOAD_ENDPOINTS = frozenset({"products.upload"})
 # Edges with an authentication of their own, whose calls these hooks leave alone: the

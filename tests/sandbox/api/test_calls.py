@@ -409,3 +409,9 @@ def test_a_refusal_before_the_body_is_read_closes_the_connection(
     assert too_big.status_code == 413 and too_big.headers["Connection"] == "close"
     fine = operator.get("/v1/products")
     assert fine.status_code == 200 and "Connection" not in fine.headers
+
+
+def test_a_browsers_favicon_request_leaves_no_entry(app: Flask, rt: Runtime) -> None:
+    before = rt.audit.size()
+    assert app.test_client().get("/favicon.ico").status_code == 204
+    assert rt.audit.size() == before
