@@ -41,6 +41,39 @@ Row = tuple[Any, ...]
 
 
 @dataclass(frozen=True)
+class StoredColumnsSQL:
+    """Planner SQL in two forms: ``sql`` reads columns the loader stores (layout 2,
+    ``products.layout``) and runs when ``table`` has every one of ``columns``;
+    ``fallback`` computes the same values from the raw columns and runs otherwise
+    (product files written before layout 2)."""
+
+    table: str
+    columns: tuple[str, ...]
+    sql: str
+    fallback: str
+
+
+Statement = str | StoredColumnsSQL
+
+
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> frozenset[str]:
+    """Return the column names of ``table`` in the open product file."""
+    rows = con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table]
+    ).fetchall()
+    return frozenset(str(r[0]) for r in rows)
+
+
+def choose_sql(statement: Statement, columns: frozenset[str]) -> str:
+    """Return the SQL of ``statement`` that the file with ``columns`` can run."""
+    if isinstance(statement, str):
+        return statement
+    if all(c in columns for c in statement.columns):
+        return statement.sql
+    return statement.fallback
+
+
+@dataclass(frozen=True)
 class EngineLimits:
     """Per-query resource limits of the isolated engine."""
 
@@ -75,6 +108,11 @@ def connection_config(limits: EngineLimits) -> dict[str, Any]:
     }
 
 
+# Set after connecting (DuckDB refuses them as connect-time options), before the lock:
+# a worker must never print DuckDB's progress bar into the server's log.
+_SESSION_SETTINGS = ("SET enable_progress_bar = false", "SET enable_progress_bar_print = false")
+
+
 def open_readonly(db_path: Path, limits: EngineLimits) -> duckdb.DuckDBPyConnection:
     """Open ``db_path`` read-only with the sandbox settings, configuration locked.
 
@@ -89,6 +127,8 @@ def open_readonly(db_path: Path, limits: EngineLimits) -> duckdb.DuckDBPyConnect
             f"the product's data could not be opened ({type(exc).__name__})",
             {"rule": "data_unreadable"},
         ) from None
+    for setting in _SESSION_SETTINGS:
+        con.execute(setting)
     # Last: from here on no statement can change any setting above.
     con.execute("SET lock_configuration = true")
     return con
@@ -127,7 +167,7 @@ def run_query(con: duckdb.DuckDBPyConnection, sql: str, timeout_s: float) -> lis
 class QueryRunner(Protocol):
     """Runs planner SQL against a product file in isolation."""
 
-    def run(self, db_path: Path, sql: str, limits: EngineLimits) -> list[Row]: ...
+    def run(self, db_path: Path, sql: Statement, limits: EngineLimits) -> list[Row]: ...
 
     def close(self) -> None: ...
 
@@ -136,9 +176,11 @@ class UnsafeInProcessRunner:
     """Runs queries in the calling process: same DuckDB settings, a fresh connection per
     query, but a DuckDB crash would take the process down. Tests and comparisons only."""
 
-    def run(self, db_path: Path, sql: str, limits: EngineLimits) -> list[Row]:
+    def run(self, db_path: Path, sql: Statement, limits: EngineLimits) -> list[Row]:
         con = open_readonly(db_path, limits)
         try:
+            if isinstance(sql, StoredColumnsSQL):
+                sql = choose_sql(sql, table_columns(con, sql.table))
             return run_query(con, sql, limits.timeout_s)
         finally:
             con.close()
@@ -156,6 +198,7 @@ class _Connections:
     def __init__(self, size: int = 8) -> None:
         self.size = size
         self.items: OrderedDict[tuple[Any, ...], duckdb.DuckDBPyConnection] = OrderedDict()
+        self.columns: dict[tuple[int, str], frozenset[str]] = {}
 
     def get(self, db_path: Path, limits: EngineLimits) -> duckdb.DuckDBPyConnection:
         try:
@@ -183,16 +226,28 @@ class _Connections:
         self.items[key] = con
         while len(self.items) > self.size:
             _, old = self.items.popitem(last=False)
-            old.close()
+            self._close(old)
         return con
+
+    def columns_of(self, con: duckdb.DuckDBPyConnection, table: str) -> frozenset[str]:
+        key = (id(con), table)
+        found = self.columns.get(key)
+        if found is None:
+            found = self.columns[key] = table_columns(con, table)
+        return found
+
+    def _close(self, con: duckdb.DuckDBPyConnection) -> None:
+        for key in [k for k in self.columns if k[0] == id(con)]:
+            del self.columns[key]
+        con.close()
 
     def close(self) -> None:
         while self.items:
-            self.items.popitem()[1].close()
+            self._close(self.items.popitem()[1])
 
     def drop(self, db_path: Path) -> None:
         for key in [k for k in self.items if k[0] == str(db_path)]:
-            self.items.pop(key).close()
+            self._close(self.items.pop(key))
 
 
 def _worker_main(conn: multiprocessing.connection.Connection) -> None:
@@ -210,6 +265,8 @@ def _worker_main(conn: multiprocessing.connection.Connection) -> None:
         db_path, sql, limits = job
         try:
             con = connections.get(Path(db_path), limits)
+            if isinstance(sql, StoredColumnsSQL):
+                sql = choose_sql(sql, connections.columns_of(con, sql.table))
             try:
                 rows = run_query(con, sql, limits.timeout_s)
             except QueryFailed:
@@ -317,7 +374,7 @@ class WorkerPool:
                 self._all.remove(worker)
         worker.stop(kill=kill)
 
-    def run(self, db_path: Path, sql: str, limits: EngineLimits) -> list[Row]:
+    def run(self, db_path: Path, sql: Statement, limits: EngineLimits) -> list[Row]:
         """Run ``sql`` in a worker and return its rows. Raises ``QueryFailed`` on
         timeout, memory limit, engine error or a worker that died."""
         worker = self._acquire()

@@ -23,7 +23,14 @@ from typing import Any
 from products.errors import InvalidRequest
 from products.manifest import Column, ColumnType, DataProduct
 from sandbox.engine import noise
-from sandbox.engine.isolation import EngineLimits, QueryRunner, Row, default_runner
+from sandbox.engine.isolation import (
+    EngineLimits,
+    QueryRunner,
+    Row,
+    Statement,
+    StoredColumnsSQL,
+    default_runner,
+)
 from sandbox.engine.parse import parse
 from sandbox.engine.plan import Measurement, Mechanism, OutputKind, OutputSpec, Plan, plan
 from sandbox.engine.resolve import BoundKey, KeyValue, resolve
@@ -60,6 +67,19 @@ class PreparedQuery:
     @property
     def columns(self) -> list[str]:
         return [o.name for o in self.plan.outputs]
+
+    @property
+    def statement(self) -> Statement:
+        """What ``execute`` runs: the SQL reading the loader's stored fixed-point
+        columns where the product file has them, else ``rewritten_sql`` (same values)."""
+        if self.plan.stored_sql is None:
+            return self.rewritten_sql
+        return StoredColumnsSQL(
+            table=self.product.id,
+            columns=self.plan.stored_columns,
+            sql=self.plan.stored_sql,
+            fallback=self.rewritten_sql,
+        )
 
     def allocation(self, alias: str) -> Allocation:
         for a in self.allocations:
@@ -241,7 +261,7 @@ def execute(
     (timeout, memory, engine failure). The caller must have charged the budget first.
     """
     active = runner if runner is not None else default_runner()
-    rows = active.run(Path(db_path), prepared.rewritten_sql, limits)
+    rows = active.run(Path(db_path), prepared.statement, limits)
     return _release(prepared, rows)
 
 
