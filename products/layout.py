@@ -6,8 +6,9 @@ columns are the manifest's, typed (``products.loader.DUCKDB_TYPES``), then:
 - ``_unit_rank`` (INTEGER): a uniformly random permutation rank of each privacy
   unit's rows, drawn once per data version; contribution bounding is the filter
   ``_unit_rank <= max_rows_per_unit`` (DESIGN §8).
-- ``_unit_key`` (UBIGINT): ``md5_number_upper`` of the unit as text. Its top
-  ``bucket_bits`` bits are the unit's *bucket*.
+- ``_bucket`` (INTEGER): the unit's bucket, the top ``bucket_bits`` bits of a 64-bit
+  hash of the unit (layout 2; layout 1 had ``_unit_key``, an md5 of the unit, and
+  stored rows in ``(_unit_rank, _unit_key)`` order instead).
 - one ``_fx$<column>$<digest>`` (BIGINT) per bounded numeric column that may be
   aggregated (layout 2 on): the value clipped to the manifest bounds and, for float
   columns, scaled to an integer number of 2^-s units (``FixedPoint``). DP sums read
@@ -17,10 +18,10 @@ columns are the manifest's, typed (``products.loader.DUCKDB_TYPES``), then:
   column it needs is absent (files of layout 1).
 
 Layout 2 stores rows bucket by bucket (buckets in increasing order), and within a
-bucket in ``(_unit_rank, _unit_key)`` order: every unit lies wholly in one bucket, so
-the loader ranks each bucket's rows on their own (no global sort), and the rows kept
-by bounding come first in each bucket, where row-group statistics let DuckDB skip the
-rest. The table comment records ``{"layout": 2, "buckets": n, ...}``.
+bucket the rows that bounding keeps (``_unit_rank <= max_rows_per_unit``) first:
+every unit lies wholly in one bucket, so the loader ranks each bucket's rows on their
+own (no global sort), and row-group statistics let DuckDB skip each bucket's dropped
+tail. The table comment records ``{"layout": 2, "buckets": n, "bucket_bits": b}``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from products.manifest import Column, ColumnType
 
 LAYOUT_VERSION = 2
 UNIT_RANK = "_unit_rank"
-UNIT_KEY = "_unit_key"
+UNIT_KEY = "_unit_key"  # layout 1 only
+BUCKET = "_bucket"
 FIXED_POINT_PREFIX = "_fx$"  # '$' cannot occur in a manifest column name
 FIXED_POINT_BITS = 31  # |per-row fixed-point value| <= 2^31: sums of 2^31 rows fit in i64
 

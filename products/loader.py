@@ -45,11 +45,15 @@ from typing import Any
 import duckdb
 
 from products.errors import InvalidRequest, StorageUnavailable, TooLarge
-from products.layout import UNIT_KEY, UNIT_RANK, FixedPoint, fixed_point, layout_comment
+from products.layout import BUCKET, UNIT_RANK, FixedPoint, fixed_point, layout_comment
 from products.manifest import Column, ColumnType, DataProduct
 
 Progress = Callable[..., None]
 MAX_REPORTED_REJECTIONS = 20
+# Temporary tables of the write pass ('$' cannot occur in a product id).
+_ROWS = '"load$rows"'
+_RANKED = '"load$ranked"'
+_BAD_ROW = "sandbox-loader: a row breaks the manifest"
 MAX_BUCKET_BITS = 12  # at most 4096 buckets
 TEMP_RESERVE_BYTES = 1 << 30  # free space left to others when no budget is configured
 
@@ -586,7 +590,7 @@ def load_file(
             return _load(manifest, source, fmt, dest, work, temp, limits, progress)
         except duckdb.Error as exc:
             text = _first_line(str(exc))
-            if "No space left" in text or "disk" in text.lower() and "full" in text.lower():
+            if "No space left" in text or ("disk" in text.lower() and "full" in text.lower()):
                 raise StorageUnavailable(
                     "the disk is full; nothing was written", {"rule": "disk_full"}
                 ) from None
@@ -658,21 +662,11 @@ def _load(
         with _TempWatch(temp, budget) as watch:
             watch.con = con
             try:
-                reporter.begin("reading")
-                staging = temp / "staging"
-                with _Progress(con, reporter):
-                    _stage(con, manifest, src, staging, bits)
-                timings["read_s"] = time.monotonic() - t0
-                watch.check()
-                if watch.exceeded:
-                    raise watch.refuse()
-                _refuse_bad_rows(con, manifest, src, staging)
-                _check_unique_outside_unit(con, manifest, staging)
-                reporter.rows_total = _staged_rows(con, staging)
-                reporter.begin("writing")
-                t1 = time.monotonic()
-                stats = _write(con, manifest, staging, bits, reporter, watch)
-                timings["write_s"] = time.monotonic() - t1
+                if (manifest.privacy_unit,) in manifest.unique:
+                    bits = 0
+                    stats = _load_single_rows(con, manifest, src, reporter, timings)
+                else:
+                    stats = _load_buckets(con, manifest, src, temp, bits, reporter, watch, timings)
                 con.execute(
                     f"COMMENT ON TABLE {_quote(manifest.id)} IS "
                     f"{_literal(layout_comment(buckets=1 << bits, bucket_bits=bits))}"
@@ -703,6 +697,170 @@ def _load(
     )
 
 
+def _checked(manifest: DataProduct, src: _Source) -> str:
+    """A WHERE condition that is TRUE for a valid row and raises (DuckDB's error())
+    on the first row breaking a rule, so a clean load stores no flag per row; the
+    rare failing load is then read again for a report by line (``_refuse_bad_rows``)."""
+    bad = [
+        check
+        for c in manifest.columns
+        if (check := _bad_expr(c, _quote(c.name), src.types[c.name], manifest.privacy_unit))
+    ]
+    if not bad:
+        return "TRUE"
+    return f"CASE WHEN {' OR '.join(bad)} THEN error({_literal(_BAD_ROW)}) ELSE TRUE END"
+
+
+def _typed_select(manifest: DataProduct, src: _Source) -> tuple[list[str], list[str]]:
+    """(typed manifest columns, stored fixed-point columns) as SQL select items."""
+    typed_items, fixed_items = [], []
+    for c in manifest.columns:
+        raw = _quote(c.name)
+        typed = f"({_typed_expr(c, raw, src.types[c.name])})::{DUCKDB_TYPES[c.type]}"
+        typed_items.append(f"{typed} AS {raw}")
+        fp = fixed_point(c)
+        if fp is not None:
+            fixed_items.append(f"{fixed_point_sql(fp, typed)} AS {_quote(fp.name)}")
+    return typed_items, fixed_items
+
+
+def _create_table(con: duckdb.DuckDBPyConnection, manifest: DataProduct) -> list[str]:
+    """Create the empty product table; return its column names, quoted, in order."""
+    fps = [fp for c in manifest.columns if (fp := fixed_point(c)) is not None]
+    columns = [f"{_quote(c.name)} {DUCKDB_TYPES[c.type]}" for c in manifest.columns]
+    columns += [f"{UNIT_RANK} INTEGER", f"{BUCKET} INTEGER"]
+    columns += [f"{_quote(fp.name)} BIGINT" for fp in fps]
+    con.execute(f"CREATE TABLE {_quote(manifest.id)} ({', '.join(columns)})")
+    return [c.split(" ")[0] for c in columns]
+
+
+def _bounded_measures(manifest: DataProduct) -> tuple[list[Column], list[str]]:
+    bounded = [c for c in manifest.columns if c.type.numeric and c.bounds is not None]
+    measures = []
+    for c in bounded:
+        assert c.bounds is not None
+        lo, hi = (_literal(b) for b in c.bounds)
+        measures.append(f"count(*) FILTER (WHERE {_quote(c.name)} < {lo})")
+        measures.append(f"count(*) FILTER (WHERE {_quote(c.name)} > {hi})")
+    return bounded, measures
+
+
+def _run_checked(
+    con: duckdb.DuckDBPyConnection,
+    sql: str,
+    manifest: DataProduct,
+    src: _Source,
+    reporter: _Reporter,
+) -> None:
+    try:
+        with _Progress(con, reporter):
+            con.execute(sql)
+    except duckdb.Error as exc:
+        if _BAD_ROW in str(exc):
+            _refuse_bad_rows(con, manifest, src)
+        raise
+
+
+def _load_single_rows(
+    con: duckdb.DuckDBPyConnection,
+    manifest: DataProduct,
+    src: _Source,
+    reporter: _Reporter,
+    timings: dict[str, float],
+) -> _Stats:
+    """The load of a product whose unit is a declared unique key (one row per unit,
+    e.g. an enterprise registry keyed by credit code): every row's rank is 1, the
+    uniform permutation of a one-row unit, so no bucketing is needed. One streaming
+    pass writes the table; one pass over the unit column then proves the key unique
+    (distinct 64-bit hashes imply distinct units; only if two hashes meet are the
+    values themselves grouped) and counts the clipped values."""
+    t0 = time.monotonic()
+    table = _quote(manifest.id)
+    unit = _quote(manifest.privacy_unit)
+    _create_table(con, manifest)
+    typed, fixed = _typed_select(manifest, src)
+    select = [*typed, f"1 AS {UNIT_RANK}", f"0 AS {BUCKET}", *fixed]
+    con.execute("SET preserve_insertion_order = false")
+    reporter.begin("reading")
+    _run_checked(
+        con,
+        f"INSERT INTO {table} SELECT {', '.join(select)} FROM {src.reader} "
+        f"WHERE {_checked(manifest, src)}",
+        manifest,
+        src,
+        reporter,
+    )
+    timings["read_s"] = time.monotonic() - t0
+    reporter.begin("checking")
+    t1 = time.monotonic()
+    bounded, measures = _bounded_measures(manifest)
+    row = con.execute(
+        f"SELECT count(*), count(DISTINCT hash({unit})), {', '.join(measures) or '0'} FROM {table}"
+    ).fetchone()
+    assert row is not None
+    rows, distinct_hashes = int(row[0]), int(row[1])
+    if distinct_hashes != rows:
+        dup = con.execute(
+            f"SELECT count(*) FROM (SELECT {unit} FROM {table} GROUP BY ALL HAVING count(*) > 1)"
+        ).fetchone()
+        n = int(dup[0]) if dup else 0
+        if n:
+            raise InvalidRequest(
+                f"{n} value(s) of the declared unique key ({manifest.privacy_unit}) repeat; "
+                "nothing was loaded",
+                {"unique": [manifest.privacy_unit], "duplicated_keys": n},
+            )
+    stats = _Stats(rows=rows, units=rows)
+    stats.clipped = {
+        c.name: {"below": int(row[2 + 2 * i]), "above": int(row[3 + 2 * i])}
+        for i, c in enumerate(bounded)
+    }
+    for key in manifest.unique:
+        if key == (manifest.privacy_unit,) or manifest.privacy_unit in key:
+            continue  # implied by the unit's uniqueness
+        cols = ", ".join(_quote(k) for k in key)
+        dup = con.execute(
+            f"SELECT count(*) FROM (SELECT {cols} FROM {table} GROUP BY ALL HAVING count(*) > 1)"
+        ).fetchone()
+        if dup and dup[0]:
+            raise InvalidRequest(
+                f"{dup[0]} value(s) of the declared unique key ({', '.join(key)}) repeat; "
+                "nothing was loaded",
+                {"unique": list(key), "duplicated_keys": int(dup[0])},
+            )
+    reporter.report(1.0)
+    timings["check_s"] = time.monotonic() - t1
+    return stats
+
+
+def _load_buckets(
+    con: duckdb.DuckDBPyConnection,
+    manifest: DataProduct,
+    src: _Source,
+    temp: Path,
+    bits: int,
+    reporter: _Reporter,
+    watch: _TempWatch,
+    timings: dict[str, float],
+) -> _Stats:
+    """The general load: scatter rows to unit-hash buckets, then rank each bucket."""
+    t0 = time.monotonic()
+    reporter.begin("reading")
+    staging = temp / "staging"
+    _stage(con, manifest, src, staging, bits, reporter)
+    timings["read_s"] = time.monotonic() - t0
+    watch.check()
+    if watch.exceeded:
+        raise watch.refuse()
+    _check_unique_outside_unit(con, manifest, staging)
+    reporter.rows_total = _staged_rows(con, staging)
+    reporter.begin("writing")
+    t1 = time.monotonic()
+    stats = _write(con, manifest, staging, bits, reporter, watch)
+    timings["write_s"] = time.monotonic() - t1
+    return stats
+
+
 def _budget(limits: LoadLimits, temp: Path) -> int:
     free = shutil.disk_usage(temp).free
     if limits.temp_disk_limit is not None:
@@ -711,11 +869,13 @@ def _budget(limits: LoadLimits, temp: Path) -> int:
 
 
 def _unit_sql(manifest: DataProduct, types: dict[str, str]) -> str:
+    """The unit's 64-bit hash (DuckDB's ``hash``: it only has to agree with itself
+    within one load, since it only assigns units to buckets)."""
     unit_col = manifest.column(manifest.privacy_unit)
     assert unit_col is not None
     raw = _quote(unit_col.name)
     typed = f"({_typed_expr(unit_col, raw, types[unit_col.name])})::{DUCKDB_TYPES[unit_col.type]}"
-    return f"md5_number_upper(CAST({typed} AS VARCHAR))"
+    return f"hash(CAST({typed} AS VARCHAR))"
 
 
 def _stage(
@@ -724,43 +884,34 @@ def _stage(
     src: _Source,
     staging: Path,
     bits: int,
+    reporter: _Reporter,
 ) -> None:
     """The streaming pass: type, check, encode and scatter every row by its bucket."""
-    unit = manifest.privacy_unit
-    select = []
-    bad = []
-    for c in manifest.columns:
-        raw, src_type = _quote(c.name), src.types[c.name]
-        typed = f"({_typed_expr(c, raw, src_type)})::{DUCKDB_TYPES[c.type]}"
-        select.append(f"{typed} AS {raw}")
-        fp = fixed_point(c)
-        if fp is not None:
-            select.append(f"{fixed_point_sql(fp, typed)} AS {_quote(fp.name)}")
-        check = _bad_expr(c, raw, src_type, unit)
-        if check is not None:
-            bad.append(check)
+    typed, fixed = _typed_select(manifest, src)
     key = _unit_sql(manifest, src.types)
-    select.append(f"{key} AS {UNIT_KEY}")
-    select.append(f"({' OR '.join(bad) if bad else 'FALSE'}) AS _bad")
-    bucket = f"({UNIT_KEY} >> {64 - bits})::INTEGER" if bits else "0"
-    # Rows need no order here; each bucket is ranked and sorted on its own later.
+    bucket = f"({key} >> {64 - bits})::INTEGER" if bits else "0"
+    # Rows need no order here; each bucket is ranked on its own later.
     con.execute("SET preserve_insertion_order = false")
     con.execute(f"SET partitioned_write_max_open_files = {max(100, 2 << bits)}")
-    con.execute(
-        f"COPY (SELECT *, {bucket} AS _bucket FROM (SELECT {', '.join(select)} "
-        f"FROM {src.reader})) TO {_literal(str(staging))} "
-        "(FORMAT parquet, PARTITION_BY (_bucket), COMPRESSION zstd, "
-        "COMPRESSION_LEVEL 1, WRITE_PARTITION_COLUMNS false)"
+    _run_checked(
+        con,
+        f"COPY (SELECT {', '.join([*typed, *fixed])}, {bucket} AS {BUCKET} "
+        f"FROM {src.reader} WHERE {_checked(manifest, src)}) TO {_literal(str(staging))} "
+        f"(FORMAT parquet, PARTITION_BY ({BUCKET}), COMPRESSION zstd, "
+        "WRITE_PARTITION_COLUMNS false)",
+        manifest,
+        src,
+        reporter,
     )
 
 
 def _bucket_glob(staging: Path, bucket: int | None = None) -> str:
     part = "*" if bucket is None else str(bucket)
-    return _literal(str(staging / f"_bucket={part}" / "*.parquet"))
+    return _literal(str(staging / f"{BUCKET}={part}" / "*.parquet"))
 
 
 def _staged_rows(con: duckdb.DuckDBPyConnection, staging: Path) -> int:
-    if not any(staging.glob("_bucket=*")):
+    if not any(staging.glob(f"{BUCKET}=*")):
         return 0
     row = con.execute(
         f"SELECT sum(num_rows) FROM parquet_file_metadata({_bucket_glob(staging)})"
@@ -768,20 +919,10 @@ def _staged_rows(con: duckdb.DuckDBPyConnection, staging: Path) -> int:
     return int(row[0] or 0) if row else 0
 
 
-def _refuse_bad_rows(
-    con: duckdb.DuckDBPyConnection, manifest: DataProduct, src: _Source, staging: Path
-) -> None:
-    """Raise ``InvalidRequest`` with the first rejections (by line) if any row is bad."""
-    if not any(staging.glob("_bucket=*")):
-        return
-    row = con.execute(
-        f"SELECT count(*) FROM read_parquet({_bucket_glob(staging)}) WHERE _bad"
-    ).fetchone()
-    n_bad = int(row[0]) if row else 0
-    if not n_bad:
-        return
-    # Rare path: read the file again in order, numbering records (a streaming window),
-    # and stop at the first rejections. Line = record number + 1 (CSV header is line 1).
+def _refuse_bad_rows(con: duckdb.DuckDBPyConnection, manifest: DataProduct, src: _Source) -> None:
+    """Raise ``InvalidRequest`` with the count of bad rows and the first rejections."""
+    # Rare path: read the file again in order, numbering records (a streaming window).
+    # Line = record number + 1 (the CSV header is line 1).
     unit = manifest.privacy_unit
     checks = [
         f"({_violation_expr(c, _quote(c.name), src.types[c.name], unit)}) AS {_quote(c.name)}"
@@ -789,9 +930,14 @@ def _refuse_bad_rows(
     ]
     any_bad = " OR ".join(f"{_quote(c.name)} IS NOT NULL" for c in manifest.columns)
     con.execute("SET preserve_insertion_order = true")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {_ROWS} AS SELECT * FROM (SELECT row_number() OVER () "
+        f"+ 1 AS line, {', '.join(checks)} FROM {src.reader}) WHERE {any_bad}"
+    )
+    counted = con.execute(f"SELECT count(*) FROM {_ROWS}").fetchone()
+    n_bad = int(counted[0]) if counted else 0
     first = con.execute(
-        f"SELECT * FROM (SELECT row_number() OVER () + 1 AS line, {', '.join(checks)} "
-        f"FROM {src.reader}) WHERE {any_bad} LIMIT {MAX_REPORTED_REJECTIONS}"
+        f"SELECT * FROM {_ROWS} ORDER BY line LIMIT {MAX_REPORTED_REJECTIONS}"
     ).fetchall()
     names = [d[0] for d in con.description or []]
     report: list[Rejection] = []
@@ -813,15 +959,15 @@ def _check_unique_outside_unit(
 ) -> None:
     """Unique keys without the privacy unit are not co-located by bucket: check them
     over all staged rows at once (DuckDB's aggregate spills within the budget)."""
-    if not any(staging.glob("_bucket=*")):
+    if not any(staging.glob(f"{BUCKET}=*")):
         return
     for key in manifest.unique:
         if manifest.privacy_unit in key:
             continue
         cols = ", ".join(_quote(k) for k in key)
         row = con.execute(
-            f"SELECT count(*) FROM (SELECT {cols} FROM read_parquet({_bucket_glob(staging)}) "
-            "GROUP BY ALL HAVING count(*) > 1)"
+            f"SELECT count(*) FROM (SELECT {cols} FROM read_parquet("
+            f"{_bucket_glob(staging)}, hive_partitioning = false) GROUP BY ALL HAVING count(*) > 1)"
         ).fetchone()
         if row and row[0]:
             raise InvalidRequest(
@@ -849,70 +995,77 @@ def _write(
     """Rank, check and append each bucket in turn; return the counts."""
     table = _quote(manifest.id)
     unit = _quote(manifest.privacy_unit)
-    fps = [fp for c in manifest.columns if (fp := fixed_point(c)) is not None]
-    columns = [f"{_quote(c.name)} {DUCKDB_TYPES[c.type]}" for c in manifest.columns]
-    columns += [f"{UNIT_RANK} INTEGER", f"{UNIT_KEY} UBIGINT"]
-    columns += [f"{_quote(fp.name)} BIGINT" for fp in fps]
-    con.execute(f"CREATE TABLE {table} ({', '.join(columns)})")
-    order = [_quote(c.name) for c in manifest.columns] + [UNIT_RANK, UNIT_KEY]
-    order += [_quote(fp.name) for fp in fps]
-    stats = _Stats(clipped={fp.column: {"below": 0, "above": 0} for fp in fps})
-    bounded = [c for c in manifest.columns if c.type.numeric and c.bounds is not None]
-    stats.clipped = {c.name: {"below": 0, "above": 0} for c in bounded}
-    measures = ["count(*)", f"count(*) FILTER (WHERE {UNIT_RANK} = 1)"]
-    for c in bounded:
-        assert c.bounds is not None
-        lo, hi = (_literal(b) for b in c.bounds)
-        measures.append(f"count(*) FILTER (WHERE {_quote(c.name)} < {lo})")
-        measures.append(f"count(*) FILTER (WHERE {_quote(c.name)} > {hi})")
-    unit_keys = [k for k in manifest.unique if manifest.privacy_unit in k]
-    for key in unit_keys:
-        if key == (manifest.privacy_unit,):
-            # a unit with more than one row has exactly one row of rank 2
-            measures.append(f"count(*) FILTER (WHERE {UNIT_RANK} = 2)")
-        else:
-            cols = ", ".join(_quote(k) for k in key)
-            measures.append(
-                f"(SELECT count(*) FROM (SELECT {cols} FROM _bucket GROUP BY ALL "
-                "HAVING count(*) > 1))"
-            )
+    k = manifest.max_rows_per_unit
+    _create_table(con, manifest)
+    values = [_quote(c.name) for c in manifest.columns]
+    fp_values = [_quote(fp.name) for c in manifest.columns if (fp := fixed_point(c))]
+    bounded, clip_measures = _bounded_measures(manifest)
+    stats = _Stats(clipped={c.name: {"below": 0, "above": 0} for c in bounded})
+    measures = ["count(*)", f"count(DISTINCT {unit})", *clip_measures]
+    unit_keys = [key for key in manifest.unique if manifest.privacy_unit in key]
     duplicated = [0] * len(unit_keys)
     buckets = sorted(
-        int(p.name.split("=", 1)[1]) for p in staging.glob("_bucket=*") if p.is_dir()
+        int(p.name.split("=", 1)[1]) for p in staging.glob(f"{BUCKET}=*") if p.is_dir()
     )
     total = max(reporter.rows_total, 1)
     done = 0
-    con.execute("SET preserve_insertion_order = true")
     for b in buckets:
-        # Each row draws an independent uniform number; ranking a unit's rows by it is
-        # a uniformly random permutation that depends on nothing but that unit's own
-        # draws, so removing one unit changes no other unit's selection (DESIGN §8).
         con.execute(
-            "CREATE OR REPLACE TEMP TABLE _bucket AS SELECT * EXCLUDE (_draw, _bad), "
-            f"(row_number() OVER (PARTITION BY {unit} ORDER BY _draw))::INTEGER AS {UNIT_RANK} "
-            f"FROM (SELECT *, random() AS _draw FROM read_parquet({_bucket_glob(staging, b)}))"
+            f"CREATE OR REPLACE TEMP TABLE {_ROWS} AS SELECT * "
+            f"FROM read_parquet({_bucket_glob(staging, b)}, hive_partitioning = false)"
         )
-        row = con.execute(f"SELECT {', '.join(measures)} FROM _bucket").fetchone()
+        row = con.execute(f"SELECT {', '.join(measures)} FROM {_ROWS}").fetchone()
         assert row is not None
-        stats.rows += int(row[0])
-        stats.units += int(row[1])
-        i = 2
-        for c in bounded:
-            stats.clipped[c.name]["below"] += int(row[i])
-            stats.clipped[c.name]["above"] += int(row[i + 1])
-            i += 2
-        for j in range(len(unit_keys)):
-            duplicated[j] += int(row[i + j])
-        if not any(duplicated):
-            # Within a bucket, rows kept by bounding (low ranks) come first, and each
-            # rank's rows in _unit_key order, for row-group skipping (docs/engine.md).
+        rows, units = int(row[0]), int(row[1])
+        stats.rows += rows
+        stats.units += units
+        for i, c in enumerate(bounded):
+            stats.clipped[c.name]["below"] += int(row[2 + 2 * i])
+            stats.clipped[c.name]["above"] += int(row[3 + 2 * i])
+        if units == rows:
+            # Every unit of the bucket has one row: its rank is 1, nothing repeats.
+            ranked, rank = _ROWS, "1"
+        else:
+            # Each row draws an independent uniform number; ranking a unit's rows by
+            # it is a uniformly random permutation that depends on nothing but that
+            # unit's own draws, so removing one unit changes no other unit's
+            # selection (DESIGN §8). A bucket holds all rows of its units.
             con.execute(
-                f"INSERT INTO {table} SELECT {', '.join(order)} FROM _bucket "
-                f"ORDER BY {UNIT_RANK}, {UNIT_KEY}"
+                f"CREATE OR REPLACE TEMP TABLE {_RANKED} AS SELECT * EXCLUDE (_draw), "
+                f"(row_number() OVER (PARTITION BY {unit} ORDER BY _draw))::INTEGER "
+                f"AS {UNIT_RANK} FROM (SELECT *, random() AS _draw FROM {_ROWS})"
             )
-        con.execute("DROP TABLE _bucket")
-        shutil.rmtree(staging / f"_bucket={b}", ignore_errors=True)
-        done += int(row[0])
+            con.execute(f"DROP TABLE {_ROWS}")
+            ranked, rank = _RANKED, UNIT_RANK
+            for j, key in enumerate(unit_keys):
+                if key == (manifest.privacy_unit,):
+                    dup = con.execute(
+                        f"SELECT count(*) FROM {_RANKED} WHERE {UNIT_RANK} = 2"
+                    ).fetchone()
+                else:
+                    cols = ", ".join(_quote(x) for x in key)
+                    dup = con.execute(
+                        f"SELECT count(*) FROM (SELECT {cols} FROM {_RANKED} GROUP BY ALL "
+                        "HAVING count(*) > 1)"
+                    ).fetchone()
+                duplicated[j] += int(dup[0]) if dup else 0
+        if not any(duplicated):
+            select = ", ".join([*values, f"{rank} AS {UNIT_RANK}", f"{b} AS {BUCKET}", *fp_values])
+            if rank == "1":
+                con.execute(f"INSERT INTO {table} SELECT {select} FROM {ranked}")
+            else:
+                # The rows bounding keeps first, so that `_unit_rank <= k` reads a
+                # prefix of each bucket and row-group statistics skip the rest.
+                con.execute(
+                    f"INSERT INTO {table} SELECT {select} FROM {ranked} WHERE {UNIT_RANK} <= {k}"
+                )
+                con.execute(
+                    f"INSERT INTO {table} SELECT {select} FROM {ranked} WHERE {UNIT_RANK} > {k}"
+                )
+        con.execute(f"DROP TABLE IF EXISTS {ranked}")
+        con.execute(f"DROP TABLE IF EXISTS {_ROWS}")
+        shutil.rmtree(staging / f"{BUCKET}={b}", ignore_errors=True)
+        done += rows
         reporter.report(done / total)
         watch.check()
         if watch.exceeded:
