@@ -105,7 +105,10 @@ class Runtime:
             flags=FlagThrottle(enumeration),
             subject_secret=subject_key_secret(settings.keys_dir, create=create),
             load_limits=LoadLimits(
-                memory_limit=settings.query_memory_limit, threads=settings.query_threads
+                memory_limit=settings.query_memory_limit,
+                threads=settings.query_threads,
+                temp_disk_limit=settings.load_temp_disk_bytes,
+                temp_dir=settings.load_temp_dir,
             ),
         )
 
