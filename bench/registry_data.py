@@ -55,9 +55,7 @@ def select_sql(rows: int, seed: int = 1) -> str:
         f"|| lpad({seq}::VARCHAR, 3, '0')"
     )
     weights = [pow(2, 17 - k, 11) for k in range(17)]
-    digits = " + ".join(
-        f"(ascii(substr(b, {k + 1}, 1)) - 48) * {weights[k]}" for k in range(17)
-    )
+    digits = " + ".join(f"(ascii(substr(b, {k + 1}, 1)) - 48) * {weights[k]}" for k in range(17))
     pid = f"b || substr('10X98765432', (({digits}) % 11)::INTEGER + 1, 1)"
     nc = len(NAME_CHARS)
     name = (
@@ -106,9 +104,7 @@ def write_parquet(path: Path, rows: int, *, threads: int = 2, memory_limit: str 
         con.execute("SET preserve_insertion_order = false")
         con.execute("SET enable_progress_bar_print = false")
         tmp = path.with_name(path.name + ".tmp")
-        con.execute(
-            f"COPY ({select_sql(rows)}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)"
-        )
+        con.execute(f"COPY ({select_sql(rows)}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)")
         tmp.replace(path)
     finally:
         con.close()

@@ -38,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import itertools
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -361,6 +360,13 @@ def plan(query: ResolvedQuery) -> Plan:
         where=query.where,
     )
     stored = [m.fixed.name for m in spec.measurements if m.fixed is not None]
+    if stored:
+        stored += [
+            fp.name
+            for m in spec.measurements
+            if m.kind is MeasureKind.COUNT and m.column is not None
+            if (fp := fixed_point(m.column)) is not None
+        ]
     stored_sql = _render(dataclasses.replace(spec, stored=True)) if stored else None
     return Plan(
         sql=_render(spec),
@@ -635,8 +641,11 @@ def scan_product(select: exp.Select, spec: PlanSpec) -> exp.Select:
     for i, key in enumerate(spec.keys):
         projections.append(exp.alias_(_col(key.column.name), key_name(i), quoted=True))
     for m in spec.measurements:
-        if spec.stored and m.fixed is not None:
-            projections.append(exp.alias_(_col(m.fixed.name), m.input_name, quoted=True))
+        # COUNT(col) counts non-NULL values: the stored fixed-point column is NULL
+        # exactly where the column is, and a sum of it is read anyway.
+        fixed = m.fixed or (fixed_point(m.column) if m.column is not None else None)
+        if spec.stored and fixed is not None and m.kind is not MeasureKind.QUANTILE:
+            projections.append(exp.alias_(_col(fixed.name), m.input_name, quoted=True))
         elif m.column is not None:
             projections.append(exp.alias_(_col(m.column.name), m.input_name, quoted=True))
     if not projections:
