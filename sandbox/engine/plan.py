@@ -635,17 +635,34 @@ def _as_float(column: Column) -> Column:
 # --- the rules ---------------------------------------------------------------------
 
 
+def _stored_input(m: Measurement, spec: PlanSpec) -> FixedPoint | None:
+    """The stored fixed-point column a measurement reads in the stored form: sums, and
+    COUNT(col) (the stored column is NULL exactly where the column is)."""
+    if not spec.stored or m.kind is MeasureKind.QUANTILE or m.column is None:
+        return None
+    return m.fixed or fixed_point(m.column)
+
+
+def _input(m: Measurement, spec: PlanSpec) -> str:
+    """The input column a measurement aggregates. In the stored form every measurement
+    of one column shares one input, so that DuckDB computes SUM(v) and COUNT(v) once
+    for SUM, AVG and COUNT of that column (it deduplicates identical aggregates)."""
+    fp = _stored_input(m, spec)
+    return f"s_{fp.column}" if fp is not None else m.input_name
+
+
 def scan_product(select: exp.Select, spec: PlanSpec) -> exp.Select:
     """SELECT the group keys (k0, k1, ...) and one input column per measurement."""
     projections: list[exp.Expr] = []
     for i, key in enumerate(spec.keys):
         projections.append(exp.alias_(_col(key.column.name), key_name(i), quoted=True))
+    shared: set[str] = set()
     for m in spec.measurements:
-        # COUNT(col) counts non-NULL values: the stored fixed-point column is NULL
-        # exactly where the column is, and a sum of it is read anyway.
-        fixed = m.fixed or (fixed_point(m.column) if m.column is not None else None)
-        if spec.stored and fixed is not None and m.kind is not MeasureKind.QUANTILE:
-            projections.append(exp.alias_(_col(fixed.name), m.input_name, quoted=True))
+        fixed = _stored_input(m, spec)
+        if fixed is not None:
+            if _input(m, spec) not in shared:
+                shared.add(_input(m, spec))
+                projections.append(exp.alias_(_col(fixed.name), _input(m, spec), quoted=True))
         elif m.column is not None:
             projections.append(exp.alias_(_col(m.column.name), m.input_name, quoted=True))
     if not projections:
@@ -791,7 +808,7 @@ def aggregate_groups(select: exp.Select, spec: PlanSpec) -> exp.Select:
     for name in keys:
         projections.append(exp.alias_(_col(name), name, quoted=True))
     for m in spec.measurements:
-        value = _col(m.input_name)
+        value = _col(_input(m, spec))
         agg: exp.Expr
         if m.kind is MeasureKind.COUNT:
             agg = exp.Count(this=value if m.column is not None else exp.Star())

@@ -40,6 +40,7 @@ BYPASS = [
     "SET threads = 64",
     "RESET threads",
     "SET temp_directory = '/tmp'",
+    "SET enable_progress_bar = true",
     "CREATE TABLE leak AS SELECT * FROM pums",
     "INSERT INTO pums SELECT * FROM pums",
     "DELETE FROM pums",
@@ -71,10 +72,12 @@ def test_settings_stay_locked_and_file_unchanged(pums_db: Path, limits: EngineLi
             "SELECT current_setting('enable_external_access'), "
             "current_setting('lock_configuration'), current_setting('access_mode'), "
             "current_setting('threads'), current_setting('autoload_known_extensions'), "
-            "current_setting('allow_community_extensions')",
+            "current_setting('allow_community_extensions'), "
+            "current_setting('enable_progress_bar'), current_setting('enable_progress_bar_print')",
             limits.timeout_s,
         )
-        assert rows == [(False, True, "read_only", limits.threads, False, False)]
+        # no progress bar: a worker must never print into the server's log
+        assert rows == [(False, True, "read_only", limits.threads, False, False, False, False)]
         assert run_query(con, "SELECT count(*) FROM pums", limits.timeout_s)[0][0] > 0
     finally:
         con.close()
