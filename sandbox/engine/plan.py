@@ -387,7 +387,9 @@ def _render(spec: PlanSpec) -> str:
     select = exp.Select()
     for rule in RULES:
         select = rule(select, spec)
-    return str(select.sql(dialect="duckdb"))
+    # The tree is ours and dropped after rendering: no defensive copy (it dominated
+    # prepare() once the plan is rendered in two forms).
+    return str(select.sql(dialect="duckdb", copy=False))
 
 
 def _output(name: str, agg: BoundAggregate, cat: _Catalogue) -> OutputSpec:
