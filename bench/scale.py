@@ -217,7 +217,7 @@ def fairness(small: Path, big: Path, threads: int, memory: str, runs: int) -> di
         def loop() -> None:
             while not stop.is_set():
                 t = time.perf_counter()
-                execute(q, big, limits, runner=pool)
+                execute(q, big, limits, runner=pool, tenant="big")
                 big_times.append(time.perf_counter() - t)
 
         th = threading.Thread(target=loop, daemon=True)
@@ -226,7 +226,7 @@ def fairness(small: Path, big: Path, threads: int, memory: str, runs: int) -> di
         beside = []
         for _ in range(runs):
             t = time.perf_counter()
-            execute(q, small, limits, runner=pool)
+            execute(q, small, limits, runner=pool, tenant="small")
             beside.append(time.perf_counter() - t)
             time.sleep(0.05)
         stop.set()

@@ -27,6 +27,7 @@ import os
 import queue
 import re
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -323,6 +324,11 @@ class WorkerPool:
 
     Thread-safe: concurrent ``run`` calls wait for a free worker (at most
     ``wait_s``). After a fork (e.g. gunicorn), the child builds its own workers.
+
+    Fair share: a ``run`` that names its ``tenant`` (e.g. the enterprise) waits while
+    that tenant already holds ``size - 1`` workers, so one caller's long queries can
+    never occupy every worker and another caller's query always finds one (CPU is
+    then shared between the running workers by the OS scheduler).
     """
 
     def __init__(self, size: int = 2, *, grace_s: float = 5.0, wait_s: float = 60.0) -> None:
@@ -333,6 +339,7 @@ class WorkerPool:
         self.wait_s = wait_s
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
+        self._tenant_changed = threading.Condition(self._lock)
         self._reset()
 
     def _reset(self) -> None:
@@ -340,6 +347,7 @@ class WorkerPool:
         self._slots: queue.Queue[_Worker | None] = queue.Queue()
         self._all: list[_Worker] = []
         self._closed = False
+        self._tenants: dict[str, int] = {}
         for _ in range(self.size):
             self._slots.put(None)
 
@@ -374,9 +382,46 @@ class WorkerPool:
                 self._all.remove(worker)
         worker.stop(kill=kill)
 
-    def run(self, db_path: Path, sql: Statement, limits: EngineLimits) -> list[Row]:
-        """Run ``sql`` in a worker and return its rows. Raises ``QueryFailed`` on
-        timeout, memory limit, engine error or a worker that died."""
+    def _admit(self, tenant: str | None) -> None:
+        if tenant is None or self.size < 2:
+            return
+        deadline = time.monotonic() + self.wait_s
+        with self._tenant_changed:
+            while self._tenants.get(tenant, 0) >= self.size - 1:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ServiceUnavailable(
+                        "the engine is busy with this caller's other queries; try again shortly",
+                        {"rule": "busy"},
+                    )
+                self._tenant_changed.wait(left)
+            self._tenants[tenant] = self._tenants.get(tenant, 0) + 1
+
+    def _leave(self, tenant: str | None) -> None:
+        if tenant is None or self.size < 2:
+            return
+        with self._tenant_changed:
+            left = self._tenants.get(tenant, 0) - 1
+            if left > 0:
+                self._tenants[tenant] = left
+            else:
+                self._tenants.pop(tenant, None)
+            self._tenant_changed.notify_all()
+
+    def run(
+        self, db_path: Path, sql: Statement, limits: EngineLimits, *, tenant: str | None = None
+    ) -> list[Row]:
+        """Run ``sql`` in a worker and return its rows; with ``tenant``, within that
+        tenant's share of the workers (see the class). Raises ``QueryFailed`` on
+        timeout, memory limit, engine error or a worker that died, and
+        ``ServiceUnavailable`` when no worker frees up within ``wait_s``."""
+        self._admit(tenant)
+        try:
+            return self._run(db_path, sql, limits)
+        finally:
+            self._leave(tenant)
+
+    def _run(self, db_path: Path, sql: Statement, limits: EngineLimits) -> list[Row]:
         worker = self._acquire()
         healthy = False
         try:

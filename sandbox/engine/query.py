@@ -29,6 +29,7 @@ from sandbox.engine.isolation import (
     Row,
     Statement,
     StoredColumnsSQL,
+    WorkerPool,
     default_runner,
 )
 from sandbox.engine.parse import parse
@@ -254,14 +255,20 @@ def execute(
     limits: EngineLimits,
     *,
     runner: QueryRunner | None = None,
+    tenant: str | None = None,
 ) -> Answer:
     """Run ``prepared`` on the product version at ``db_path`` and return the DP answer.
 
-    Uses ``runner`` (default: the process-wide ``WorkerPool``). Raises ``QueryFailed``
-    (timeout, memory, engine failure). The caller must have charged the budget first.
+    Uses ``runner`` (default: the process-wide ``WorkerPool``); ``tenant`` (e.g. the
+    calling enterprise) keeps one caller within its fair share of a pool's workers.
+    Raises ``QueryFailed`` (timeout, memory, engine failure) and ``ServiceUnavailable``
+    (no worker within the pool's wait). The caller must have charged the budget first.
     """
     active = runner if runner is not None else default_runner()
-    rows = active.run(Path(db_path), prepared.statement, limits)
+    if tenant is not None and isinstance(active, WorkerPool):
+        rows = active.run(Path(db_path), prepared.statement, limits, tenant=tenant)
+    else:
+        rows = active.run(Path(db_path), prepared.statement, limits)
     return _release(prepared, rows)
 
 
