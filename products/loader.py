@@ -1005,7 +1005,12 @@ def _write(
     fp_values = [_quote(fp.name) for c in manifest.columns if (fp := fixed_point(c))]
     bounded, clip_measures = _bounded_measures(manifest)
     stats = _Stats(clipped={c.name: {"below": 0, "above": 0} for c in bounded})
-    measures = ["count(*)", f"count(DISTINCT {unit})", *clip_measures]
+    measures = [
+        "count(*)",
+        f"count(*) FILTER (WHERE {UNIT_RANK} = 1)",
+        f"count(*) FILTER (WHERE {UNIT_RANK} > {k})",
+        *clip_measures,
+    ]
     unit_keys = [key for key in manifest.unique if manifest.privacy_unit in key]
     duplicated = [0] * len(unit_keys)
     buckets = sorted(
@@ -1014,60 +1019,41 @@ def _write(
     total = max(reporter.rows_total, 1)
     done = 0
     for b in buckets:
+        # Each row draws an independent uniform number; ranking a unit's rows by it is
+        # a uniformly random permutation that depends on nothing but that unit's own
+        # draws, so removing one unit changes no other unit's selection (DESIGN §8).
+        # A bucket holds all rows of its units, so ranking it alone is exact.
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {_ROWS} AS SELECT * "
-            f"FROM read_parquet({_bucket_glob(staging, b)}, hive_partitioning = false)"
+            f"CREATE OR REPLACE TEMP TABLE {_RANKED} AS SELECT * EXCLUDE (_draw), "
+            f"(row_number() OVER (PARTITION BY {unit} ORDER BY _draw))::INTEGER "
+            f"AS {UNIT_RANK} FROM (SELECT *, random() AS _draw FROM "
+            f"read_parquet({_bucket_glob(staging, b)}, hive_partitioning = false))"
         )
-        row = con.execute(f"SELECT {', '.join(measures)} FROM {_ROWS}").fetchone()
+        row = con.execute(f"SELECT {', '.join(measures)} FROM {_RANKED}").fetchone()
         assert row is not None
-        rows, units = int(row[0]), int(row[1])
+        rows, units, dropped = int(row[0]), int(row[1]), int(row[2])
         stats.rows += rows
         stats.units += units
         for i, c in enumerate(bounded):
-            stats.clipped[c.name]["below"] += int(row[2 + 2 * i])
-            stats.clipped[c.name]["above"] += int(row[3 + 2 * i])
-        if units == rows:
-            # Every unit of the bucket has one row: its rank is 1, nothing repeats.
-            ranked, rank = _ROWS, "1"
-        else:
-            # Each row draws an independent uniform number; ranking a unit's rows by
-            # it is a uniformly random permutation that depends on nothing but that
-            # unit's own draws, so removing one unit changes no other unit's
-            # selection (DESIGN §8). A bucket holds all rows of its units.
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {_RANKED} AS SELECT * EXCLUDE (_draw), "
-                f"(row_number() OVER (PARTITION BY {unit} ORDER BY _draw))::INTEGER "
-                f"AS {UNIT_RANK} FROM (SELECT *, random() AS _draw FROM {_ROWS})"
-            )
-            con.execute(f"DROP TABLE {_ROWS}")
-            ranked, rank = _RANKED, UNIT_RANK
-            for j, key in enumerate(unit_keys):
-                if key == (manifest.privacy_unit,):
-                    dup = con.execute(
-                        f"SELECT count(*) FROM {_RANKED} WHERE {UNIT_RANK} = 2"
-                    ).fetchone()
-                else:
-                    cols = ", ".join(_quote(x) for x in key)
-                    dup = con.execute(
-                        f"SELECT count(*) FROM (SELECT {cols} FROM {_RANKED} GROUP BY ALL "
-                        "HAVING count(*) > 1)"
-                    ).fetchone()
-                duplicated[j] += int(dup[0]) if dup else 0
+            stats.clipped[c.name]["below"] += int(row[3 + 2 * i])
+            stats.clipped[c.name]["above"] += int(row[4 + 2 * i])
+        for j, key in enumerate(unit_keys):
+            cols = ", ".join(_quote(x) for x in key)
+            dup = con.execute(
+                f"SELECT count(*) FROM (SELECT {cols} FROM {_RANKED} GROUP BY ALL "
+                "HAVING count(*) > 1)"
+            ).fetchone()
+            duplicated[j] += int(dup[0]) if dup else 0
         if not any(duplicated):
-            select = ", ".join([*values, f"{rank} AS {UNIT_RANK}", f"{b} AS {BUCKET}", *fp_values])
-            if rank == "1":
-                con.execute(f"INSERT INTO {table} SELECT {select} FROM {ranked}")
+            select = ", ".join([*values, UNIT_RANK, f"{b} AS {BUCKET}", *fp_values])
+            if not dropped:
+                con.execute(f"INSERT INTO {table} SELECT {select} FROM {_RANKED}")
             else:
                 # The rows bounding keeps first, so that `_unit_rank <= k` reads a
                 # prefix of each bucket and row-group statistics skip the rest.
-                con.execute(
-                    f"INSERT INTO {table} SELECT {select} FROM {ranked} WHERE {UNIT_RANK} <= {k}"
-                )
-                con.execute(
-                    f"INSERT INTO {table} SELECT {select} FROM {ranked} WHERE {UNIT_RANK} > {k}"
-                )
-        con.execute(f"DROP TABLE IF EXISTS {ranked}")
-        con.execute(f"DROP TABLE IF EXISTS {_ROWS}")
+                for cond in (f"{UNIT_RANK} <= {k}", f"{UNIT_RANK} > {k}"):
+                    con.execute(f"INSERT INTO {table} SELECT {select} FROM {_RANKED} WHERE {cond}")
+        con.execute(f"DROP TABLE IF EXISTS {_RANKED}")
         shutil.rmtree(staging / f"{BUCKET}={b}", ignore_errors=True)
         done += rows
         reporter.report(done / total)
