@@ -108,3 +108,42 @@ def write_parquet(path: Path, rows: int, *, threads: int = 2, memory_limit: str 
         tmp.replace(path)
     finally:
         con.close()
+
+
+# Registration authorities (GB 32100 position 1) for copies of a generated file: a copy
+# replaces the '9' (market regulation) and shifts the check character to match.
+_AUTHORITIES = "9512"
+
+
+def write_copies(
+    path: Path, base: Path, copies: int, *, threads: int = 2, memory_limit: str = "2GB"
+) -> None:
+    """Write ``copies`` times the rows of ``base`` to ``path``: copy j replaces the
+    credit code's registration authority '9' by ``_AUTHORITIES[j]`` and recomputes the
+    check character arithmetically (the weight of position 1 is 1), so codes stay
+    valid and unique; the other columns repeat. Much cheaper than generating."""
+    if not 1 <= copies <= len(_AUTHORITIES):
+        raise ValueError(f"copies must be 1..{len(_AUTHORITIES)}")
+    alpha = f"'{USCC_ALPHABET}'"
+    parts = []
+    for j in range(copies):
+        shift = (9 - USCC_ALPHABET.index(_AUTHORITIES[j])) % 31
+        check = (
+            f"substr({alpha}, ((instr({alpha}, substr(uscc, 18, 1)) - 1 + {shift}) % 31)"
+            "::INTEGER + 1, 1)"
+        )
+        uscc = f"'{_AUTHORITIES[j]}' || substr(uscc, 2, 16) || {check}"
+        parts.append(f"SELECT {uscc} AS uscc, * EXCLUDE (uscc) FROM read_parquet('{base}')")
+    con = duckdb.connect()
+    try:
+        con.execute(f"SET threads = {threads}")
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+        con.execute("SET preserve_insertion_order = false")
+        con.execute("SET enable_progress_bar_print = false")
+        tmp = path.with_name(path.name + ".tmp")
+        con.execute(
+            f"COPY ({' UNION ALL '.join(parts)}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)"
+        )
+        tmp.replace(path)
+    finally:
+        con.close()
