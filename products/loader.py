@@ -627,7 +627,10 @@ def _load(
     hashed: dict[str, str] = {}
 
     def hash_source() -> None:
-        hashed["sha256"] = sha256_file(source)
+        try:
+            hashed["sha256"] = sha256_file(source)
+        except OSError as exc:  # reported by the caller's thread, below
+            hashed["error"] = exc.strerror or type(exc).__name__
 
     hasher = threading.Thread(target=hash_source, name="load-hash", daemon=True)
     hasher.start()
@@ -684,6 +687,11 @@ def _load(
     t2 = time.monotonic()
     hasher.join()
     timings["hash_wait_s"] = time.monotonic() - t2
+    if "sha256" not in hashed:
+        raise StorageUnavailable(
+            f"the data file could not be read ({hashed.get('error', 'unknown error')})",
+            {"rule": "storage"},
+        )
     _fsync(work)
     os.replace(work, dest)
     _fsync_dir(dest.parent)
