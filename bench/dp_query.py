@@ -13,7 +13,16 @@ data-plane contract — units with 2 or 3 rows, ``max_rows_per_unit = 2``, a ran
         public-key restriction, OpenDP noise) through a worker pool; also timed with
         ``prepare()`` (parse and plan) included, and the rewritten SQL alone.
 
-It reports medians and the ratio dp / raw (DESIGN §10 target: <= 1.3 at 10M rows). With
+It reports medians and the ratio dp / raw (DESIGN §10 target: <= 1.3 at 10M rows).
+
+``--layout person`` (the default) is the realistic case: person-level rows with
+repeating string ids ('P0000012345', 1-4 rows each, k = 2, so about a fifth of the
+rows are dropped by bounding), an integer and a float sensitive column (some float
+values beyond the bounds, clipped), loaded by the project's loader
+(``products.loader.load_file``) from Parquet; raw is a plain CTAS of the same
+Parquet. Queries: integer SUM and AVG, float SUM and AVG, and a WHERE, each
+``prepare``+``execute`` through the worker pool against the same SQL in raw DuckDB.
+With
 ``--smartnoise-python`` (a Python with smartnoise-sql installed; it pins an older
 OpenDP, so it needs its own virtualenv) the same query also runs through SmartNoise
 SQL's pandas reader (bench/dp_smartnoise.py) on the same data.
@@ -99,6 +108,110 @@ def build(path: Path, rows: int, layout: str) -> Path:
     return path
 
 
+PERSON_MANIFEST: dict[str, Any] = {
+    "id": "bench",
+    "title": "person-level benchmark",
+    "privacy_unit": "person_id",
+    "max_rows_per_unit": 2,
+    "columns": [
+        {"name": "person_id", "type": "string", "classification": "identifier",
+         "nullable": False},
+        {"name": "g", "type": "string", "classification": "attribute",
+         "public_values": [f"d{i:02d}" for i in range(GROUPS)], "nullable": False},
+        {"name": "s", "type": "string", "classification": "attribute",
+         "public_values": ["a", "b", "c"], "nullable": False},
+        {"name": "x", "type": "integer", "classification": "sensitive", "bounds": [0, 1000],
+         "nullable": False},
+        {"name": "f", "type": "float", "classification": "sensitive", "bounds": [0, 50000],
+         "nullable": False},
+    ],
+}  # fmt: skip
+PERSON_QUERIES = {
+    "int SUM/AVG": "SELECT g, COUNT(*) AS n, SUM(x) AS s, AVG(x) AS a FROM bench GROUP BY g",
+    "float SUM/AVG": "SELECT g, COUNT(*) AS n, SUM(f) AS s, AVG(f) AS a FROM bench GROUP BY g",
+    "WHERE": (
+        "SELECT g, SUM(f) AS s, AVG(x) AS a FROM bench "
+        "WHERE s IN ('a', 'b') AND x >= 100 GROUP BY g"
+    ),
+}
+
+
+def build_person(workdir: Path, rows: int, threads: int) -> tuple[Path, Path, float, float]:
+    """Write the Parquet source, the loader's product file and a plain CTAS (once)."""
+    from products.loader import DataFormat, LoadLimits, load_file
+
+    src = workdir / f"person_{rows}.parquet"
+    product = workdir / f"person_{rows}" / "v1.duckdb"
+    raw = workdir / f"person_{rows}_raw.duckdb"
+    con = duckdb.connect()
+    con.execute(f"SET threads = {threads}")
+    if not src.exists():
+        # person p has 1-4 rows (mean 2.5): rows i map to p = i * 2 // 5 ... plus jitter
+        con.execute(
+            f"""COPY (SELECT 'P' || lpad(((range * 2 + hash(range, 7) % 2) // 5)::VARCHAR,
+                              10, '0') AS person_id,
+                   'd' || lpad((hash(range, 1) % {GROUPS})::VARCHAR, 2, '0') AS g,
+                   ['a', 'b', 'c'][(hash(range, 2) % 3)::INTEGER + 1] AS s,
+                   (hash(range, 3) % 1200)::BIGINT AS x,
+                   round((hash(range, 4) % 5500000) / 100.0, 2)::DOUBLE AS f
+            FROM range({rows})) TO '{src}' (FORMAT parquet)"""
+        )
+    con.close()
+    t_load = t_ctas = 0.0
+    if not product.exists():
+        started = time.perf_counter()
+        load_file(
+            parse_manifest(PERSON_MANIFEST), src, DataFormat.PARQUET, product,
+            limits=LoadLimits(memory_limit="2GB", threads=threads),
+        )  # fmt: skip
+        t_load = time.perf_counter() - started
+    if not raw.exists():
+        started = time.perf_counter()
+        con = duckdb.connect(str(raw))
+        con.execute(f"SET threads = {threads}")
+        con.execute("SET memory_limit = '2GB'")
+        con.execute(f"CREATE TABLE bench AS SELECT * FROM read_parquet('{src}')")
+        con.execute("CHECKPOINT")
+        con.close()
+        t_ctas = time.perf_counter() - started
+    return product, raw, t_load, t_ctas
+
+
+def person_level(args: argparse.Namespace, rows: int) -> None:
+    product_file, raw_file, t_load, t_ctas = build_person(args.dir, rows, args.threads)
+    product = parse_manifest(PERSON_MANIFEST)
+    print(f"\n{rows:,} person-level rows (load {t_load:.1f} s, CTAS {t_ctas:.1f} s; 0 = cached)")
+    raw_con = duckdb.connect(str(raw_file), read_only=True, config={"threads": args.threads})
+    pool = WorkerPool(size=1)
+    limits = EngineLimits(timeout_s=600, memory_limit="8GB", threads=args.threads)
+    allowed = frozenset({"g", "s", "x", "f"})
+    try:
+        for name, sql in PERSON_QUERIES.items():
+
+            def raw(sql: str = sql) -> object:
+                return raw_con.execute(sql).fetchall()
+
+            def dp(sql: str = sql) -> object:
+                q = prepare(product, sql, allowed_columns=allowed, delta=0, epsilon=Decimal(1))
+                return execute(q, product_file, limits, runner=pool)
+
+            raw()
+            dp()
+            t_raw, t_dp = [], []
+            for _ in range(args.runs):
+                t_raw.append(timed(raw))
+                t_dp.append(timed(dp))
+            r, d = statistics.median(t_raw), statistics.median(t_dp)
+            print(
+                f"  {name:14s} raw {r * 1000:8.1f} ms   DP prepare+execute {d * 1000:8.1f} ms"
+                f"   ratio {d / r:.2f}",
+                flush=True,
+            )
+    finally:
+        raw_con.close()
+        pool.close()
+
+
 def timed(fn: Callable[[], object]) -> float:
     started = time.perf_counter()
     fn()
@@ -164,15 +277,18 @@ def main() -> None:
     parser.add_argument(
         "--layout",
         nargs="+",
-        choices=["window", "rank", "loader"],
-        default=["window", "rank", "loader"],
+        choices=["window", "rank", "loader", "person"],
+        default=["person"],
     )
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     product = parse_manifest(MANIFEST)
-    print(f"query: {DP_SQL}  (epsilon 1, k = 2, {GROUPS} public keys, threads {args.threads})")
     for rows in args.rows:
         for layout in args.layout:
+            if layout == "person":
+                person_level(args, rows)
+                continue
+            print(f"query: {DP_SQL}  (epsilon 1, k = 2, {GROUPS} public keys)")
             report(args, product, rows, layout)
 
 

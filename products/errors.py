@@ -55,3 +55,10 @@ class Forbidden(DomainError):
     """The caller is known but may not do this (403 ``forbidden``)."""
 
     code = "forbidden"
+
+
+class StorageUnavailable(DomainError):
+    """The platform's own disk could not take the work (full, unwritable): 503
+    ``unavailable``; nothing was written."""
+
+    code = "unavailable"

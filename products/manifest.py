@@ -36,7 +36,7 @@ PRODUCT_ID = re.compile(r"^[a-z0-9_]{1,64}\Z")
 MAX_BOUND = 1e100
 MIN_BOUNDS_WIDTH = 1e-100
 # Columns the loader adds to the stored table or uses while loading (products/loader.py).
-RESERVED_COLUMNS = frozenset({"_unit_rank", "_unit_key", "_draw"})
+RESERVED_COLUMNS = frozenset({"_unit_rank", "_unit_key", "_draw", "_bad", "_bucket"})
 COLUMN_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}\Z")
 MAX_PUBLIC_VALUES = 10_000
 MAX_ROWS_PER_UNIT = 10_000

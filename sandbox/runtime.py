@@ -114,7 +114,10 @@ class Runtime:
             sessions=SessionStore(engine, clock),
             console_secret=console_secret(subject_secret),
             load_limits=LoadLimits(
-                memory_limit=settings.query_memory_limit, threads=settings.query_threads
+                memory_limit=settings.query_memory_limit,
+                threads=settings.query_threads,
+                temp_disk_limit=settings.load_temp_disk_bytes,
+                temp_dir=settings.load_temp_dir,
             ),
         )
 

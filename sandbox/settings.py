@@ -16,6 +16,40 @@ from products.errors import InvalidRequest
 
 DEFAULT_AUDIENCE = "public-data-sandbox"
 DEFAULT_ORIGIN = "public-data-sandbox/audit"
+AUTO = "auto"
+# Of the node's memory, the share the query workers of one server process may use
+# together (the rest: the server, the OS page cache that DuckDB's reads go through).
+ENGINE_MEMORY_SHARE = 0.6
+
+
+def node_cpus() -> int:
+    """The CPUs this process may use: its affinity set, within a cgroup CPU quota."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def node_memory_bytes() -> int:
+    """The memory this process may use: physical memory, within a cgroup limit."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - non-POSIX
+        total = 4 << 30
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            total = min(total, int(limit))
+    except (OSError, ValueError):
+        pass
+    return int(total)
 
 
 @dataclass(frozen=True)
@@ -36,10 +70,13 @@ class Settings:
     # Signed calls (DESIGN §6).
     max_token_lifetime_s: int = 300
     clock_skew_s: int = 60
-    # Query engine isolation.
+    # Query engine isolation. "auto" / 0: from the node's resources (``__post_init__``):
+    # every worker may use all the node's CPUs (concurrent queries share them through
+    # the OS scheduler, docs/engine.md "Resources"), and the workers together 60% of
+    # its memory. Set them explicitly when several server processes share a node.
     query_timeout_s: float = 30.0
-    query_memory_limit: str = "2GB"
-    query_threads: int = 2
+    query_memory_limit: str = AUTO
+    query_threads: int = 0
     query_workers: int = 2  # isolated worker processes per server process
     # Stored releases (DESIGN §8): their size, and how long identical requests reuse them.
     max_release_bytes: int = 4_000_000
@@ -48,6 +85,11 @@ class Settings:
     store_lock_timeout_s: float = 5.0
     store_idle_transaction_timeout_s: float = 2.0
     store_statement_timeout_s: float = 30.0
+    # Loading data (products/loader.py): the temporary-disk budget of one load (a size
+    # such as "200GB"; "auto": the free space of its file system less 1 GiB) and where
+    # the load's temporary files go (default: beside the product's files).
+    load_temp_disk_limit: str = AUTO
+    load_temp_dir: Path | None = None
     # Audit log.
     checkpoint_interval_s: float = 60.0
     checkpoint_every_entries: int = 10_000
@@ -68,6 +110,26 @@ class Settings:
     api_url: str = "http://127.0.0.1:8000"
     principal: str | None = None
     key_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.query_threads <= 0:
+            object.__setattr__(self, "query_threads", node_cpus())
+        if self.query_memory_limit.strip().lower() == AUTO:
+            workers = max(1, self.query_workers)
+            share = int(node_memory_bytes() * ENGINE_MEMORY_SHARE / workers)
+            object.__setattr__(self, "query_memory_limit", f"{max(share >> 20, 256)}MB")
+
+    @property
+    def load_temp_disk_bytes(self) -> int | None:
+        """The load's temporary-disk budget in bytes (None: free space less 1 GiB).
+
+        Raises ``InvalidRequest`` if the setting is not a size.
+        """
+        if self.load_temp_disk_limit.strip().lower() == AUTO:
+            return None
+        from products.loader import parse_size
+
+        return parse_size(self.load_temp_disk_limit)
 
     @property
     def sqlite_path(self) -> Path:

@@ -114,8 +114,11 @@ def _version(
             products_dir=rt.settings.products_dir,
         )
         assert record.current is not None
+        # For the loading operator: how many values lie outside the manifest's bounds
+        # (stored as they are, clipped in sums and averages; DESIGN §8).
+        load = {"units": result.units, "clipped": result.clipped}
         return Answer(
-            record.to_dict(include_counts=True),
+            {**record.to_dict(include_counts=True), "load": load},
             fields={"product_version": record.current.version},
         )
 

@@ -220,7 +220,11 @@ def run_query(
             )
             record = rt.catalogue.get(scope.product)
             answer = execute(
-                prepared, rt.catalogue.data_path(record), limits, runner=rt.query_runner()
+                prepared,
+                rt.catalogue.data_path(record),
+                limits,
+                runner=rt.query_runner(),
+                tenant=scope.enterprise,
             )
             stored = {"columns": answer.columns, "rows": answer.rows, "accuracy": answer.accuracy}
             size = len(json.dumps(stored))

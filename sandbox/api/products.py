@@ -13,7 +13,7 @@ from products.manifest import DataProduct, NewManifestSchema
 from sandbox.actions import products
 from sandbox.api.blueprint import Blueprint
 from sandbox.api.calls import caller, respond, respond_upload, runtime, upload_path
-from sandbox.api.schemas import ProductAnswer, ProductList, Sample
+from sandbox.api.schemas import ProductAnswer, ProductList, Sample, UploadAnswer
 from sandbox.engine.sample import MAX_SAMPLE_ROWS
 from sandbox.errors import UnsupportedMediaType
 
@@ -67,7 +67,7 @@ def sample(args: dict[str, Any], product_id: str) -> Response:
 
 
 @blp.route("/<product_id>/data", methods=["PUT"])
-@blp.response(200, ProductAnswer)
+@blp.response(200, UploadAnswer)
 @blp.doc(
     summary="Upload the product's rows (CSV or Parquet body); creates a new version",
     requestBody={

@@ -46,6 +46,27 @@ class ProductAnswer(ManifestSchema):
     loaded_at = fields.String(allow_none=True)
 
 
+class ClippedCounts(Schema):
+    below = fields.Integer()
+    above = fields.Integer()
+
+
+class LoadReport(Schema):
+    units = fields.Integer(metadata={"description": "privacy units in the loaded rows"})
+    clipped = fields.Dict(
+        keys=fields.String(),
+        values=fields.Nested(ClippedCounts),
+        metadata={
+            "description": "per bounded column, values below and above the manifest's "
+            "bounds: stored as they are, clipped to the bounds in sums and averages"
+        },
+    )
+
+
+class UploadAnswer(ProductAnswer):
+    load_report = fields.Nested(LoadReport, data_key="load")
+
+
 class ProductList(Schema):
     products = fields.List(fields.Nested(ProductAnswer))
 

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from audit.suites import SUITE_NAMES
 from policies.principals import PrincipalSchema, Role
 from products.errors import InvalidRequest
-from products.loader import DataFormat
+from products.loader import DataFormat, LoadProgress
 from products.manifest import NewManifestSchema
 from products.yamlfile import load_yaml
 from sandbox.actions import principals as principals_actions
@@ -150,20 +150,24 @@ def load_with_progress(
         BarColumn(),
         TextColumn("{task.percentage:>3.0f}%"),
         TimeElapsedColumn(),
+        TextColumn("{task.fields[rate]}"),
         disable=quiet,
         transient=False,
     ) as bar:
         tasks: dict[str, Any] = {}
 
-        def progress(stage: str, fraction: float) -> None:
+        def progress(stage: str, fraction: float, info: LoadProgress) -> None:
             if stage == "done":
                 return
             if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=1.0)
+                tasks[stage] = bar.add_task(stage, total=1.0, rate="")
                 for other, tid in tasks.items():  # earlier stages are complete
                     if other != stage:
                         bar.update(tid, completed=1.0)
-            bar.update(tasks[stage], completed=fraction)
+            rate = f"{info.rows_per_s:,.0f} rows/s" if info.rows_per_s else ""
+            if info.eta_s is not None and fraction < 1.0:
+                rate += f", ETA {info.eta_s:,.0f} s"
+            bar.update(tasks[stage], completed=fraction, rate=rate)
 
         up = products_actions.upload(
             rt, owner, product_id, data_file, fmt, owner_only=False, progress=progress
@@ -181,6 +185,12 @@ def load_with_progress(
         f"{outcome.body['version']} (sha256 {str(outcome.body['content_hash'])[:16]}…, "
         f"audit index {outcome.index})"
     )
+    for column, counts in outcome.body.get("load", {}).get("clipped", {}).items():
+        if counts["below"] or counts["above"]:
+            click.echo(
+                f"  {column}: {counts['below']:,} values below and {counts['above']:,} above "
+                "the manifest's bounds (stored as they are; clipped in sums and averages)"
+            )
 
 
 COMMANDS = [init, principals, products]

@@ -51,6 +51,39 @@ BUSY_RETRY_AFTER_S = 5  # Retry-After of a refusal because every worker is busy
 
 
 @dataclass(frozen=True)
+class StoredColumnsSQL:
+    """Planner SQL in two forms: ``sql`` reads columns the loader stores (layout 2,
+    ``products.layout``) and runs when ``table`` has every one of ``columns``;
+    ``fallback`` computes the same values from the raw columns and runs otherwise
+    (product files written before layout 2)."""
+
+    table: str
+    columns: tuple[str, ...]
+    sql: str
+    fallback: str
+
+
+Statement = str | StoredColumnsSQL
+
+
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> frozenset[str]:
+    """Return the column names of ``table`` in the open product file."""
+    rows = con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table]
+    ).fetchall()
+    return frozenset(str(r[0]) for r in rows)
+
+
+def choose_sql(statement: Statement, columns: frozenset[str]) -> str:
+    """Return the SQL of ``statement`` that the file with ``columns`` can run."""
+    if isinstance(statement, str):
+        return statement
+    if all(c in columns for c in statement.columns):
+        return statement.sql
+    return statement.fallback
+
+
+@dataclass(frozen=True)
 class EngineLimits:
     """Per-query resource limits of the isolated engine."""
 
@@ -117,6 +150,11 @@ def connection_config(limits: EngineLimits) -> dict[str, Any]:
     }
 
 
+# Set after connecting (DuckDB refuses them as connect-time options), before the lock:
+# a worker must never print DuckDB's progress bar into the server's log.
+_SESSION_SETTINGS = ("SET enable_progress_bar = false", "SET enable_progress_bar_print = false")
+
+
 def open_readonly(db_path: Path, limits: EngineLimits) -> duckdb.DuckDBPyConnection:
     """Open ``db_path`` read-only with the sandbox settings, configuration locked.
 
@@ -131,6 +169,8 @@ def open_readonly(db_path: Path, limits: EngineLimits) -> duckdb.DuckDBPyConnect
             f"the product's data could not be opened ({type(exc).__name__})",
             {"rule": "data_unreadable"},
         ) from None
+    for setting in _SESSION_SETTINGS:
+        con.execute(setting)
     # Last: from here on no statement can change any setting above.
     con.execute("SET lock_configuration = true")
     return con
@@ -166,15 +206,23 @@ def run_query(con: duckdb.DuckDBPyConnection, sql: str, timeout_s: float) -> lis
 class QueryRunner(Protocol):
     """Runs planner SQL against a product file in isolation."""
 
-    def run(self, db_path: Path, sql: str, limits: EngineLimits) -> list[Row]: ...
+    def run(self, db_path: Path, sql: Statement, limits: EngineLimits) -> list[Row]: ...
 
     def run_and_finish(
-        self, db_path: Path, sql: str, limits: EngineLimits, finish: Finish[_T]
+        self,
+        db_path: Path,
+        sql: Statement,
+        limits: EngineLimits,
+        finish: Finish[_T],
+        *,
+        tenant: str | None = None,
     ) -> _T:
         """Run ``sql``, then ``finish(rows, deadline)`` where the query ran, within one
         time limit: ``limits.timeout_s`` for both, the deadline passed to ``finish``
         (which checks it between steps) and, in a worker, a hard stop after the grace
-        period. Returns what ``finish`` returns; the rows never leave the runner."""
+        period. Returns what ``finish`` returns; the rows never leave the runner.
+        ``tenant`` (the calling enterprise) keeps one caller within its fair share of a
+        pool's workers; a runner without a pool ignores it."""
         ...
 
     def close(self) -> None: ...
@@ -186,15 +234,23 @@ class UnsafeInProcessRunner:
     calling thread (its deadline is only checked between steps). Tests and comparisons
     only."""
 
-    def run(self, db_path: Path, sql: str, limits: EngineLimits) -> list[Row]:
+    def run(self, db_path: Path, sql: Statement, limits: EngineLimits) -> list[Row]:
         con = open_readonly(db_path, limits)
         try:
+            if isinstance(sql, StoredColumnsSQL):
+                sql = choose_sql(sql, table_columns(con, sql.table))
             return run_query(con, sql, limits.timeout_s)
         finally:
             con.close()
 
     def run_and_finish(
-        self, db_path: Path, sql: str, limits: EngineLimits, finish: Finish[_T]
+        self,
+        db_path: Path,
+        sql: Statement,
+        limits: EngineLimits,
+        finish: Finish[_T],
+        *,
+        tenant: str | None = None,
     ) -> _T:
         deadline = Deadline.start(limits)
         return finish(self.run(db_path, sql, limits), deadline)
@@ -212,6 +268,7 @@ class _Connections:
     def __init__(self, size: int = 8) -> None:
         self.size = size
         self.items: OrderedDict[tuple[Any, ...], duckdb.DuckDBPyConnection] = OrderedDict()
+        self.columns: dict[tuple[int, str], frozenset[str]] = {}
 
     def get(self, db_path: Path, limits: EngineLimits) -> duckdb.DuckDBPyConnection:
         try:
@@ -239,16 +296,28 @@ class _Connections:
         self.items[key] = con
         while len(self.items) > self.size:
             _, old = self.items.popitem(last=False)
-            old.close()
+            self._close(old)
         return con
+
+    def columns_of(self, con: duckdb.DuckDBPyConnection, table: str) -> frozenset[str]:
+        key = (id(con), table)
+        found = self.columns.get(key)
+        if found is None:
+            found = self.columns[key] = table_columns(con, table)
+        return found
+
+    def _close(self, con: duckdb.DuckDBPyConnection) -> None:
+        for key in [k for k in self.columns if k[0] == id(con)]:
+            del self.columns[key]
+        con.close()
 
     def close(self) -> None:
         while self.items:
-            self.items.popitem()[1].close()
+            self._close(self.items.popitem()[1])
 
     def drop(self, db_path: Path) -> None:
         for key in [k for k in self.items if k[0] == str(db_path)]:
-            self.items.pop(key).close()
+            self._close(self.items.pop(key))
 
 
 def _worker_main(conn: multiprocessing.connection.Connection) -> None:
@@ -285,13 +354,15 @@ def _worker_main(conn: multiprocessing.connection.Connection) -> None:
 def _work(
     connections: _Connections,
     db_path: str,
-    sql: str,
+    sql: Statement,
     limits: EngineLimits,
     finish: Finish[Any] | None,
 ) -> tuple[Any, ...]:
     deadline = Deadline.start(limits)
     try:
         con = connections.get(Path(db_path), limits)
+        if isinstance(sql, StoredColumnsSQL):
+            sql = choose_sql(sql, connections.columns_of(con, sql.table))
         try:
             rows = run_query(con, sql, limits.timeout_s)
         except DomainError:
@@ -345,6 +416,11 @@ class WorkerPool:
 
     Thread-safe: concurrent ``run`` calls wait for a free worker (at most
     ``wait_s``). After a fork (e.g. gunicorn), the child builds its own workers.
+
+    Fair share: a ``run`` that names its ``tenant`` (e.g. the enterprise) waits while
+    that tenant already holds ``size - 1`` workers, so one caller's long queries can
+    never occupy every worker and another caller's query always finds one (CPU is
+    then shared between the running workers by the OS scheduler).
     """
 
     def __init__(self, size: int = 2, *, grace_s: float = 5.0, wait_s: float = 60.0) -> None:
@@ -355,6 +431,7 @@ class WorkerPool:
         self.wait_s = wait_s
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
+        self._tenant_changed = threading.Condition(self._lock)
         self._reset()
 
     def _reset(self) -> None:
@@ -362,6 +439,7 @@ class WorkerPool:
         self._slots: queue.Queue[_Worker | None] = queue.Queue()
         self._all: list[_Worker] = []
         self._closed = False
+        self._tenants: dict[str, int] = {}
         for _ in range(self.size):
             self._slots.put(None)
 
@@ -397,25 +475,74 @@ class WorkerPool:
                 self._all.remove(worker)
         worker.stop(kill=kill)
 
-    def run(self, db_path: Path, sql: str, limits: EngineLimits) -> list[Row]:
-        """Run ``sql`` in a worker and return its rows. Raises ``QueryTimeout`` (503)
-        at the time limit, ``QueryFailed`` (413) on memory limit, engine error or a
-        worker that died."""
-        rows: list[Row] = list(self._job(db_path, sql, limits, None))
+    def _admit(self, tenant: str | None) -> None:
+        if tenant is None or self.size < 2:
+            return
+        deadline = time.monotonic() + self.wait_s
+        with self._tenant_changed:
+            while self._tenants.get(tenant, 0) >= self.size - 1:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Unavailable(
+                        "the engine is busy with this caller's other queries; try again shortly",
+                        {"rule": "busy", "retry_after": BUSY_RETRY_AFTER_S},
+                    )
+                self._tenant_changed.wait(left)
+            self._tenants[tenant] = self._tenants.get(tenant, 0) + 1
+
+    def _leave(self, tenant: str | None) -> None:
+        if tenant is None or self.size < 2:
+            return
+        with self._tenant_changed:
+            left = self._tenants.get(tenant, 0) - 1
+            if left > 0:
+                self._tenants[tenant] = left
+            else:
+                self._tenants.pop(tenant, None)
+            self._tenant_changed.notify_all()
+
+    def run(
+        self, db_path: Path, sql: Statement, limits: EngineLimits, *, tenant: str | None = None
+    ) -> list[Row]:
+        """Run ``sql`` in a worker and return its rows; with ``tenant``, within that
+        tenant's share of the workers (see the class). Raises ``QueryTimeout`` (503) at
+        the time limit, ``QueryFailed`` (413) on memory limit, engine error or a worker
+        that died, and ``Unavailable`` (503) when no worker frees up within ``wait_s``."""
+        rows: list[Row] = list(self._job(db_path, sql, limits, None, tenant))
         return rows
 
     def run_and_finish(
-        self, db_path: Path, sql: str, limits: EngineLimits, finish: Finish[_T]
+        self,
+        db_path: Path,
+        sql: Statement,
+        limits: EngineLimits,
+        finish: Finish[_T],
+        *,
+        tenant: str | None = None,
     ) -> _T:
         """Run ``sql`` and then ``finish(rows, deadline)`` in a worker (``finish`` must
         pickle: a module-level function or a ``functools.partial`` of one); the worker
         is killed if both together outlive ``timeout_s`` plus the grace period. Raises
         what ``finish`` raises (domain errors), and what ``run`` raises."""
-        result: _T = self._job(db_path, sql, limits, finish)
+        result: _T = self._job(db_path, sql, limits, finish, tenant)
         return result
 
     def _job(
-        self, db_path: Path, sql: str, limits: EngineLimits, finish: Finish[Any] | None
+        self,
+        db_path: Path,
+        sql: Statement,
+        limits: EngineLimits,
+        finish: Finish[Any] | None,
+        tenant: str | None,
+    ) -> Any:
+        self._admit(tenant)
+        try:
+            return self._send(db_path, sql, limits, finish)
+        finally:
+            self._leave(tenant)
+
+    def _send(
+        self, db_path: Path, sql: Statement, limits: EngineLimits, finish: Finish[Any] | None
     ) -> Any:
         worker = self._acquire()
         healthy = False

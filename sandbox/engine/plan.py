@@ -35,9 +35,9 @@ The query's epsilon is split evenly across the distinct measurements.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -45,6 +45,7 @@ from fractions import Fraction
 
 from sqlglot import exp
 
+from products.layout import UNIT_RANK, FixedPoint, fixed_point
 from products.manifest import Column, ColumnType, DataProduct
 from sandbox.engine.parse import (
     AggFunc,
@@ -62,8 +63,6 @@ from sandbox.engine.parse import (
 )
 from sandbox.engine.resolve import BoundAggregate, BoundKey, ResolvedQuery
 
-UNIT_RANK = "_unit_rank"
-FIXED_POINT_BITS = 31  # |per-row fixed-point value| <= 2^31: sums of 2^31 rows fit in i64
 MAX_CANDIDATES = 1001
 ROWS_ALIAS = "rows"
 
@@ -101,6 +100,11 @@ class Measurement:
     center: Fraction = Fraction(0)
     alpha: Fraction | None = None
     grid: Grid | None = None
+    # Sums: the per-row integer v is the column's fixed-point value (products.layout),
+    # and the exact statistic is ``scale_by * SUM(v) - offset * COUNT(v)``.
+    fixed: FixedPoint | None = None
+    scale_by: int = 1
+    offset: int = 0
 
     @property
     def candidates(self) -> tuple[int | float, ...]:
@@ -164,6 +168,9 @@ class PlanSpec:
     keys: tuple[BoundKey, ...]
     measurements: tuple[Measurement, ...]
     where: Predicate | None
+    # True: sums read the loader's stored fixed-point columns (layout 2) instead of
+    # clipping and rounding every row in SQL; both give the same integers.
+    stored: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,6 +186,10 @@ class Plan:
     limit: int | None
     offset: int
     key_names: tuple[str, ...] = field(default=())
+    # The same statistics reading the stored fixed-point columns (None when the query
+    # sums nothing), and the columns that SQL needs in the product table.
+    stored_sql: str | None = None
+    stored_columns: tuple[str, ...] = ()
 
     @property
     def measurements(self) -> tuple[Measurement, ...]:
@@ -210,34 +221,34 @@ def _bounds(column: Column) -> tuple[Fraction, Fraction]:
     return Fraction(lo), Fraction(hi)
 
 
-def _fixed_point(magnitude: Fraction) -> int:
-    """Return s so that magnitude * 2^s <= 2^FIXED_POINT_BITS (s may be negative)."""
-    if magnitude <= 0:
-        return 0
-    s = FIXED_POINT_BITS - math.ceil(math.log2(magnitude))
-    while magnitude * Fraction(2) ** s > 2**FIXED_POINT_BITS:
-        s -= 1
-    return s
-
-
 def _sum_measure(alias: str, column: Column, k: int, centered: bool) -> Measurement:
-    lo, hi = _bounds(column)
+    """SUM or AVG's centred sum over the column's fixed-point integers v (exact).
+
+    Integer column: v = clip(x); SUM is Σv (|v| <= max(|lo|, |hi|)); the centred sum
+    is Σ(2v - (lo + hi)) in halves (|.| <= hi - lo). Float column: v = round(clip(x) ·
+    2^s) in [lo_units, hi_units] (``products.layout.FixedPoint``); SUM is Σv, the
+    centred sum Σ(v - C) with the integer centre C = floor((lo_units + hi_units) / 2).
+    """
+    fp = fixed_point(column)
+    assert fp is not None
     kind = MeasureKind.CENTERED_SUM if centered else MeasureKind.SUM
-    if column.type is ColumnType.INTEGER:
+    lo_u, hi_u = fp.lo_units, fp.hi_units
+    scale_by, offset = 1, 0
+    if fp.integer:
         if centered:
-            # v = 2x - (lo + hi) is an exact integer; value = v / 2
-            bound = int(hi - lo)
-            quantum, center = Fraction(1, 2), (lo + hi) / 2
+            bound = hi_u - lo_u
+            quantum, center = Fraction(1, 2), Fraction(lo_u + hi_u, 2)
+            scale_by, offset = 2, lo_u + hi_u
         else:
-            bound, quantum, center = int(max(abs(lo), abs(hi))), Fraction(1), Fraction(0)
+            bound, quantum, center = max(abs(lo_u), abs(hi_u)), Fraction(1), Fraction(0)
     else:
-        center = (lo + hi) / 2 if centered else Fraction(0)
-        # for floats, center is the double nearest (lo+hi)/2; it is what the SQL subtracts
-        center = Fraction(float(center))
-        magnitude = max(abs(lo - center), abs(hi - center))
-        s = _fixed_point(magnitude)
-        quantum = Fraction(1, 2**s) if s >= 0 else Fraction(2 ** (-s))
-        bound = math.ceil(magnitude / quantum)
+        quantum = fp.quantum
+        if centered:
+            offset = (lo_u + hi_u) // 2
+            bound = max(offset - lo_u, hi_u - offset)
+            center = offset * quantum
+        else:
+            bound, center = max(abs(lo_u), abs(hi_u)), Fraction(0)
     bound = max(bound, 1)
     return Measurement(
         alias=alias,
@@ -248,6 +259,9 @@ def _sum_measure(alias: str, column: Column, k: int, centered: bool) -> Measurem
         sensitivity=k * bound,
         quantum=quantum,
         center=center,
+        fixed=fp,
+        scale_by=scale_by,
+        offset=offset,
     )
 
 
@@ -388,11 +402,19 @@ def plan(query: ResolvedQuery) -> Plan:
         measurements=tuple(cat.items.values()),
         where=query.where,
     )
-    select = exp.Select()
-    for rule in RULES:
-        select = rule(select, spec)
+    stored = [m.fixed.name for m in spec.measurements if m.fixed is not None]
+    if stored:
+        stored += [
+            fp.name
+            for m in spec.measurements
+            if m.kind is MeasureKind.COUNT and m.column is not None
+            if (fp := fixed_point(m.column)) is not None
+        ]
+    stored_sql = _render(dataclasses.replace(spec, stored=True)) if stored else None
     return Plan(
-        sql=str(select.sql(dialect="duckdb")),
+        sql=_render(spec),
+        stored_sql=stored_sql,
+        stored_columns=tuple(dict.fromkeys(stored)),
         spec=spec,
         outputs=tuple(outputs),
         selector=selector,
@@ -402,6 +424,15 @@ def plan(query: ResolvedQuery) -> Plan:
         offset=query.offset,
         key_names=tuple(key_name(i) for i in range(len(query.keys))),
     )
+
+
+def _render(spec: PlanSpec) -> str:
+    select = exp.Select()
+    for rule in RULES:
+        select = rule(select, spec)
+    # The tree is ours and dropped after rendering: no defensive copy (it dominated
+    # prepare() once the plan is rendered in two forms).
+    return str(select.sql(dialect="duckdb", copy=False))
 
 
 def _output(name: str, agg: BoundAggregate, cat: _Catalogue) -> OutputSpec:
@@ -653,13 +684,35 @@ def _as_float(column: Column) -> Column:
 # --- the rules ---------------------------------------------------------------------
 
 
+def _stored_input(m: Measurement, spec: PlanSpec) -> FixedPoint | None:
+    """The stored fixed-point column a measurement reads in the stored form: sums, and
+    COUNT(col) (the stored column is NULL exactly where the column is)."""
+    if not spec.stored or m.kind is MeasureKind.QUANTILE or m.column is None:
+        return None
+    return m.fixed or fixed_point(m.column)
+
+
+def _input(m: Measurement, spec: PlanSpec) -> str:
+    """The input column a measurement aggregates. In the stored form every measurement
+    of one column shares one input, so that DuckDB computes SUM(v) and COUNT(v) once
+    for SUM, AVG and COUNT of that column (it deduplicates identical aggregates)."""
+    fp = _stored_input(m, spec)
+    return f"s_{fp.column}" if fp is not None else m.input_name
+
+
 def scan_product(select: exp.Select, spec: PlanSpec) -> exp.Select:
     """SELECT the group keys (k0, k1, ...) and one input column per measurement."""
     projections: list[exp.Expr] = []
     for i, key in enumerate(spec.keys):
         projections.append(exp.alias_(_col(key.column.name), key_name(i), quoted=True))
+    shared: set[str] = set()
     for m in spec.measurements:
-        if m.column is not None:
+        fixed = _stored_input(m, spec)
+        if fixed is not None:
+            if _input(m, spec) not in shared:
+                shared.add(_input(m, spec))
+                projections.append(exp.alias_(_col(fixed.name), _input(m, spec), quoted=True))
+        elif m.column is not None:
             projections.append(exp.alias_(_col(m.column.name), m.input_name, quoted=True))
     if not projections:
         projections.append(exp.alias_(exp.Literal.number(1), "one", quoted=True))
@@ -739,6 +792,8 @@ def clip_values(select: exp.Select, spec: PlanSpec) -> exp.Select:
     """Clip every summed or ranked value to the column's bounds."""
     replace: dict[str, exp.Expr] = {}
     for m in spec.measurements:
+        if spec.stored and m.fixed is not None:
+            continue  # stored clipped (products.layout)
         if m.kind in (MeasureKind.SUM, MeasureKind.CENTERED_SUM, MeasureKind.QUANTILE):
             assert m.column is not None
             replace[m.input_name] = _clip(_col(m.input_name), m.column)
@@ -757,31 +812,42 @@ def encode_values(select: exp.Select, spec: PlanSpec) -> exp.Select:
         value = _col(m.input_name)
         if m.kind is MeasureKind.QUANTILE:
             replace[m.input_name] = _quantile_code(value, m)
-        elif m.kind in (MeasureKind.SUM, MeasureKind.CENTERED_SUM):
+        elif m.kind in (MeasureKind.SUM, MeasureKind.CENTERED_SUM) and not spec.stored:
             replace[m.input_name] = _fixed_point_sql(value, m)
     return _wrap(select, _passthrough(select, replace))
 
 
 def _fixed_point_sql(value: exp.Expr, m: Measurement) -> exp.Expr:
-    column = m.column
-    assert column is not None
-    if column.type is ColumnType.INTEGER:
-        if m.kind is MeasureKind.SUM:
-            return value  # DuckDB sums BIGINT into an exact HUGEINT
-        wide = exp.cast(value, exp.DataType.build("HUGEINT"))
-        lo, hi = _bounds(column)
-        return exp.Sub(
-            this=exp.Mul(this=exp.Literal.number(2), expression=wide),
-            expression=exp.Literal.number(int(lo + hi)),
+    """The per-row fixed-point integer of an already clipped value: the very
+    operations the loader stores (``products.loader.fixed_point_sql``).
+
+    No re-clamp: clip(x) lies in [lo, hi]; multiplying by 2^s is exact in IEEE
+    arithmetic, and ROUND is monotone, so v lies in [lo_units, hi_units], the exact
+    images of the bounds from which the sensitivity is computed (docs/engine.md).
+    """
+    fp = m.fixed
+    assert fp is not None
+    if fp.integer:
+        return value
+    scaled = exp.Mul(this=value, expression=_double(fp.multiplier))
+    return exp.cast(exp.Round(this=scaled), exp.DataType.build("BIGINT"))
+
+
+def _sum_sql(value: exp.Expr, m: Measurement) -> exp.Expr:
+    """``scale_by * SUM(v) - offset * COUNT(v)``, exact in HUGEINT."""
+    total: exp.Expr = exp.Sum(this=value)
+    if m.kind is not MeasureKind.CENTERED_SUM:
+        return total
+    huge = exp.DataType.build("HUGEINT")
+    if m.scale_by != 1:
+        total = exp.Mul(this=exp.cast(total, huge), expression=exp.Literal.number(m.scale_by))
+    if m.offset:
+        shift = exp.Mul(
+            this=exp.cast(exp.Literal.number(m.offset), huge),
+            expression=exp.Count(this=value.copy()),
         )
-    scaled: exp.Expr = value
-    if m.center:
-        scaled = exp.Paren(this=exp.Sub(this=scaled, expression=_double(float(m.center))))
-    scaled = exp.Mul(this=scaled, expression=_double(float(1 / m.quantum)))
-    rounded = exp.cast(exp.Round(this=scaled), exp.DataType.build("BIGINT"))
-    # Clamp the integer too, so |v| <= row_bound holds whatever the float rounding did.
-    bound = m.row_bound
-    return _clamp(rounded, exp.Literal.number(-bound), exp.Literal.number(bound))
+        total = exp.Sub(this=exp.cast(total, huge), expression=shift)
+    return total
 
 
 def aggregate_groups(select: exp.Select, spec: PlanSpec) -> exp.Select:
@@ -791,14 +857,14 @@ def aggregate_groups(select: exp.Select, spec: PlanSpec) -> exp.Select:
     for name in keys:
         projections.append(exp.alias_(_col(name), name, quoted=True))
     for m in spec.measurements:
-        value = _col(m.input_name)
+        value = _col(_input(m, spec))
         agg: exp.Expr
         if m.kind is MeasureKind.COUNT:
             agg = exp.Count(this=value if m.column is not None else exp.Star())
         elif m.kind is MeasureKind.QUANTILE:
             agg = exp.Anonymous(this="histogram", expressions=[value])
         else:
-            agg = exp.Sum(this=value)
+            agg = _sum_sql(value, m)
         projections.append(exp.alias_(agg, m.alias, quoted=True))
     out = _wrap(select, projections)
     if keys:

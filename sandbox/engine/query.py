@@ -25,7 +25,15 @@ from products.errors import InvalidRequest
 from products.manifest import Column, ColumnType, DataProduct
 from sandbox.engine import accuracy, cost, noise
 from sandbox.engine.cost import CostLimits, QueryCost
-from sandbox.engine.isolation import Deadline, EngineLimits, QueryRunner, Row, default_runner
+from sandbox.engine.isolation import (
+    Deadline,
+    EngineLimits,
+    QueryRunner,
+    Row,
+    Statement,
+    StoredColumnsSQL,
+    default_runner,
+)
 from sandbox.engine.parse import parse
 from sandbox.engine.plan import (
     MeasureKind,
@@ -81,6 +89,19 @@ class PreparedQuery:
         ``sum``, ``avg``, ``quantile`` (MEDIAN, QUANTILE_CONT) and ``histogram`` (any
         ``BIN(col)`` key; the COUNTs of such a query are ``histogram``, not ``count``)."""
         return self.plan.functions_used
+
+    @property
+    def statement(self) -> Statement:
+        """What ``execute`` runs: the SQL reading the loader's stored fixed-point
+        columns where the product file has them, else ``rewritten_sql`` (same values)."""
+        if self.plan.stored_sql is None:
+            return self.rewritten_sql
+        return StoredColumnsSQL(
+            table=self.product.id,
+            columns=self.plan.stored_columns,
+            sql=self.plan.stored_sql,
+            fallback=self.rewritten_sql,
+        )
 
     def allocation(self, alias: str) -> Allocation:
         for a in self.allocations:
@@ -292,6 +313,7 @@ def execute(
     limits: EngineLimits,
     *,
     runner: QueryRunner | None = None,
+    tenant: str | None = None,
 ) -> Answer:
     """Run ``prepared`` on the product version at ``db_path`` and return the DP answer.
 
@@ -299,13 +321,17 @@ def execute(
     then the release step (``release_rows``: OpenDP noise and post-processing) in its
     worker process, both within ``limits.timeout_s``: exact aggregates never reach
     this process, and the whole engine work is bounded in time (and, by the cost
-    limits checked at ``prepare``, in size). Raises ``QueryTimeout`` (503
-    ``unavailable``, ``details.retry_after``) at the time limit, ``QueryFailed`` (413
-    ``too_large``) on the memory limit or an engine failure; nothing is released then.
+    limits checked at ``prepare``, in size). ``tenant`` (the calling enterprise) keeps
+    one caller within its fair share of a pool's workers. Raises ``QueryTimeout`` (503
+    ``unavailable``, ``details.retry_after``) at the time limit or when no worker frees
+    up in time, ``QueryFailed`` (413 ``too_large``) on the memory limit or an engine
+    failure; nothing is released then.
     """
     active = runner if runner is not None else default_runner()
     finish = functools.partial(release_rows, prepared)
-    answer: Answer = active.run_and_finish(Path(db_path), prepared.rewritten_sql, limits, finish)
+    answer: Answer = active.run_and_finish(
+        Path(db_path), prepared.statement, limits, finish, tenant=tenant
+    )
     return answer
 
 

@@ -146,6 +146,8 @@ def test_a_data_version_becomes_current_only_with_its_entry(rt: Runtime, operato
     done = upload()
     assert done.status_code == 200
     body = done.get_json()
+    load = body.pop("load")  # the upload's own report: units and out-of-bounds counts
+    assert load == {"units": 300, "clipped": {"registered_capital": {"below": 0, "above": 0}}}
     assert body == operator.get("/v1/products/enterprise_registry").get_json()
     # The failed call left no version behind (nor its file): this is version 1.
     assert body["version"] == 1

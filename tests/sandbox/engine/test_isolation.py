@@ -40,6 +40,7 @@ BYPASS = [
     "SET threads = 64",
     "RESET threads",
     "SET temp_directory = '/tmp'",
+    "SET enable_progress_bar = true",
     "CREATE TABLE leak AS SELECT * FROM pums",
     "INSERT INTO pums SELECT * FROM pums",
     "DELETE FROM pums",
@@ -71,10 +72,12 @@ def test_settings_stay_locked_and_file_unchanged(pums_db: Path, limits: EngineLi
             "SELECT current_setting('enable_external_access'), "
             "current_setting('lock_configuration'), current_setting('access_mode'), "
             "current_setting('threads'), current_setting('autoload_known_extensions'), "
-            "current_setting('allow_community_extensions')",
+            "current_setting('allow_community_extensions'), "
+            "current_setting('enable_progress_bar'), current_setting('enable_progress_bar_print')",
             limits.timeout_s,
         )
-        assert rows == [(False, True, "read_only", limits.threads, False, False)]
+        # no progress bar: a worker must never print into the server's log
+        assert rows == [(False, True, "read_only", limits.threads, False, False, False, False)]
         assert run_query(con, "SELECT count(*) FROM pums", limits.timeout_s)[0][0] > 0
     finally:
         con.close()
@@ -204,3 +207,36 @@ def test_closed_pool_refuses(pums_db: Path) -> None:
     pool.close()
     with pytest.raises(QueryFailed):
         pool.run(pums_db, "SELECT 1", EngineLimits())
+
+
+def test_one_tenant_never_holds_every_worker(pums_db: Path) -> None:
+    """Fair share: while tenant A's long query holds one of two workers, A's next query
+    waits for it, and tenant B's query gets the other worker and answers first."""
+    pool = WorkerPool(size=2)
+    limits = EngineLimits(timeout_s=60, memory_limit="256MB", threads=1)
+    slow = "SELECT count(*) FROM range(200000000) t(i) WHERE i % 7 = 3"
+    finished: list[str] = []
+    lock = threading.Lock()
+
+    def run(name: str, sql: str, tenant: str) -> None:
+        pool.run(pums_db, sql, limits, tenant=tenant)
+        with lock:
+            finished.append(name)
+
+    try:
+        pool.run(pums_db, "SELECT 1", limits)  # start the workers
+        a1 = threading.Thread(target=run, args=("a1", slow, "A"))
+        a1.start()
+        while pool._tenants.get("A") != 1:
+            time.sleep(0.01)
+        a2 = threading.Thread(target=run, args=("a2", "SELECT 2", "A"))
+        a2.start()
+        run("b", "SELECT count(*) FROM pums", "B")
+        with lock:
+            assert finished == ["b"], "B must not wait behind A's queries"
+        a1.join()
+        a2.join()
+        assert finished == ["b", "a1", "a2"]
+        assert pool._tenants == {}
+    finally:
+        pool.close()

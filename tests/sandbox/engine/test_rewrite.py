@@ -14,6 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import opendp.prelude as dp
 import pytest
 from hypothesis import given, settings
@@ -360,3 +361,106 @@ def test_grid_quantile_codes_match_opendp(
         factor = sens // m.row_bound
         assert [s * factor for s in mine] == list(theirs)
         assert sum(histogram.values()) == len(xs)
+
+
+# --- layout 2: sums read the loader's stored fixed-point columns --------------------
+
+
+STORED_MANIFEST: dict[str, Any] = {
+    "id": "s",
+    "title": "s",
+    "privacy_unit": "pid",
+    "max_rows_per_unit": 2,
+    "columns": [
+        {"name": "pid", "type": "string", "classification": "identifier"},
+        {"name": "g", "type": "string", "classification": "attribute",
+         "public_values": ["a", "b", "c"]},
+        {"name": "x", "type": "integer", "classification": "sensitive", "bounds": [-7, 40]},
+        {"name": "f", "type": "float", "classification": "sensitive", "bounds": [-2.5, 1e6]},
+        {"name": "h", "type": "float", "classification": "sensitive", "bounds": [0.001, 0.3]},
+    ],
+}  # fmt: skip
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**16), k=st.integers(1, 3))
+def test_stored_fixed_point_sums_equal_sql_clipping(
+    tmp_path_factory: pytest.TempPathFactory, seed: int, k: int
+) -> None:
+    """The same exact integers whether the sums read the stored columns or clip and
+    round in SQL, on data with values beyond both bounds and NULLs."""
+    from products.loader import DataFormat, LoadLimits, load_file
+    from sandbox.engine.isolation import StoredColumnsSQL, choose_sql, table_columns
+
+    rng = random.Random(seed)
+    tmp = tmp_path_factory.mktemp("stored")
+    lines = ["pid,g,x,f,h"]
+    for i in range(400):
+        for _ in range(rng.randint(1, 4)):
+            x = "" if rng.random() < 0.05 else str(rng.randint(-20, 60))
+            f = "" if rng.random() < 0.05 else repr(rng.uniform(-10, 2e6))
+            h = repr(rng.uniform(-0.1, 0.5))
+            lines.append(f"P{i},{rng.choice('abc')},{x},{f},{h}")
+    src = tmp / "rows.csv"
+    src.write_text("\n".join(lines) + "\n")
+    product = parse_manifest({**STORED_MANIFEST, "max_rows_per_unit": k})
+    db = tmp / "v.duckdb"
+    load_file(product, src, DataFormat.CSV, db, limits=LoadLimits(rows_per_bucket=300))
+    runner = UnsafeInProcessRunner()
+    limits = EngineLimits()
+    q = prepare(
+        product,
+        "SELECT g, COUNT(x), SUM(x), AVG(x), SUM(f), AVG(f), SUM(h), AVG(h) FROM s "
+        "WHERE x IS NULL OR x < 50 GROUP BY g",
+        allowed_columns=frozenset({"g", "x", "f", "h"}),
+        delta=0,
+        epsilon=Decimal(1),
+    )
+    statement = q.statement
+    assert isinstance(statement, StoredColumnsSQL) and q.plan.stored_sql is not None
+    assert "ROUND" not in q.plan.stored_sql and "ROUND" in q.rewritten_sql
+    con = duckdb.connect(str(db), read_only=True)
+    assert choose_sql(statement, table_columns(con, "s")) == q.plan.stored_sql
+    con.close()
+    stored = sorted(runner.run(db, q.plan.stored_sql, limits))
+    clipped = sorted(runner.run(db, q.rewritten_sql, limits))
+    assert stored == clipped and len(stored) == 3
+    assert sorted(runner.run(db, statement, limits)) == stored
+    # |v| <= row_bound for every row: the per-row bound holds without a re-clamp.
+    for m in q.plan.measurements:
+        if m.fixed is not None:
+            lo, hi = m.fixed.lo_units, m.fixed.hi_units
+            con = duckdb.connect(str(db), read_only=True)
+            (vmin, vmax) = con.execute(
+                f'SELECT min("{m.fixed.name}"), max("{m.fixed.name}") FROM s'
+            ).fetchone()  # type: ignore[misc]
+            con.close()
+            assert lo <= vmin and vmax <= hi
+            assert (
+                max(abs(m.scale_by * vmin - m.offset), abs(m.scale_by * vmax - m.offset))
+                <= m.row_bound
+            )
+    # A query's own CLIP bounds name other stored columns, which the file lacks: that
+    # query clips in SQL (the stored values were clipped to the manifest's bounds).
+    narrowed = prepare(
+        product,
+        "SELECT g, SUM(CLIP(x, 0, 10)) FROM s GROUP BY g",
+        allowed_columns=frozenset({"g", "x"}),
+        delta=0,
+        epsilon=Decimal(1),
+    )
+    assert isinstance(narrowed.statement, StoredColumnsSQL)
+    con = duckdb.connect(str(db), read_only=True)
+    assert choose_sql(narrowed.statement, table_columns(con, "s")) == narrowed.rewritten_sql
+    con.close()
+
+
+def test_files_without_stored_columns_use_sql_clipping(
+    pums_product: DataProduct, pums_db: Path
+) -> None:
+    from sandbox.engine.isolation import choose_sql, table_columns
+
+    q = prep(pums_product, "SELECT sex, SUM(income), AVG(income) FROM pums GROUP BY sex")
+    con = duckdb.connect(str(pums_db), read_only=True)
+    assert choose_sql(q.statement, table_columns(con, "pums")) == q.rewritten_sql
+    con.close()
