@@ -255,3 +255,57 @@ def test_a_deployment_registers_keys_of_its_suite(
         # SM2 keys are accepted in either suite.
         assert resp.status_code == 201, resp.get_json()
         assert add_principal(rt, "ent-sm2b", Role.ENTERPRISE, generate_keypair("sm2")[1])
+
+
+def test_a_dp_query_is_charged_receipted_and_verifiable_in_the_suite(
+    rt: Runtime, suite: str, operator: Caller, enterprise: Caller, tmp_path: Path
+) -> None:
+    """The DP query flow (DESIGN §7) end to end in the suite: a signed query, its budget
+    charge, and a receipt and inclusion proof the regulator's code checks with the
+    suite's signature and hash; the same request again is the stored release."""
+    files = write_all(tmp_path / "csv", DemoSizes(10, 200, 10))
+    pid = "population"
+    local(rt, products.register(rt, parse_manifest(manifest_data()[pid]), "op-city"))
+    local(rt, products.upload(rt, "op-city", pid, files[pid], DataFormat.CSV).pending)
+    scope = {
+        "id": "sc-stats",
+        "enterprise": "ent-acme",
+        "product": pid,
+        "purpose": "market sizing",
+        "operations": {"aggregate": {"columns": ["district", "household_size"]}},
+        "epsilon": 2,
+        "rate_per_minute": 60,
+        "daily_quota": 1000,
+        "valid_from": "2026-01-01T00:00:00Z",
+        "valid_until": "2099-01-01T00:00:00Z",
+    }
+    granted = operator.post("/v1/scopes", scope)
+    assert granted.status_code == 201, granted.get_json()
+    body = {
+        "scope": "sc-stats",
+        "sql": "SELECT district, COUNT(*) AS n FROM population GROUP BY district",
+        "epsilon": 0.5,
+    }
+    ok = enterprise.post("/v1/queries", body)
+    assert ok.status_code == 200, ok.get_json()
+    answer = ok.get_json()
+    assert answer["epsilon_spent"] == 0.5 and len(answer["rows"]) == 11
+    keys = enterprise.client.get("/v1/keys").get_json()
+    index = int(ok.headers["X-Audit-Index"])
+    claims = check_receipt(answer["receipt"], keys, response=answer)
+    assert claims["audit_index"] == index
+    assert claims["result_hash"] == result_hash(answer, digest=rt.suite.digest)
+    cp = enterprise.get("/v1/audit/checkpoint").get_json()
+    checkpoint, _ = open_checkpoint(cp["note"], [note_verifier(k) for k in keys["keys"]])
+    proof = enterprise.get(
+        f"/v1/audit/proofs/inclusion?index={index}&tree_size={checkpoint.size}"
+    ).get_json()
+    hashes = [base64.b64decode(p) for p in proof["proof"]]
+    leaf_hash = base64.b64decode(proof["leaf_hash"])
+    assert leaf_hash.hex() == claims["leaf_hash"]
+    verify_inclusion(index, checkpoint.size, leaf_hash, hashes, checkpoint.root, th=rt.suite.tree)
+    # The same request again: the stored release, charged once.
+    again = enterprise.post("/v1/queries", body).get_json()
+    assert again["rows"] == answer["rows"]
+    budget = enterprise.get("/v1/scopes/sc-stats").get_json()
+    assert budget["budget"]["spent"] == 0.5
