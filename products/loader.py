@@ -3,17 +3,19 @@
 The load is linear in the data and bounded in memory and temporary disk:
 
 1. **Read** (one streaming pass, DuckDB's threads): every row is typed and checked
-   against the manifest (types, missing values, public values), its bounded numeric
-   values are clipped and stored as fixed-point integers (``products.layout``), its
-   unit gets ``_unit_key`` (a 64-bit hash), and the row is written to a staging
-   Parquet partition chosen by the top bits of ``_unit_key`` (its *bucket*). Values
-   outside a column's bounds are not refused: bounds are clipping bounds (DESIGN
-   §8), and the load reports how many values each column will have clipped.
-2. **Write**, bucket by bucket: a bucket holds every row of its units and fits in
-   memory, so each unit's rows get a uniformly random rank there (``_unit_rank``),
-   declared unique keys that contain the unit are checked there, and the bucket is
-   appended to the product table in ``(_unit_rank, _unit_key)`` order. No step sorts
-   the whole data set.
+   against the manifest (types, missing values, public values), and its bounded
+   numeric values are also stored as clipped fixed-point integers
+   (``products.layout``). Values outside a column's bounds are not refused: bounds
+   are clipping bounds (DESIGN §8), and the load reports how many values each column
+   will have clipped.
+2. **Rank.** When the privacy unit is a declared unique key (one row per unit, as in
+   a registry), every row gets rank 1 in that same pass and a second read proves the
+   unit unique. Otherwise the read writes each row to a staging Parquet partition
+   chosen by the top bits of a 64-bit hash of its unit (its *bucket*); a bucket holds
+   every row of its units and fits in memory, so each unit's rows get a uniformly
+   random rank there (``_unit_rank``), declared unique keys that contain the unit are
+   checked there, and the bucket is appended to the product table with the rows that
+   bounding keeps first. No step sorts the whole data set.
 
 Nothing is written to the destination unless every row is valid: the table is built
 in ``<dest>.partial`` and renamed into place after an fsync. A load that fails,
