@@ -37,6 +37,9 @@ class Settings:
     query_memory_limit: str = "2GB"
     query_threads: int = 2
     query_workers: int = 2  # isolated worker processes per server process
+    # Sandbox model development (DESIGN §11): synthetic-data fits and training run in
+    # the same isolated workers, under their own (longer) time limit.
+    model_timeout_s: float = 600.0
     # Control-plane store (DESIGN §2.9: no process can stall the others for longer).
     store_lock_timeout_s: float = 5.0
     store_idle_transaction_timeout_s: float = 2.0

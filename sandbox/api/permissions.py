@@ -40,6 +40,10 @@ ENDPOINTS: dict[str, tuple[frozenset[Role], str]] = {
     "queries.run": (ENTERPRISE, "query.aggregate"),
     "verifications.verify_one": (ENTERPRISE, "verify"),
     "verifications.batch": (ENTERPRISE, "verify.batch"),
+    "synthetic.synthetic_preview": (ENTERPRISE, "synthetic.preview"),
+    "synthetic.synthetic": (ENTERPRISE, "synthetic"),
+    "training.train_preview": (ENTERPRISE, "model.train.preview"),
+    "training.train": (ENTERPRISE, "model.train"),
     "audit.entries": (ANY_SIGNED, "audit.read"),  # enterprise/operator: own only
     "audit.checkpoint": (ANY_SIGNED, "audit.checkpoint"),
     "audit.inclusion": (ANY_SIGNED, "audit.proof"),
