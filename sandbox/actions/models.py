@@ -155,7 +155,13 @@ def synthetic(rt: Runtime, caller: Principal, product_id: str, req: SyntheticReq
             k = record.manifest.max_rows_per_unit
             seed = secrets.randbits(32)
             plan = SynthesisPlan(
-                tuple(e.size for e in encodings), k, float(req.epsilon), req.rows, req.method, seed
+                tuple(e.size for e in encodings),
+                tuple(e.missing for e in encodings),
+                k,
+                float(req.epsilon),
+                req.rows,
+                req.method,
+                seed,
             )
             out = rt.query_runner().run_and_finish(
                 rt.catalogue.data_path(record),

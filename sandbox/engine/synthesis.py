@@ -32,9 +32,13 @@ class SynthesisUnavailable(RuntimeError):
     """``opendp[mbi]`` is not installed (its extra is an optional dependency)."""
 
 
+FIT_ITERATIONS = 250  # mirror-descent steps per model fit (Private-PGM's default: 1000)
+
+
 @dataclass(frozen=True)
 class SynthesisPlan:
-    sizes: tuple[int, ...]  # codes per column
+    sizes: tuple[int, ...]  # codes per column (the last one *missing* where ``missing``)
+    missing: tuple[bool, ...]  # columns whose last code is *missing* (NULL)
     k: int
     epsilon: float
     rows: int
@@ -44,7 +48,8 @@ class SynthesisPlan:
 
 @dataclass(frozen=True)
 class Synthesis:
-    codes: tuple[tuple[int, ...], ...]  # per synthetic row
+    codes: tuple[tuple[int | None, ...], ...]  # per synthetic row; None: OpenDP's null
+    # category of a column that declares no missing code (noise can give it mass)
     scale: float | None  # OpenDP's noise scale of the one-way marginals
 
 
@@ -81,9 +86,22 @@ def synthesize(plan: SynthesisPlan, rows: list[Row], deadline: Deadline) -> Synt
     else:
         data = {n: np.zeros(0, dtype=np.int64) for n in names}
     frame = pl.DataFrame(data, schema={n: pl.Int64 for n in names})
+    # *missing* is OpenDP's null category (it adds one to every key set).
+    frame = frame.with_columns(
+        pl.when(pl.col(n) == size - 1).then(None).otherwise(pl.col(n)).alias(n)
+        for n, size, nullable in zip(names, plan.sizes, plan.missing, strict=True)
+        if nullable
+    )
+    categories = [
+        size - 1 if nullable else size
+        for size, nullable in zip(plan.sizes, plan.missing, strict=True)
+    ]
     _log.info("synthetic data: %d cells, %d rows expanded", len(rows), frame.height)
     domain = dp.lazyframe_domain([dp.series_domain(n, dp.atom_domain(T=dp.i64)) for n in names])
-    algorithm: Any = dp.mbi.AIM() if plan.method == "aim" else dp.mbi.MST()
+    estimator = _estimator(started)
+    algorithm: Any = (
+        dp.mbi.AIM(estimator=estimator) if plan.method == "aim" else dp.mbi.MST(estimator=estimator)
+    )
     d_in = [dp.polars.Bound(per_group=plan.k)]
     meas, scale, _ = dp.mbi.make_contingency_table(
         domain,
@@ -91,7 +109,7 @@ def synthesize(plan: SynthesisPlan, rows: list[Row], deadline: Deadline) -> Synt
         dp.max_divergence(),
         d_in=d_in,
         d_out=plan.epsilon,
-        keys={n: list(range(size)) for n, size in zip(names, plan.sizes, strict=True)},
+        keys={n: list(range(c)) for n, c in zip(names, categories, strict=True)},
         algorithm=algorithm,
     )
     if meas.map(d_in) > plan.epsilon:  # OpenDP's own accounting, checked before release
@@ -105,9 +123,40 @@ def synthesize(plan: SynthesisPlan, rows: list[Row], deadline: Deadline) -> Synt
     deadline.check()
     np.random.seed(plan.seed)  # Private-PGM samples with numpy's global generator
     synthetic = table.synthesize(rows=plan.rows)
-    out = tuple(tuple(int(v) for v in row) for row in synthetic.select(names).iter_rows())
+    out = tuple(
+        tuple(
+            (size - 1 if nullable else None) if v is None else int(v)
+            for v, size, nullable in zip(row, plan.sizes, plan.missing, strict=True)
+        )
+        for row in synthetic.select(names).iter_rows()
+    )
     _log.info("synthetic data: %d rows drawn in %.1f s", len(out), time.monotonic() - started)
     return Synthesis(out, float(scale) if scale is not None else None)
+
+
+def _estimator(started: float) -> Any:
+    """Private-PGM's mirror descent with ``FIT_ITERATIONS`` steps, logging progress."""
+
+    def fit(domain: Any, loss_fn: Any, *, potentials: Any = None) -> Any:
+        from mbi.estimation import mirror_descent
+
+        steps = [0]
+
+        def progress(_: Any) -> None:
+            steps[0] += 1
+            if steps[0] % 50 == 0:
+                _log.info(
+                    "synthetic data: model fit step %d/%d (%.1f s)",
+                    steps[0],
+                    FIT_ITERATIONS,
+                    time.monotonic() - started,
+                )
+
+        return mirror_descent(
+            domain, loss_fn, potentials=potentials, iters=FIT_ITERATIONS, callback_fn=progress
+        )
+
+    return fit
 
 
 def oneway_scale(sizes: Sequence[int], k: int, epsilon: float) -> float:

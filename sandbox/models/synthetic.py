@@ -22,14 +22,20 @@ from sandbox.models.encoding import Encoding, Kind
 
 
 def decode(
-    encodings: Sequence[Encoding], codes: Sequence[Sequence[int]], seed: int
+    encodings: Sequence[Encoding], codes: Sequence[Sequence[int | None]], seed: int
 ) -> list[list[Any]]:
-    """Rows of values for ``codes`` (one tuple of codes per row)."""
+    """Rows of values for ``codes`` (one tuple of codes per row). A None code (the
+    model's null category of a column that has no *missing* code, given mass by the
+    noise) takes the code of a random other row of the synthetic data (hot deck)."""
     rng = np.random.default_rng(seed)
     out: list[list[Any]] = [[None] * len(encodings) for _ in codes]
     for j, enc in enumerate(encodings):
+        present = [int(row[j]) for row in codes if row[j] is not None]
         for i, row in enumerate(codes):
-            out[i][j] = _value(enc, int(row[j]), rng)
+            code = row[j]
+            if code is None:
+                code = present[int(rng.integers(0, len(present)))] if present else 0
+            out[i][j] = _value(enc, int(code), rng)
     return out
 
 

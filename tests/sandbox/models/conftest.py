@@ -20,23 +20,59 @@ PUMS_MANIFEST: dict[str, Any] = {
     "max_rows_per_unit": 1,
     "columns": [
         {"name": "pid", "type": "integer", "classification": "identifier", "nullable": False},
-        {"name": "age", "type": "integer", "classification": "attribute", "bounds": [0, 100],
-         "bins": [0, 20, 30, 40, 50, 60, 70, 100], "nullable": False},
-        {"name": "sex", "type": "integer", "classification": "attribute",
-         "public_values": [0, 1], "bounds": [0, 1], "nullable": False},
-        {"name": "educ", "type": "integer", "classification": "attribute",
-         "public_values": list(range(1, 17)), "bounds": [1, 16], "nullable": False},
-        {"name": "race", "type": "integer", "classification": "attribute",
-         "public_values": [1, 2, 3, 4, 5, 6], "bounds": [1, 6], "nullable": False},
-        {"name": "income", "type": "float", "classification": "sensitive",
-         "bounds": [0, 500000], "bins": [0, 10000, 25000, 50000, 100000, 500000],
-         "nullable": False},
-        {"name": "married", "type": "integer", "classification": "attribute",
-         "public_values": [0, 1], "bounds": [0, 1], "nullable": False},
+        {
+            "name": "age",
+            "type": "integer",
+            "classification": "attribute",
+            "bounds": [0, 100],
+            "bins": [0, 20, 30, 40, 50, 60, 70, 100],
+            "nullable": False,
+        },
+        {
+            "name": "sex",
+            "type": "integer",
+            "classification": "attribute",
+            "public_values": [0, 1],
+            "bounds": [0, 1],
+            "nullable": False,
+        },
+        {
+            "name": "educ",
+            "type": "integer",
+            "classification": "attribute",
+            "public_values": list(range(1, 17)),
+            "bounds": [1, 16],
+            "nullable": False,
+        },
+        {
+            "name": "race",
+            "type": "integer",
+            "classification": "attribute",
+            "public_values": [1, 2, 3, 4, 5, 6],
+            "bounds": [1, 6],
+            "nullable": False,
+        },
+        {
+            "name": "income",
+            "type": "float",
+            "classification": "sensitive",
+            "bounds": [0, 500000],
+            "bins": [0, 10000, 25000, 50000, 100000, 500000],
+            "nullable": False,
+        },
+        {
+            "name": "married",
+            "type": "integer",
+            "classification": "attribute",
+            "public_values": [0, 1],
+            "bounds": [0, 1],
+            "nullable": False,
+        },
         {"name": "note", "type": "string", "classification": "attribute"},
+        {"name": "hours", "type": "integer", "classification": "attribute", "aggregate": False},
     ],
 }
-COLUMNS = ["age", "sex", "educ", "race", "income", "married", "note"]
+COLUMNS = ["age", "sex", "educ", "race", "income", "married", "note", "hours"]
 
 
 def pums_rows(shared: Path) -> list[dict[str, Any]]:
@@ -60,13 +96,17 @@ def pums_rows(shared: Path) -> list[dict[str, Any]]:
 def pums_csv(shared: Path) -> bytes:
     out = io.StringIO()
     w = csv.writer(out)
-    w.writerow(["pid", "age", "sex", "educ", "race", "income", "married", "note"])
+    w.writerow(["pid", "age", "sex", "educ", "race", "income", "married", "note", "hours"])
     for r in pums_rows(shared):
-        w.writerow([r["pid"], r["age"], r["sex"], r["educ"], r["race"], r["income"], r["married"], ""])
+        w.writerow(
+            [r["pid"], r["age"], r["sex"], r["educ"], r["race"], r["income"], r["married"], "", ""]
+        )
     return out.getvalue().encode()
 
 
-def grant(operator: Caller, sid: str, *, epsilon: float = 1000, cap: float = 100, **ops: Any) -> None:
+def grant(
+    operator: Caller, sid: str, *, epsilon: float = 1000, cap: float = 100, **ops: Any
+) -> None:
     operations = {"aggregate": {"columns": COLUMNS}, "synthetic": True, "train": True, **ops}
     resp = operator.post(
         "/v1/scopes",
@@ -90,7 +130,9 @@ def grant(operator: Caller, sid: str, *, epsilon: float = 1000, cap: float = 100
 @pytest.fixture
 def pums(operator: Caller, enterprise: Caller, rt: Runtime, shared_dir: Path) -> str:
     assert operator.post("/v1/products", PUMS_MANIFEST).status_code == 201
-    up = operator.call("PUT", "/v1/products/pums/data", body=pums_csv(shared_dir), content_type="text/csv")
+    up = operator.call(
+        "PUT", "/v1/products/pums/data", body=pums_csv(shared_dir), content_type="text/csv"
+    )
     assert up.status_code == 200, up.get_json()
     grant(operator, "sc-pums")
     return "sc-pums"
