@@ -24,6 +24,7 @@ from policies import tables as policies_tables
 from products import tables as products_tables
 from products.errors import InvalidRequest
 from products.transactions import IMMEDIATE_OPTION, read_then_write
+from sandbox.models import tables as model_tables
 from sandbox.settings import Settings
 from sandbox.verification import tables as verification_tables
 
@@ -152,9 +153,14 @@ def _enumeration_reviews(conn: Connection) -> None:
     verification_tables.enumeration_reviews.create(conn, checkfirst=True)
 
 
+def _model_products(conn: Connection) -> None:
+    model_tables.metadata.create_all(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "scheduled enumeration reviews", _enumeration_reviews),
+    Migration(3, "model products, versions and filings (DESIGN §11.3)", _model_products),
 )
 
 

@@ -27,6 +27,7 @@ from products.catalogue import Catalogue
 from products.loader import LoadLimits
 from sandbox.db import engine_for, migrate
 from sandbox.engine.isolation import WorkerPool
+from sandbox.models.products import ModelStore
 from sandbox.platform_keys import PlatformKeys, subject_key_secret
 from sandbox.settings import Settings
 from sandbox.verification.enumeration import EnumerationPolicy
@@ -58,6 +59,7 @@ class Runtime:
     enumeration: EnumerationPolicy
     subject_secret: bytes
     load_limits: LoadLimits = field(default_factory=LoadLimits)
+    model_products: ModelStore | None = None  # set by ``open``
 
     @classmethod
     def open(cls, settings: Settings, *, clock: Clock = utcnow, create: bool = True) -> Runtime:
@@ -105,6 +107,7 @@ class Runtime:
             load_limits=LoadLimits(
                 memory_limit=settings.query_memory_limit, threads=settings.query_threads
             ),
+            model_products=ModelStore(engine),
         )
 
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -150,6 +153,14 @@ class Runtime:
         self.principals.forget()
         self.scopes.forget()
         self.catalogue.forget()
+        self.models.forget()
+
+    @property
+    def models(self) -> ModelStore:
+        """Model products, their versions and filings (DESIGN §11.3)."""
+        if self.model_products is None:
+            self.model_products = ModelStore(self.engine)
+        return self.model_products
 
     def bundle_keys(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Return the JWKs for an audit bundle header: the platform's keys, and the

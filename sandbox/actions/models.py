@@ -162,6 +162,7 @@ def synthetic(rt: Runtime, caller: Principal, product_id: str, req: SyntheticReq
                 req.rows,
                 req.method,
                 seed,
+                str(rt.settings.jax_cache_dir),
             )
             out = rt.query_runner().run_and_finish(
                 rt.catalogue.data_path(record),

@@ -7,6 +7,7 @@ from flask_smorest import Api
 from sandbox.api import (
     audit,
     meta,
+    model_products,
     models,
     principals,
     products,
@@ -31,3 +32,4 @@ def register_blueprints(api: Api) -> None:
     api.register_blueprint(verifications.calls_blp)
     api.register_blueprint(models.synthetic_blp)
     api.register_blueprint(models.train_blp)
+    api.register_blueprint(model_products.blp)

@@ -72,6 +72,7 @@ TARGET_OF_ARG = {
     "scope_id": "scope",
     "vp_id": "verification_product",
     "principal_id": "principal",
+    "mp_id": "model_product",
 }
 
 

@@ -44,6 +44,13 @@ ENDPOINTS: dict[str, tuple[frozenset[Role], str]] = {
     "synthetic.synthetic": (ENTERPRISE, "synthetic"),
     "training.train_preview": (ENTERPRISE, "model.train.preview"),
     "training.train": (ENTERPRISE, "model.train"),
+    "model_products.create": (OPERATOR, "model_product.define"),
+    "model_products.list": (ANY_SIGNED, "model_product.list"),
+    "model_products.show": (ANY_SIGNED, "model_product.read"),
+    "model_products.file": (REGULATOR, "model_product.file"),
+    "model_products.withdraw": (OPERATOR | REGULATOR, "model_product.withdraw"),
+    "model_products.score": (ENTERPRISE, "model.score"),
+    "model_products.score_batch": (ENTERPRISE, "model.score.batch"),
     "audit.entries": (ANY_SIGNED, "audit.read"),  # enterprise/operator: own only
     "audit.checkpoint": (ANY_SIGNED, "audit.checkpoint"),
     "audit.inclusion": (ANY_SIGNED, "audit.proof"),

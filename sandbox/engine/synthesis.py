@@ -44,6 +44,7 @@ class SynthesisPlan:
     rows: int
     method: str  # "mst" | "aim"
     seed: int
+    cache_dir: str | None = None  # JAX's persistent compilation cache
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ def available() -> bool:
 def synthesize(plan: SynthesisPlan, rows: list[Row], deadline: Deadline) -> Synthesis:
     """Run in the isolated worker on ``(codes..., n)`` cells (module docstring)."""
     started = time.monotonic()
+    _configure_jax(plan.cache_dir)
     try:
         import numpy as np
         import opendp.prelude as dp
@@ -132,6 +134,20 @@ def synthesize(plan: SynthesisPlan, rows: list[Row], deadline: Deadline) -> Synt
     )
     _log.info("synthetic data: %d rows drawn in %.1f s", len(out), time.monotonic() - started)
     return Synthesis(out, float(scale) if scale is not None else None)
+
+
+def _configure_jax(cache_dir: str | None) -> None:
+    """CPU only, and a persistent compilation cache: Private-PGM's fit compiles a few
+    hundred XLA programs for a domain shape (most of a cold release's time, measured in
+    docs/models.md); with the cache, later releases of the same shape, in any worker
+    or process, skip them."""
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")
+    if cache_dir:
+        jax.config.update("jax_compilation_cache_dir", cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def _estimator(started: float) -> Any:

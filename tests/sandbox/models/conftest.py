@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from sandbox.runtime import Runtime
+from sandbox.settings import Settings
 from tests.sandbox.conftest import Caller
 
 PUMS_MANIFEST: dict[str, Any] = {
@@ -125,6 +126,22 @@ def grant(
         },
     )
     assert resp.status_code == 201, resp.get_json()
+
+
+@pytest.fixture(scope="session")
+def jax_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One JAX compilation cache for the session: later fits of a shape skip compiling."""
+    return tmp_path_factory.mktemp("jax-cache")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, jax_cache: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "var",
+        query_threads=1,
+        query_memory_limit="1GB",
+        model_cache_dir=jax_cache,
+    )
 
 
 @pytest.fixture
