@@ -189,7 +189,7 @@ def definition_from(
     labels = [b.label for b in bands]
     if len(set(labels)) != len(labels):
         raise _bad("output.bands", "labels must be distinct")
-    if any(b.min_score <= a.min_score for a, b in itertools.pairwise(bands)):
+    if any(b.min_score >= a.min_score for a, b in itertools.pairwise(bands)):
         raise _bad("output.bands", "order bands by strictly decreasing min_score")
     if bands[-1].min_score > score_range[0]:
         raise _bad(
