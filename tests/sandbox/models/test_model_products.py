@@ -15,7 +15,7 @@ import rfc8785
 from sandbox.actions.review import review
 from sandbox.runtime import Runtime
 from tests.sandbox.conftest import Caller, error_code
-from tests.sandbox.models.conftest import COLUMNS, grant, pums_rows
+from tests.sandbox.models.conftest import grant, pums_rows
 
 AGE = [0, 20, 30, 40, 50, 60, 70, 100]
 CARD: dict[str, Any] = {
@@ -24,19 +24,33 @@ CARD: dict[str, Any] = {
     "features": [
         {
             "column": "age",
-            "bins": [{"range": [AGE[i], AGE[i + 1]], "points": p} for i, p in enumerate([-40, -10, 5, 15, 25, 30, 35])],
+            "bins": [
+                {"range": [AGE[i], AGE[i + 1]], "points": p}
+                for i, p in enumerate([-40, -10, 5, 15, 25, 30, 35])
+            ],
             "missing_points": 0,
         },
         {
             "column": "educ",
-            "bins": [{"values": list(range(1, 9)), "points": -15}, {"values": list(range(9, 13)), "points": 5},
-                     {"values": list(range(13, 17)), "points": 30}],
+            "bins": [
+                {"values": list(range(1, 9)), "points": -15},
+                {"values": list(range(9, 13)), "points": 5},
+                {"values": list(range(13, 17)), "points": 30},
+            ],
             "missing_points": -5,
         },
-        {"column": "sex", "bins": [{"value": 0, "points": 3}, {"value": 1, "points": -3}], "missing_points": 0},
+        {
+            "column": "sex",
+            "bins": [{"value": 0, "points": 3}, {"value": 1, "points": -3}],
+            "missing_points": 0,
+        },
     ],
 }
-BANDS = [{"label": "A", "min_score": 540}, {"label": "B", "min_score": 510}, {"label": "C", "min_score": 0}]
+BANDS = [
+    {"label": "A", "min_score": 540},
+    {"label": "B", "min_score": 510},
+    {"label": "C", "min_score": 0},
+]
 
 
 def card_score(row: dict[str, Any] | None) -> float:
@@ -57,8 +71,15 @@ def band(score: float) -> str:
 
 
 def define(operator: Caller, model: dict[str, Any] = CARD, **kw: Any) -> Any:
-    body = {"id": "pums-risk", "product": "pums", "key": ["pid"], "model": model,
-            "output": {"bands": BANDS}, "natural_person": False, **kw}
+    body = {
+        "id": "pums-risk",
+        "product": "pums",
+        "key": ["pid"],
+        "model": model,
+        "output": {"bands": BANDS},
+        "natural_person": False,
+        **kw,
+    }
     return operator.post("/v1/model-products", body)
 
 
@@ -104,7 +125,11 @@ def test_lifecycle_and_who_may_move_it(
     assert ok.status_code == 200 and ok.get_json()["model_version"] == v1
     # The same definition again is idempotent; a changed one is a new draft.
     same = define(operator)
-    assert same.status_code == 200 and same.get_json() == {**same.get_json(), "version": v1, "created": False}
+    assert same.status_code == 200 and same.get_json() == {
+        **same.get_json(),
+        "version": v1,
+        "created": False,
+    }
     changed = define(operator, output={"bands": [{"label": "A", "min_score": 530}, *BANDS[1:]]})
     assert changed.status_code == 201
     v2 = changed.get_json()["version"]
@@ -112,12 +137,20 @@ def test_lifecycle_and_who_may_move_it(
     assert regulator.post(f"/v1/model-products/pums-risk/versions/{v2}/file", {}).status_code == 200
     assert score(enterprise, 1).get_json()["model_version"] == v2
     # Withdrawing the current version makes the newest remaining filed one current.
-    assert operator.post(f"/v1/model-products/pums-risk/versions/{v2}/withdraw", {}).status_code == 200
+    assert (
+        operator.post(f"/v1/model-products/pums-risk/versions/{v2}/withdraw", {}).status_code == 200
+    )
     assert score(enterprise, 1).get_json()["model_version"] == v1
     refile = regulator.post(f"/v1/model-products/pums-risk/versions/{v2}/file", {})
     assert refile.status_code == 409  # withdrawal is final
-    assert enterprise.post(f"/v1/model-products/pums-risk/versions/{v1}/withdraw", {}).status_code == 403
-    assert regulator.post(f"/v1/model-products/pums-risk/versions/{v1}/withdraw", {}).status_code == 200
+    assert (
+        enterprise.post(f"/v1/model-products/pums-risk/versions/{v1}/withdraw", {}).status_code
+        == 403
+    )
+    assert (
+        regulator.post(f"/v1/model-products/pums-risk/versions/{v1}/withdraw", {}).status_code
+        == 200
+    )
     gone = score(enterprise, 1)
     assert gone.status_code == 403 and error_code(gone) == "model_not_filed"
     # The regulator sees every version, its history and its calls.
@@ -138,7 +171,10 @@ def test_lifecycle_and_who_may_move_it(
 def test_bands_match_the_data_unknown_subjects_and_what_responses_hold(
     product: str, regulator: Caller, enterprise: Caller, shared_dir: Path, rt: Runtime
 ) -> None:
-    assert regulator.post(f"/v1/model-products/pums-risk/versions/{product}/file", {}).status_code == 200
+    assert (
+        regulator.post(f"/v1/model-products/pums-risk/versions/{product}/file", {}).status_code
+        == 200
+    )
     rows = pums_rows(shared_dir)[:200]
     items = [{"subject": {"pid": r["pid"]}} for r in rows] + [{"subject": {"pid": 10**9}}]
     resp = enterprise.post(
@@ -154,7 +190,8 @@ def test_bands_match_the_data_unknown_subjects_and_what_responses_hold(
     for r in body["results"]:
         assert set(r) == {"band"} and r["band"] in {"A", "B", "C"}
     one = enterprise.post(
-        "/v1/model-products/pums-risk/score", {"scope": "sc-score", "subject": {"pid": rows[0]["pid"]}}
+        "/v1/model-products/pums-risk/score",
+        {"scope": "sc-score", "subject": {"pid": rows[0]["pid"]}},
     ).get_json()
     assert set(one) == {"band", "model_version", "receipt"}
     unknown = score(enterprise, 123456789).get_json()
@@ -190,10 +227,21 @@ def test_rate_quota_consent_and_enumeration(
     assert ok.status_code == 200
     assert entry(regulator, ok)["consent_ref"] == "AUTH-2026-0001"
     # rate: a scope allowing 3 calls a minute
-    resp = operator.post("/v1/scopes", {
-        "id": "sc-rate", "enterprise": "ent-acme", "product": "pums", "purpose": "scoring",
-        "operations": {"score": ["pums-risk"]}, "epsilon": 1, "rate_per_minute": 3,
-        "daily_quota": 4, "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2099-01-01T00:00:00Z"})
+    resp = operator.post(
+        "/v1/scopes",
+        {
+            "id": "sc-rate",
+            "enterprise": "ent-acme",
+            "product": "pums",
+            "purpose": "scoring",
+            "operations": {"score": ["pums-risk"]},
+            "epsilon": 1,
+            "rate_per_minute": 3,
+            "daily_quota": 4,
+            "valid_from": "2026-01-01T00:00:00Z",
+            "valid_until": "2099-01-01T00:00:00Z",
+        },
+    )
     assert resp.status_code == 201, resp.get_json()
     codes = [score(enterprise, 1, scope="sc-rate", consent_ref="c").status_code for _ in range(4)]
     assert codes == [200, 200, 200, 429]
@@ -212,35 +260,69 @@ def test_rate_quota_consent_and_enumeration(
     assert blocked.status_code == 403 and error_code(blocked) == "scope_suspended"
 
 
-def test_scoring_needs_the_scope_operation(product: str, regulator: Caller, operator: Caller, enterprise: Caller) -> None:
+def test_scoring_needs_the_scope_operation(
+    product: str, regulator: Caller, operator: Caller, enterprise: Caller
+) -> None:
     regulator.post(f"/v1/model-products/pums-risk/versions/{product}/file", {})
     grant(operator, "sc-none")
     resp = score(enterprise, 1, scope="sc-none")
     assert resp.status_code == 403 and error_code(resp) == "operation_not_allowed"
-    bad = operator.post("/v1/scopes", {
-        "id": "sc-bad", "enterprise": "ent-acme", "product": "pums", "purpose": "x",
-        "operations": {"score": ["nope"]}, "epsilon": 1, "rate_per_minute": 3,
-        "daily_quota": 4, "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2099-01-01T00:00:00Z"})
-    assert bad.status_code == 400 and "operations.score" in bad.get_json()["error"]["details"]["fields"]
+    bad = operator.post(
+        "/v1/scopes",
+        {
+            "id": "sc-bad",
+            "enterprise": "ent-acme",
+            "product": "pums",
+            "purpose": "x",
+            "operations": {"score": ["nope"]},
+            "epsilon": 1,
+            "rate_per_minute": 3,
+            "daily_quota": 4,
+            "valid_from": "2026-01-01T00:00:00Z",
+            "valid_until": "2099-01-01T00:00:00Z",
+        },
+    )
+    assert (
+        bad.status_code == 400
+        and "operations.score" in bad.get_json()["error"]["details"]["fields"]
+    )
 
 
 def test_linear_model_product_and_one_from_a_training_release(
     pums: str, operator: Caller, regulator: Caller, enterprise: Caller, shared_dir: Path
 ) -> None:
-    linear = {"kind": "linear", "intercept": 1000.0, "features": [
-        {"column": "age", "coefficient": 10.0, "bounds": [18, 90]},
-        {"column": "income", "coefficient": 0.01}]}
-    bands = [{"label": "high", "min_score": 2500}, {"label": "mid", "min_score": 1500},
-             {"label": "low", "min_score": 1000}]
-    resp = operator.post("/v1/model-products", {"id": "pums-linear", "product": "pums", "key": ["pid"],
-                         "model": linear, "output": {"bands": bands}})
+    linear = {
+        "kind": "linear",
+        "intercept": 1000.0,
+        "features": [
+            {"column": "age", "coefficient": 10.0, "bounds": [18, 90]},
+            {"column": "income", "coefficient": 0.01},
+        ],
+    }
+    bands = [
+        {"label": "high", "min_score": 2500},
+        {"label": "mid", "min_score": 1500},
+        {"label": "low", "min_score": 1000},
+    ]
+    resp = operator.post(
+        "/v1/model-products",
+        {
+            "id": "pums-linear",
+            "product": "pums",
+            "key": ["pid"],
+            "model": linear,
+            "output": {"bands": bands},
+        },
+    )
     assert resp.status_code == 201, resp.get_json()
     assert resp.get_json()["score_range"] == [1180.0, 1900.0 + 5000.0]
     regulator.post(f"/v1/model-products/pums-linear/versions/{resp.get_json()['version']}/file", {})
     grant(operator, "sc-lin", score=["pums-linear"])
     rows = pums_rows(shared_dir)[:50]
-    got = enterprise.post("/v1/model-products/pums-linear/score/batch", {
-        "scope": "sc-lin", "items": [{"subject": {"pid": r["pid"]}} for r in rows]}).get_json()
+    got = enterprise.post(
+        "/v1/model-products/pums-linear/score/batch",
+        {"scope": "sc-lin", "items": [{"subject": {"pid": r["pid"]}} for r in rows]},
+    ).get_json()
 
     def expect(r: dict[str, Any]) -> str:
         s = 1000 + 10 * min(max(r["age"], 18), 90) + 0.01 * min(max(r["income"], 0), 500000)
@@ -248,13 +330,32 @@ def test_linear_model_product_and_one_from_a_training_release(
 
     assert [x["band"] for x in got["results"]] == [expect(r) for r in rows]
     # from a training release: the regulator sees the release behind the version
-    trained = enterprise.post("/v1/models/train", {"scope": pums, "product": "pums", "epsilon": 2, "spec": {
-        "kind": "scorecard", "target": {"column": "married", "equals": 1}, "features": ["age", "sex"]}})
+    trained = enterprise.post(
+        "/v1/models/train",
+        {
+            "scope": pums,
+            "product": "pums",
+            "epsilon": 2,
+            "spec": {
+                "kind": "scorecard",
+                "target": {"column": "married", "equals": 1},
+                "features": ["age", "sex"],
+            },
+        },
+    )
     assert trained.status_code == 200, trained.get_json()
     release = trained.get_json()["release"]
     lo = trained.get_json()["model"]["score_range"][0]
-    made = operator.post("/v1/model-products", {"id": "pums-trained", "product": "pums", "key": ["pid"],
-                         "from_release": release, "output": {"bands": [{"label": "ok", "min_score": lo}]}})
+    made = operator.post(
+        "/v1/model-products",
+        {
+            "id": "pums-trained",
+            "product": "pums",
+            "key": ["pid"],
+            "from_release": release,
+            "output": {"bands": [{"label": "ok", "min_score": lo}]},
+        },
+    )
     assert made.status_code == 201, made.get_json()
     view = regulator.get("/v1/model-products/pums-trained").get_json()
     training = view["versions"][0]["training"]
@@ -265,12 +366,42 @@ def test_linear_model_product_and_one_from_a_training_release(
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"model": {**CARD, "features": [{**CARD["features"][0], "column": "nope"}]}}, "model.features.0.column"),
-        ({"model": {**CARD, "features": [{**CARD["features"][0], "column": "pid"}]}}, "model.features.0.column"),
+        (
+            {"model": {**CARD, "features": [{**CARD["features"][0], "column": "nope"}]}},
+            "model.features.0.column",
+        ),
+        (
+            {"model": {**CARD, "features": [{**CARD["features"][0], "column": "pid"}]}},
+            "model.features.0.column",
+        ),
         ({"output": {"bands": [BANDS[1], BANDS[0], BANDS[2]]}}, "output.bands"),
         ({"output": {"bands": BANDS[:2]}}, "output.bands"),  # does not cover the range
-        ({"model": {**CARD, "features": [{**CARD["features"][2], "bins": [{"value": "x", "points": 1}]}]}}, "model.features"),
-        ({"model": {**CARD, "features": [{**CARD["features"][0], "bins": [{"range": [0, 20], "points": 1}, {"range": [30, 40], "points": 1}]}]}}, "model.features.0.bins.1.range"),
+        (
+            {
+                "model": {
+                    **CARD,
+                    "features": [{**CARD["features"][2], "bins": [{"value": "x", "points": 1}]}],
+                }
+            },
+            "model.features",
+        ),
+        (
+            {
+                "model": {
+                    **CARD,
+                    "features": [
+                        {
+                            **CARD["features"][0],
+                            "bins": [
+                                {"range": [0, 20], "points": 1},
+                                {"range": [30, 40], "points": 1},
+                            ],
+                        }
+                    ],
+                }
+            },
+            "model.features.0.bins.1.range",
+        ),
         ({"key": ["sex"]}, "key"),
         ({"product": "nope"}, "product"),
         ({"model": {"kind": "tree"}}, "model.kind"),
