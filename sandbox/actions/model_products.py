@@ -59,7 +59,7 @@ def _training(rt: Runtime, release: str, product: str) -> tuple[dict[str, Any], 
             )
         ).first()
     stored = json.loads(row.answer) if row is not None else None
-    if stored is None or "model" not in stored or stored.get("product") != product:
+    if row is None or stored is None or "model" not in stored or stored.get("product") != product:
         raise InvalidRequest(
             "invalid model product",
             {"fields": {"from_release": [f"no training release {release!r} on {product!r}"]}},

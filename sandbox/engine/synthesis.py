@@ -70,12 +70,13 @@ def synthesize(plan: SynthesisPlan, rows: list[Row], deadline: Deadline) -> Synt
     _configure_jax(plan.cache_dir)
     try:
         import numpy as np
-        import opendp.prelude as dp
+        import opendp.prelude as prelude
         import polars as pl
     except ImportError as exc:  # pragma: no cover - installation problem
         raise SynthesisUnavailable(str(exc)) from None
     if not available():  # pragma: no cover
         raise SynthesisUnavailable("opendp[mbi] is not installed")
+    dp: Any = prelude
     dp.enable_features("contrib")
     d = len(plan.sizes)
     names = [f"c{i}" for i in range(d)]
@@ -143,11 +144,12 @@ def _configure_jax(cache_dir: str | None) -> None:
     or process, skip them."""
     import jax
 
-    jax.config.update("jax_platforms", "cpu")
+    config: Any = jax.config
+    config.update("jax_platforms", "cpu")
     if cache_dir:
-        jax.config.update("jax_compilation_cache_dir", cache_dir)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        config.update("jax_compilation_cache_dir", cache_dir)
+        config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def _estimator(started: float) -> Any:

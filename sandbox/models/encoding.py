@@ -78,7 +78,7 @@ class Encoding:
 
     def sql(self, ref: exp.Expr) -> exp.Expr:
         """The DuckDB expression of a row's code, from its value ``ref``."""
-        null_code = self.missing_code if self.missing else 0
+        null_code = self.categories if self.missing else 0
         ifs: list[exp.If] = [
             exp.If(this=exp.Is(this=ref.copy(), expression=exp.Null()), true=_int(null_code))
         ]

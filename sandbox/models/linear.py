@@ -134,7 +134,9 @@ def release(plan: LinearPlan, rows: list[Row], deadline: Deadline) -> LinearRele
     return LinearRelease(tuple(noisy), scale)
 
 
-def _matrix(plan: LinearPlan, stats: Sequence[float]) -> npt.NDArray[np.float64]:
+def _matrix(
+    plan: LinearPlan, stats: Sequence[float] | npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
     d = plan.dim
     m = np.zeros((d, d))
     for (i, j), v in zip(plan.entries, stats, strict=True):
@@ -143,7 +145,7 @@ def _matrix(plan: LinearPlan, stats: Sequence[float]) -> npt.NDArray[np.float64]
 
 
 def solve(
-    plan: LinearPlan, stats: Sequence[float], noise_sd: float
+    plan: LinearPlan, stats: Sequence[float] | npt.NDArray[np.float64], noise_sd: float
 ) -> tuple[npt.NDArray[np.float64], dict[str, float]]:
     """Coefficients in the unit scale ``(b0, b1..bp)`` and fit statistics, from the
     (noisy) sums. ``noise_sd`` (in unit-scale sums) sets the ridge that keeps the

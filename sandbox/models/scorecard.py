@@ -220,7 +220,9 @@ def release(plan: ScorecardPlan, rows: list[Row], deadline: Deadline) -> Scoreca
     )
 
 
-def auc_ks(good: Sequence[float], bad: Sequence[float]) -> tuple[float, float]:
+def auc_ks(
+    good: Sequence[float] | np.ndarray, bad: Sequence[float] | np.ndarray
+) -> tuple[float, float]:
     """AUC (probability that a good outcome scores above a bad one, ties in a bin
     counted half) and KS from per-bin histograms (negative counts clamped to 0)."""
     g = np.clip(np.asarray(good, dtype=float), 0, None)

@@ -30,12 +30,12 @@ def decode(
     rng = np.random.default_rng(seed)
     out: list[list[Any]] = [[None] * len(encodings) for _ in codes]
     for j, enc in enumerate(encodings):
-        present = [int(row[j]) for row in codes if row[j] is not None]
+        present = [c for c in (row[j] for row in codes) if c is not None]
         for i, row in enumerate(codes):
             code = row[j]
             if code is None:
                 code = present[int(rng.integers(0, len(present)))] if present else 0
-            out[i][j] = _value(enc, int(code), rng)
+            out[i][j] = _value(enc, code, rng)
     return out
 
 
