@@ -13,7 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -261,6 +261,83 @@ class Client:
         if request_id is not None:
             body["request_id"] = request_id
         return self.post(f"/v1/verifications/{vp_id}/batch", body)
+
+    # Sandbox model development and model products (DESIGN §11).
+    def synthetic(
+        self,
+        product_id: str,
+        scope: str,
+        epsilon: float | str,
+        columns: Sequence[str],
+        rows: int,
+        *,
+        method: str | None = None,
+        bins: Mapping[str, Sequence[Any]] | None = None,
+        preview: bool = False,
+    ) -> Response:
+        """DP synthetic rows ``{"columns", "rows", "epsilon_spent", "budget", "release",
+        "receipt"}`` (``preview``: cost and accuracy only, nothing spent)."""
+        body: dict[str, Any] = {
+            "scope": scope,
+            "epsilon": epsilon,
+            "columns": list(columns),
+            "rows": rows,
+        }
+        if method is not None:
+            body["method"] = method
+        if bins:
+            body["bins"] = {k: list(v) for k, v in bins.items()}
+        suffix = "/preview" if preview else ""
+        return self.post(f"/v1/products/{product_id}/synthetic{suffix}", body)
+
+    def train(
+        self,
+        scope: str,
+        product_id: str,
+        epsilon: float | str,
+        spec: Mapping[str, Any],
+        *,
+        preview: bool = False,
+    ) -> Response:
+        """A DP-trained model ``{"model", "metrics", "accuracy", "epsilon_spent",
+        "budget", "release", "receipt"}`` (``preview``: cost and accuracy only)."""
+        body = {"scope": scope, "product": product_id, "epsilon": epsilon, "spec": dict(spec)}
+        return self.post("/v1/models/train/preview" if preview else "/v1/models/train", body)
+
+    def score(
+        self,
+        model_product: str,
+        scope: str,
+        subject: Mapping[str, Any],
+        consent_ref: str | None = None,
+        request_id: str | None = None,
+    ) -> Response:
+        """``{"band", "model_version", "receipt"}``."""
+        body: dict[str, Any] = {"scope": scope, "subject": dict(subject)}
+        if consent_ref is not None:
+            body["consent_ref"] = consent_ref
+        if request_id is not None:
+            body["request_id"] = request_id
+        return self.post(f"/v1/model-products/{model_product}/score", body)
+
+    def score_batch(self, model_product: str, scope: str, items: list[dict[str, Any]]) -> Response:
+        """``{"results": [{"band"}...], "model_version", "receipt"}``."""
+        return self.post(
+            f"/v1/model-products/{model_product}/score/batch", {"scope": scope, "items": items}
+        )
+
+    def publish_model(self, definition: Mapping[str, Any]) -> Response:
+        """Define a model product (a new definition is a new draft version)."""
+        return self.post("/v1/model-products", dict(definition))
+
+    def file_model(self, model_product: str, version: str, note: str | None = None) -> Response:
+        """File a draft version (regulator)."""
+        body = {"note": note} if note else {}
+        return self.post(f"/v1/model-products/{model_product}/versions/{version}/file", body)
+
+    def withdraw_model(self, model_product: str, version: str, note: str | None = None) -> Response:
+        body = {"note": note} if note else {}
+        return self.post(f"/v1/model-products/{model_product}/versions/{version}/withdraw", body)
 
     def upload(self, product_id: str, path: Path) -> Response:
         ctype = "application/vnd.apache.parquet" if path.suffix == ".parquet" else "text/csv"

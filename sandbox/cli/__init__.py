@@ -101,9 +101,9 @@ def main(
 
 
 def _register() -> None:
-    from sandbox.cli import admin, audit, demo, keys, remote, serve
+    from sandbox.cli import admin, audit, demo, keys, models, remote, serve
 
-    for module in (admin, keys, serve, demo, audit, remote):
+    for module in (admin, keys, serve, demo, audit, remote, models):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -47,7 +47,7 @@ def make_client(
         raise InvalidRequest(str(exc)) from None
 
 
-def _fail(exc: ApiError) -> None:
+def fail(exc: ApiError) -> None:
     index = f" (audit index {exc.audit_index})" if exc.audit_index is not None else ""
     raise click.ClickException(f"{exc.status} {exc.code}: {exc.message}{index}")
 
@@ -93,7 +93,7 @@ def call(
             ),
             err=True,
         )
-        _fail(exc)
+        fail(exc)
         return
     click.echo(json.dumps(answer, ensure_ascii=False, indent=2))
     if answer.audit_index is not None:
@@ -125,7 +125,7 @@ def apply(
     try:
         current = {s["id"]: s for s in client.get("/v1/scopes")["scopes"]}
     except ApiError as exc:
-        _fail(exc)
+        fail(exc)
         return
     steps = plan(desired, current)
     for step in steps:
@@ -144,7 +144,7 @@ def apply(
                         {"reason": f"policy file {Path(file).name}"},
                     )
             except ApiError as exc:
-                _fail(exc)
+                fail(exc)
         changed = sum(s.action not in ("unchanged", "conflict") for s in steps)
         click.echo(f"applied: {changed} change(s)")
     if conflicts:
