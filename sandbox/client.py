@@ -24,6 +24,8 @@ from audit.entry import result_hash
 from policies.calls import sign_call
 from policies.principals import jwk_thumbprint, public_pem_of
 
+LONG_CALL_S = 300  # token lifetime of calls that may run for minutes (DESIGN §6 maximum)
+
 
 class ApiError(Exception):
     """An error answer of the API, with its DESIGN §5 code."""
@@ -159,6 +161,7 @@ class Client:
         content_type: str | None = None,
         params: Mapping[str, Any] | None = None,
         signed: bool = True,
+        lifetime_s: int = 60,
     ) -> Response:
         """Send one (signed) request. Returns the JSON answer; raises ``ApiError``."""
         target = self._prefix + path
@@ -180,6 +183,7 @@ class Client:
                 method=method,
                 path_and_query=target,
                 body=data,
+                lifetime_s=lifetime_s,
             )
             headers["Authorization"] = f"Bearer {token}"
         status, reply, audit_index = self._send(method, target, data, headers)
@@ -227,8 +231,10 @@ class Client:
     def get(self, path: str, **params: Any) -> Response:
         return self.request("GET", path, params=params)
 
-    def post(self, path: str, body: Any = None) -> Response:
-        return self.request("POST", path, json_body=body if body is not None else {})
+    def post(self, path: str, body: Any = None, *, lifetime_s: int = 60) -> Response:
+        return self.request(
+            "POST", path, json_body=body if body is not None else {}, lifetime_s=lifetime_s
+        )
 
     def query(self, scope: str, sql: str, epsilon: float | str) -> Response:
         return self.post("/v1/queries", {"scope": scope, "sql": sql, "epsilon": epsilon})
@@ -288,7 +294,11 @@ class Client:
         if bins:
             body["bins"] = {k: list(v) for k, v in bins.items()}
         suffix = "/preview" if preview else ""
-        return self.post(f"/v1/products/{product_id}/synthetic{suffix}", body)
+        # A fit can take minutes: the call's token lives as long as DESIGN §6 allows,
+        # since the platform refuses a call whose token expired before its commit.
+        return self.post(
+            f"/v1/products/{product_id}/synthetic{suffix}", body, lifetime_s=LONG_CALL_S
+        )
 
     def train(
         self,
@@ -302,7 +312,8 @@ class Client:
         """A DP-trained model ``{"model", "metrics", "accuracy", "epsilon_spent",
         "budget", "release", "receipt"}`` (``preview``: cost and accuracy only)."""
         body = {"scope": scope, "product": product_id, "epsilon": epsilon, "spec": dict(spec)}
-        return self.post("/v1/models/train/preview" if preview else "/v1/models/train", body)
+        path = "/v1/models/train/preview" if preview else "/v1/models/train"
+        return self.post(path, body, lifetime_s=LONG_CALL_S)
 
     def score(
         self,

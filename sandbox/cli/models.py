@@ -14,7 +14,7 @@ import yaml
 from products.errors import InvalidRequest
 from sandbox.cli.common import CliContext
 from sandbox.cli.remote import client_options, fail, make_client
-from sandbox.client import ApiError, Response
+from sandbox.client import LONG_CALL_S, ApiError, Response
 
 
 def _read(path: str) -> Any:
@@ -56,7 +56,7 @@ def synth(
     key_file: str | None,
 ) -> None:
     """As an enterprise: DP synthetic rows of PRODUCT written to a CSV file."""
-    client = make_client(ctx, url, principal, key_file)
+    client = make_client(ctx, url, principal, key_file, timeout=LONG_CALL_S + 30)
     ctx.on_close(client.close)
     names = [c.strip() for c in columns.split(",") if c.strip()]
     try:
@@ -103,7 +103,7 @@ def train(
     key_file: str | None,
 ) -> None:
     """As an enterprise: train a DP model (SPEC: JSON or YAML) and write it to a file."""
-    client = make_client(ctx, url, principal, key_file)
+    client = make_client(ctx, url, principal, key_file, timeout=LONG_CALL_S + 30)
     ctx.on_close(client.close)
     try:
         answer = client.train(scope, product, epsilon, _read(spec_file), preview=preview)

@@ -34,7 +34,12 @@ def client_options(f: Any) -> Any:
 
 
 def make_client(
-    ctx: CliContext, url: str | None, principal: str | None, key_file: str | None
+    ctx: CliContext,
+    url: str | None,
+    principal: str | None,
+    key_file: str | None,
+    *,
+    timeout: float = 60.0,
 ) -> Client:
     s = ctx.settings
     pid = principal or s.principal
@@ -42,7 +47,7 @@ def make_client(
     if not pid or key is None:
         raise InvalidRequest("give --id and --key (or $SANDBOX_PRINCIPAL and $SANDBOX_KEY_FILE)")
     try:
-        return Client(url or s.api_url, pid, key.read_bytes(), audience=s.audience)
+        return Client(url or s.api_url, pid, key.read_bytes(), audience=s.audience, timeout=timeout)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
 

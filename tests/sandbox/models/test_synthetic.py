@@ -53,7 +53,7 @@ def marginal_errors(real: list[tuple[Any, ...]], syn: list[tuple[Any, ...]]) -> 
 
 def synth(enterprise: Caller, scope: str, epsilon: float, **kw: Any) -> Any:
     body = {"scope": scope, "epsilon": epsilon, "columns": [*CODED, "income"], "rows": 1000, **kw}
-    return enterprise.post("/v1/products/pums/synthetic", body)
+    return enterprise.call("POST", "/v1/products/pums/synthetic", json_body=body, lifetime_s=300)
 
 
 def test_fidelity_follows_epsilon_and_no_record_is_copied(
@@ -92,7 +92,7 @@ def test_preview_reuse_csv_and_refusals(pums: str, enterprise: Caller, rt: Runti
     assert preview.status_code == 200, preview.get_json()
     [acc] = preview.get_json()["accuracy"]
     assert rt.scopes.get(pums).spent_nano == 0
-    first = enterprise.post("/v1/products/pums/synthetic", body)
+    first = enterprise.call("POST", "/v1/products/pums/synthetic", json_body=body, lifetime_s=300)
     assert first.status_code == 200, first.get_json()
     released = first.get_json()
     # the preview's noise scale is OpenDP's own
