@@ -87,9 +87,10 @@ def main() -> None:
             a = model["intercept"]
             ss_slope.append(abs(b - slope))
             ss_pred.append(abs(a + b * x.mean() - at_mean))
-        make = lambda s: make_private_theil_sen(
-            dp.max_divergence(), (0.0, 100.0), (0.0, 5e5), scale=s
-        )
+
+        def make(s: float) -> Any:
+            return make_private_theil_sen(dp.max_divergence(), (0.0, 100.0), (0.0, 5e5), scale=s)
+
         scale = dp.binary_search_param(make, d_in=1, d_out=epsilon)
         meas = make(scale)
         ts_slope, ts_pred = [], []
