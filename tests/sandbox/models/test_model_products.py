@@ -226,25 +226,30 @@ def test_rate_quota_consent_and_enumeration(
     ok = score(enterprise, 1, scope="sc-slow", consent_ref="AUTH-2026-0001")
     assert ok.status_code == 200
     assert entry(regulator, ok)["consent_ref"] == "AUTH-2026-0001"
-    # rate: a scope allowing 3 calls a minute
-    resp = operator.post(
-        "/v1/scopes",
-        {
-            "id": "sc-rate",
-            "enterprise": "ent-acme",
-            "product": "pums",
-            "purpose": "scoring",
-            "operations": {"score": ["pums-risk"]},
-            "epsilon": 1,
-            "rate_per_minute": 3,
-            "daily_quota": 4,
-            "valid_from": "2026-01-01T00:00:00Z",
-            "valid_until": "2099-01-01T00:00:00Z",
-        },
-    )
-    assert resp.status_code == 201, resp.get_json()
-    codes = [score(enterprise, 1, scope="sc-rate", consent_ref="c").status_code for _ in range(4)]
-    assert codes == [200, 200, 200, 429]
+    # rate and quota, counted as for verification (each call, refused ones included)
+    for sid, rate, quota, code in (
+        ("sc-rate", 2, 100, "rate_limited"),
+        ("sc-quota", 100, 2, "quota_exceeded"),
+    ):
+        resp = operator.post(
+            "/v1/scopes",
+            {
+                "id": sid,
+                "enterprise": "ent-acme",
+                "product": "pums",
+                "purpose": "scoring",
+                "operations": {"score": ["pums-risk"]},
+                "epsilon": 1,
+                "rate_per_minute": rate,
+                "daily_quota": quota,
+                "valid_from": "2026-01-01T00:00:00Z",
+                "valid_until": "2099-01-01T00:00:00Z",
+            },
+        )
+        assert resp.status_code == 201, resp.get_json()
+        got = [score(enterprise, 1, scope=sid, consent_ref="c") for _ in range(3)]
+        assert [g.status_code for g in got] == [200, 200, 429], sid
+        assert error_code(got[2]) == code
     # enumeration: 500 unknown subjects are flagged and the scope suspended by the review
     items = [{"subject": {"pid": 10**8 + i}, "consent_ref": "c"} for i in range(500)]
     for start in range(0, 500, 250):
