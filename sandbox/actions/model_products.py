@@ -29,13 +29,13 @@ from policies.errors import OperationNotAllowed
 from policies.principals import Principal, Role
 from policies.scopes import Scope
 from policies.tables import released_answers
+from products.catalogue import ProductRecord
 from products.errors import Conflict, DomainError, InvalidRequest, NotFound
 from sandbox.actions.call import Answer, Pending
 from sandbox.actions.queries import owned_scope, under_scope
 from sandbox.actions.verifications import answered
 from sandbox.errors import ModelNotFiled
 from sandbox.models.products import (
-    ModelProductRecord,
     ModelStore,
     Scorer,
     Status,
@@ -225,11 +225,11 @@ def _scoring(
     )
 
 
-def _current(
-    rt: Runtime, scope: Scope, mp_id: str
-) -> tuple[ModelProductRecord, VersionRecord, Scorer]:
+def _current(rt: Runtime, scope: Scope, mp_id: str) -> tuple[VersionRecord, Scorer, ProductRecord]:
+    """The version that scores now, its scorer and data product. Raises
+    ``OperationNotAllowed``, ``ModelNotFiled``, ``NotFound``, status refusals."""
     scope.check_usable(rt.clock())
-    record = rt.models.cached(mp_id)
+    record, product = rt.models.scoring(mp_id, rt.catalogue.get)
     if scope.product != record.product or mp_id not in scope.score:
         granted = ", ".join(sorted(scope.score)) or "none"
         raise OperationNotAllowed(
@@ -243,13 +243,13 @@ def _current(
             "supervising bureau files one (算法备案)",
             {"model_product": mp_id},
         )
-    product = rt.catalogue.get(record.product)
-    return record, version, rt.models.scorer(record, version, product.manifest)
+    return version, rt.models.scorer(record, version, product.manifest), product
 
 
-def _bands(rt: Runtime, scorer: Scorer, items: Sequence[Item]) -> tuple[list[str], list[Outcome]]:
+def _bands(
+    rt: Runtime, scorer: Scorer, record: ProductRecord, items: Sequence[Item]
+) -> tuple[list[str], list[Outcome]]:
     """Each item's band, and verification outcomes for the entry and the probes."""
-    record = rt.catalogue.get(scorer.definition.product)
     path = rt.catalogue.data_path(record)
     if scorer.kind == "scorecard":
         outcomes = rt.verifier.run(scorer.vp, record.manifest, path, items)
@@ -286,10 +286,9 @@ def score(rt: Runtime, caller: Principal, mp_id: str, data: Mapping[str, Any]) -
     pending, scope = started
 
     def build() -> Pending:
-        _, version, scorer = _current(rt, scope, mp_id)
-        product = rt.catalogue.get(scorer.definition.product).manifest
-        item = parse_item(scorer.vp, product, {k: v for k, v in data.items() if k in ITEMS})
-        bands, outcomes = _bands(rt, scorer, [item])
+        version, scorer, record = _current(rt, scope, mp_id)
+        item = parse_item(scorer.vp, record.manifest, {k: v for k, v in data.items() if k in ITEMS})
+        bands, outcomes = _bands(rt, scorer, record, [item])
         body = {"band": bands[0], "model_version": version.version}
         done = answered(rt, pending, scorer.vp, [item], outcomes, body)
         return _counted(done, mp_id, version.version, 1)
@@ -308,10 +307,11 @@ def score_batch(rt: Runtime, caller: Principal, mp_id: str, data: Mapping[str, A
     pending = dataclasses.replace(pending, calls=len(raw) if isinstance(raw, list) and raw else 1)
 
     def build() -> Pending:
-        _, version, scorer = _current(rt, scope, mp_id)
-        product = rt.catalogue.get(scorer.definition.product).manifest
-        items = parse_items(scorer.vp, product, raw, max_items=rt.verifier.limits.max_batch_items)
-        bands, outcomes = _bands(rt, scorer, items)
+        version, scorer, record = _current(rt, scope, mp_id)
+        items = parse_items(
+            scorer.vp, record.manifest, raw, max_items=rt.verifier.limits.max_batch_items
+        )
+        bands, outcomes = _bands(rt, scorer, record, items)
         body = {"results": [{"band": b} for b in bands], "model_version": version.version}
         done = answered(rt, pending, scorer.vp, items, outcomes, body)
         return _counted(done, mp_id, version.version, len(items))

@@ -39,6 +39,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, post_load, valid
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from products.catalogue import ProductRecord
 from products.errors import Conflict, InvalidRequest, NotFound
 from products.manifest import Classification, Column, ColumnType, DataProduct
 from products.verification import KeyFormat, VerificationProduct, verification_from
@@ -584,6 +585,7 @@ class ModelStore:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, ModelProductRecord]] = {}
         self._scorers: dict[tuple[str, str], Scorer] = {}
+        self._scoring: dict[str, tuple[float, tuple[ModelProductRecord, ProductRecord]]] = {}
 
     def get(self, mp_id: str) -> ModelProductRecord:
         """Raises ``NotFound``."""
@@ -644,6 +646,25 @@ class ModelStore:
             self._cache[mp_id] = (now + self._ttl, record)
         return record
 
+    def scoring(
+        self, mp_id: str, product_of: Callable[[str], ProductRecord]
+    ) -> tuple[ModelProductRecord, ProductRecord]:
+        """The model product and its data product (with the current data version), as
+        read at most ``cache_ttl_s`` ago: the hot path of scoring reads no store (the
+        version's filing is confirmed at commit, ``count``; a new data version is seen
+        within the TTL, as verification's ``verification_cached``)."""
+        now = time.monotonic()
+        hit = self._scoring.get(mp_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        record = self.get(mp_id)
+        found = (record, product_of(record.product))
+        with self._lock:
+            if len(self._scoring) > 10_000:
+                self._scoring.clear()
+            self._scoring[mp_id] = (now + self._ttl, found)
+        return found
+
     def scorer(
         self, record: ModelProductRecord, version: VersionRecord, product: DataProduct
     ) -> Scorer:
@@ -679,6 +700,7 @@ class ModelStore:
     def forget(self) -> None:
         with self._lock:
             self._cache.clear()
+            self._scoring.clear()
 
     @staticmethod
     def define(
