@@ -112,7 +112,7 @@ def generate(path: Path, rows: int) -> None:
           SELECT printf('U%012d', i) AS uscc,
                  printf('D%02d', (h % 11)::INT) AS district,
                  chr(65 + ((g % 20)::INT)) AS industry,
-                 round(exp(9 + (h % 1000) / 100.0)) AS registered_capital,
+                 round(exp(9 + (h % 1000) / 110.0)) AS registered_capital,
                  CASE WHEN g % 10 < 8 THEN 'active' WHEN g % 10 = 8 THEN 'revoked'
                       ELSE 'cancelled' END AS status,
                  ((h % 1000) < 200 + 40 * ((g % 20) % 3)) AS abnormal_list,
