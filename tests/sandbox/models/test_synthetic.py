@@ -77,13 +77,16 @@ def test_fidelity_follows_epsilon_and_no_record_is_copied(
         assert not real_full & {tuple(r[c] for c in [*CODED, "income"]) for r in rows}
         assert all(0 <= r["income"] <= 500000 and 0 <= r["age"] <= 100 for r in rows)
     # Total-variation distances (worst one-way, mean two-way) of 1,000 synthetic rows
-    # from the 1,000 real ones. Measured (docs/models.md): 10 → (0.008, 0.095),
-    # 1 → (0.088, 0.162), 0.1 → (0.383, 0.402); two samples of 1,000 rows over the
-    # 112 cells of age × educ differ by about 0.09 by sampling alone.
-    assert errors[10][0] <= 0.05 and errors[10][1] <= 0.13, errors
-    assert errors[1][0] <= 0.15 and errors[1][1] <= 0.22, errors
+    # from the 1,000 real ones. Measured in two runs (docs/models.md): 10 → (0.008,
+    # 0.095) and (0.007, 0.181); 1 → (0.088, 0.162) and (0.081, 0.197); 0.1 → (0.383,
+    # 0.402) and (0.505, 0.419). Two samples of 1,000 rows over the 112 cells of
+    # age × educ differ by about 0.09 by sampling alone, and MST's tree is chosen by a
+    # DP selection, so the two-way figure varies from release to release.
+    assert errors[10][0] <= 0.05 and errors[10][1] <= 0.25, errors
+    assert errors[1][0] <= 0.15 and errors[1][1] <= 0.30, errors
     # the noise is real: at 0.1 the marginals are clearly worse
-    assert errors[0.1][0] >= 2 * errors[10][0] and errors[0.1][1] >= 2 * errors[10][1], errors
+    assert errors[0.1][0] >= max(3 * errors[10][0], 0.15), errors
+    assert errors[0.1][1] >= 0.25, errors
     assert rt.scopes.get(pums).budget.spent == Decimal("11.1")
 
 
