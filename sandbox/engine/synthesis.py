@@ -18,6 +18,7 @@ drawn from it — post-processing.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,6 +68,7 @@ def available() -> bool:
 def synthesize(plan: SynthesisPlan, rows: list[Row], deadline: Deadline) -> Synthesis:
     """Run in the isolated worker on ``(codes..., n)`` cells (module docstring)."""
     started = time.monotonic()
+    _log_to_stderr()
     _configure_jax(plan.cache_dir)
     try:
         import numpy as np
@@ -135,6 +137,17 @@ def synthesize(plan: SynthesisPlan, rows: list[Row], deadline: Deadline) -> Synt
     )
     _log.info("synthetic data: %d rows drawn in %.1f s", len(out), time.monotonic() - started)
     return Synthesis(out, float(scale) if scale is not None else None)
+
+
+def _log_to_stderr() -> None:
+    """The worker is a spawned process whose logging nobody configured: send this
+    module's progress (INFO) to its stderr, which is the server's."""
+    if not _log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s[%(process)d] %(message)s"))
+        _log.addHandler(handler)
+        _log.setLevel(logging.INFO)
+        _log.propagate = False
 
 
 def _configure_jax(cache_dir: str | None) -> None:
