@@ -3,7 +3,7 @@
     python bench/verify_throughput.py [--rows 100000] [--configs 2x8 4x4]
                                       [--clients 8] [--rounds 5] [--seconds 5]
                                       [--workdir DIR] [--keys N] [--database-url URL]
-                                      [--apps sandbox floor]
+                                      [--apps sandbox floor] [--score]
                                       [--suite ed25519-sha256|sm2-sm3]
 
 Target (DESIGN §10): throughput of ``POST /v1/verifications/enterprise-good-standing``
@@ -40,6 +40,11 @@ on the fly and the report counts those. Every response is checked (200, and
 Reported per kind: median requests/s over the rounds, p50/p99 latency over all
 requests of the timed rounds, server CPU seconds per request (all gunicorn
 processes, from /proc) and client CPU per request. The last line is JSON.
+
+``--score`` adds model scoring (DESIGN §10: scoring >= 0.8 x verification per call):
+each round then also sends ``POST /v1/model-products/enterprise-operating-risk/score``
+to the product (the demo's filed DP scorecard; same subjects, same scope, which also
+grants ``score``), and the ratio score/verify is the median over round pairs.
 """
 
 from __future__ import annotations
@@ -73,6 +78,9 @@ from policies.principals import jwk_thumbprint  # noqa: E402
 VP = "enterprise-good-standing"
 VERIFY_PATH = f"/v1/verifications/{VP}"
 HELLO_PATH = "/v1/health"
+MODEL_PRODUCT = "enterprise-operating-risk"
+SCORE_PATH = f"/v1/model-products/{MODEL_PRODUCT}/score"
+PATHS = {"verify": VERIFY_PATH, "score": SCORE_PATH}
 AUDIENCE = "public-data-sandbox"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 GEVENT = -1  # "threads" value of a gevent configuration ("Wg")
@@ -121,7 +129,7 @@ def grant_scope(data_dir: Path, database_url: str | None) -> str:
             "enterprise": "ent-demo",
             "product": "enterprise_registry",
             "purpose": "throughput benchmark (bench/verify_throughput.py)",
-            "operations": {"verify": [VP]},
+            "operations": {"verify": [VP], "score": [MODEL_PRODUCT]},
             "epsilon": 1,
             "rate_per_minute": 1_000_000,
             "daily_quota": 1_000_000_000,
@@ -256,14 +264,14 @@ def client_main(conn: Any, port: int, cfg: dict[str, Any]) -> None:
     tokens: list[tuple[bytes, str]] = []
     http_conn: http.client.HTTPConnection | None = None
 
-    def signed(body: bytes) -> str:
+    def signed(body: bytes, kind: str = "verify") -> str:
         return sign_call(
             private_pem,
             issuer="ent-demo",
             kid=kid,
             audience=AUDIENCE,
             method="POST",
-            path_and_query=VERIFY_PATH,
+            path_and_query=PATHS[kind],
             body=body,
         )
 
@@ -282,9 +290,9 @@ def client_main(conn: Any, port: int, cfg: dict[str, Any]) -> None:
                 body, token = tokens.pop()
             else:
                 body = next_body()
-                token = signed(body)
+                token = signed(body, kind)
                 stats["signed_inline"] += 1
-            method, path = "POST", VERIFY_PATH
+            method, path = "POST", PATHS[kind]
             headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         for attempt in (0, 1):
             if http_conn is None:
@@ -304,10 +312,11 @@ def client_main(conn: Any, port: int, cfg: dict[str, Any]) -> None:
             elapsed = time.perf_counter() - started
             if resp.status != 200:
                 raise RuntimeError(f"{method} {path}: {resp.status} {data[:300]!r}")
-            if kind == "verify":
+            if kind != "hello":
                 answer = json.loads(data)
-                if "match" not in answer or "receipt" not in answer:
-                    raise RuntimeError(f"unexpected verify answer {data[:300]!r}")
+                field = "match" if kind == "verify" else "band"
+                if field not in answer or "receipt" not in answer:
+                    raise RuntimeError(f"unexpected {kind} answer {data[:300]!r}")
             return elapsed
         raise AssertionError("unreachable")
 
@@ -316,9 +325,9 @@ def client_main(conn: Any, port: int, cfg: dict[str, Any]) -> None:
         cmd = conn.recv()
         if cmd[0] == "quit":
             break
-        if cmd[0] == "prepare":  # sign the tokens of the next verify round
-            _, n = cmd
-            tokens = [(b, signed(b)) for b in (next_body() for _ in range(n))]
+        if cmd[0] == "prepare":  # sign the tokens of the next signed round
+            _, n, signed_kind = cmd
+            tokens = [(b, signed(b, signed_kind)) for b in (next_body() for _ in range(n))]
             tokens.reverse()  # pop() takes them in signing order
             conn.send("ready")
             continue
@@ -360,9 +369,9 @@ class Clients:
             self.procs.append(p)
 
     def round(self, kind: str, seconds: float, tokens_each: int) -> dict[str, Any]:
-        if kind == "verify":
+        if kind != "hello":
             for p in self.pipes:
-                p.send(("prepare", tokens_each))
+                p.send(("prepare", tokens_each, kind))
             for p in self.pipes:
                 assert p.recv() == "ready"
         start_at = time.monotonic() + 0.3
@@ -414,6 +423,8 @@ def measure(
     clients = {app: Clients(args.clients, servers[app].port, cfg) for app in args.apps}
     product = "sandbox" if "sandbox" in args.apps else args.apps[0]
     kinds = [(app, "verify") for app in args.apps] + [(product, "hello")]
+    if args.score:
+        kinds.append((product, "score"))
     rounds: dict[tuple[str, str], list[dict[str, Any]]] = {k: [] for k in kinds}
     try:
         # Warm-up (not recorded): worker start-up, DuckDB attach, SQLite caches.
@@ -421,6 +432,8 @@ def measure(
         for app in args.apps:
             clients[app].round("hello", args.warmup, 0)
             warm = clients[app].round("verify", args.warmup, 2000)
+            if args.score and app == product:
+                clients[app].round("score", args.warmup, 2000)
             per_client = warm["rps"] / args.clients
             tokens_each = max(tokens_each, int(per_client * args.seconds * 2) + 200)
         for r in range(args.rounds):
@@ -468,6 +481,10 @@ def measure(
         pairs = zip(rounds[(product, "verify")], rounds[("floor", "verify")], strict=True)
         out["ratio_to_floor_rounds"] = [round(a["rps"] / b["rps"], 3) for a, b in pairs]
         out["ratio_to_floor"] = statistics.median(out["ratio_to_floor_rounds"])
+    if args.score:
+        pairs = zip(rounds[(product, "score")], rounds[(product, "verify")], strict=True)
+        out["ratio_score_rounds"] = [round(a["rps"] / b["rps"], 3) for a, b in pairs]
+        out["ratio_score"] = statistics.median(out["ratio_score_rounds"])
     return out
 
 
@@ -501,6 +518,11 @@ def main() -> None:
         default=None,
         help="the deployment's suite (DESIGN §13; default ed25519-sha256): in sm2-sm3 the "
         "client signs SM2SM3, receipts are SM2 and the log hashes with SM3",
+    )
+    ap.add_argument(
+        "--score",
+        action="store_true",
+        help="also model scoring, side by side with verification (ratio score/verify)",
     )
     args = ap.parse_args()
 
@@ -550,6 +572,12 @@ def main() -> None:
                     flush=True,
                 )
             print(f"{w}x{t} ratio verify/hello {res['ratio_to_hello']:.3f}", flush=True)
+            if "ratio_score" in res:
+                print(
+                    f"{w}x{t} ratio score/verify {res['ratio_score']:.3f} "
+                    f"(rounds {res['ratio_score_rounds']}; DESIGN §10 target >= 0.8)",
+                    flush=True,
+                )
         print(json.dumps({"results": results}))
     finally:
         if args.workdir is None:

@@ -1,7 +1,9 @@
 """Authorisation scopes (DESIGN §4, §5): what one enterprise may do with one product.
 
 A scope names its purpose, the operations it allows (aggregate over listed columns;
-verify with listed verification products), its privacy budget and per-query cap, its
+verify with listed verification products; DP synthetic data and DP model training
+over the aggregate columns; scoring with listed model products — DESIGN §11), its
+privacy budget and per-query cap, its
 rate limit and daily quota, and its validity window. Suspension is reversible,
 revocation is final; both, and expiry, refuse every call with their own code.
 """
@@ -174,6 +176,9 @@ class Scope:
     status_reason: str | None
     granted_by: str
     created_at: datetime
+    synthetic: bool = False  # DP synthetic data over the aggregate columns (§11.1)
+    train: bool = False  # DP model training over the aggregate columns (§11.2)
+    score: frozenset[str] = frozenset()  # model products it may score with (§11.3)
 
     @property
     def delta(self) -> Decimal:
@@ -201,6 +206,7 @@ class Scope:
             }
         if self.verify:
             ops["verify"] = sorted(self.verify)
+        ops.update(_model_operations(self.synthetic, self.train, self.score))
         return ops
 
     def to_dict(self) -> dict[str, Any]:
@@ -279,6 +285,19 @@ class Scope:
             raise ScopeExpired(f"scope {self.id!r} expired at {_iso(self.valid_until)}", details)
 
 
+def _model_operations(synthetic: bool, train: bool, score: frozenset[str]) -> dict[str, Any]:
+    # Only the operations granted: a scope granted before they existed keeps its
+    # operations JSON, and so its terms hash (the policy version of its entries).
+    ops: dict[str, Any] = {}
+    if synthetic:
+        ops["synthetic"] = True
+    if train:
+        ops["train"] = True
+    if score:
+        ops["score"] = sorted(score)
+    return ops
+
+
 def _aware(t: datetime) -> datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t
 
@@ -305,6 +324,9 @@ class ScopeGrant:
     daily_quota: int
     valid_from: datetime
     valid_until: datetime
+    synthetic: bool = False
+    train: bool = False
+    score: frozenset[str] = frozenset()
 
 
 class EpsilonField(fields.Field[Decimal]):
@@ -378,11 +400,27 @@ class OperationsSchema(Schema):
 
     aggregate = fields.Nested(AggregateSchema)
     verify = fields.List(fields.String())
+    synthetic = fields.Boolean(
+        metadata={"description": "DP synthetic data over the aggregate columns (DESIGN §11)"}
+    )
+    train = fields.Boolean(
+        metadata={"description": "DP model training over the aggregate columns (DESIGN §11)"}
+    )
+    score = fields.List(
+        fields.String(), metadata={"description": "model products it may score with"}
+    )
 
     @validates_schema
     def _some(self, data: dict[str, Any], **_: Any) -> None:
         if not data:
-            raise ValidationError("grant at least one operation: aggregate or verify")
+            raise ValidationError(
+                "grant at least one operation: aggregate, verify, synthetic, train or score"
+            )
+        for name in ("synthetic", "train"):
+            if data.get(name) and "aggregate" not in data:
+                raise ValidationError(
+                    {name: ["works over the aggregate columns: grant aggregate too"]}
+                )
 
 
 class GrantSchema(Schema):
@@ -433,6 +471,9 @@ class GrantSchema(Schema):
             aggregate_columns=frozenset(agg["columns"]) if agg is not None else None,
             aggregate_functions=frozenset(agg["functions"]) if agg is not None else frozenset(),
             verify=frozenset(ops.get("verify", [])),
+            synthetic=bool(ops.get("synthetic", False)),
+            train=bool(ops.get("train", False)),
+            score=frozenset(ops.get("score", [])),
             epsilon=epsilon,
             delta=data["delta"],
             max_epsilon_per_query=max_q,
@@ -453,12 +494,15 @@ def check_grant(
     product_of: Callable[[str], DataProduct | None],
     enterprise_exists: Callable[[str], bool],
     verification_product_of: Callable[[str], str | None],
+    model_product_of: Callable[[str], str | None] | None = None,
 ) -> ScopeGrant:
     """Check a parsed grant's references against the catalogue: the enterprise
     exists, the product exists, the aggregate columns are its non-identifier columns,
-    the verification products are defined on it. ``verification_product_of`` maps a
-    verification-product id to its data product id (None if unknown). Returns the
-    grant; raises ``InvalidRequest`` whose ``details.fields`` name each bad field."""
+    the verification products and model products are defined on it.
+    ``verification_product_of`` (``model_product_of``) maps a verification-product
+    (model-product) id to its data product id (None if unknown; without
+    ``model_product_of`` no model product is known). Returns the grant; raises
+    ``InvalidRequest`` whose ``details.fields`` name each bad field."""
     errors: dict[str, list[str]] = {}
     if not enterprise_exists(grant.enterprise):
         errors["enterprise"] = [f"no enterprise principal {grant.enterprise!r}"]
@@ -485,6 +529,15 @@ def check_grant(
             )
     if problems:
         errors["operations.verify"] = problems
+    problems = []
+    for mp in sorted(grant.score):
+        owner = model_product_of(mp) if model_product_of is not None else None
+        if owner is None:
+            problems.append(f"no model product {mp!r}")
+        elif owner != grant.product:
+            problems.append(f"model product {mp!r} is defined on {owner!r}, not {grant.product!r}")
+    if problems:
+        errors["operations.score"] = problems
     if errors:
         raise InvalidRequest("invalid scope", {"fields": errors})
     return grant
@@ -496,6 +549,7 @@ def parse_grant(
     product_of: Callable[[str], DataProduct | None],
     enterprise_exists: Callable[[str], bool],
     verification_product_of: Callable[[str], str | None],
+    model_product_of: Callable[[str], str | None] | None = None,
 ) -> ScopeGrant:
     """Parse a grant request (``GrantSchema``) and check its references
     (``check_grant``): for local commands and policy files. Raises ``InvalidRequest``."""
@@ -505,6 +559,7 @@ def parse_grant(
         product_of=product_of,
         enterprise_exists=enterprise_exists,
         verification_product_of=verification_product_of,
+        model_product_of=model_product_of,
     )
 
 
@@ -603,6 +658,7 @@ def _grant_values(grant: ScopeGrant, granted_by: str, now: datetime) -> dict[str
         }
     if grant.verify:
         ops["verify"] = sorted(grant.verify)
+    ops.update(_model_operations(grant.synthetic, grant.train, grant.score))
     return {
         "id": grant.id,
         "enterprise": grant.enterprise,
@@ -659,4 +715,7 @@ def _scope(row: Any) -> Scope:
         status_reason=row.status_reason,
         granted_by=row.granted_by,
         created_at=_aware(row.created_at),
+        synthetic=bool(ops.get("synthetic", False)),
+        train=bool(ops.get("train", False)),
+        score=frozenset(ops.get("score", [])),
     )

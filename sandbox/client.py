@@ -13,7 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -25,6 +25,8 @@ from audit.suites import suite_for_jws_alg
 from policies.calls import SM2SM3Algorithm, sign_call
 from policies.principals import jwk_thumbprint, public_pem_of
 from policies.sessions import CHALLENGE_PATH
+
+LONG_CALL_S = 300  # token lifetime of calls that may run for minutes (DESIGN §6 maximum)
 
 
 class ApiError(Exception):
@@ -161,6 +163,7 @@ class Client:
         content_type: str | None = None,
         params: Mapping[str, Any] | None = None,
         signed: bool = True,
+        lifetime_s: int = 60,
     ) -> Response:
         """Send one (signed) request. Returns the JSON answer; raises ``ApiError``."""
         target = self._prefix + path
@@ -182,6 +185,7 @@ class Client:
                 method=method,
                 path_and_query=target,
                 body=data,
+                lifetime_s=lifetime_s,
             )
             headers["Authorization"] = f"Bearer {token}"
         status, reply, audit_index = self._send(method, target, data, headers)
@@ -254,8 +258,10 @@ class Client:
     def get(self, path: str, **params: Any) -> Response:
         return self.request("GET", path, params=params)
 
-    def post(self, path: str, body: Any = None) -> Response:
-        return self.request("POST", path, json_body=body if body is not None else {})
+    def post(self, path: str, body: Any = None, *, lifetime_s: int = 60) -> Response:
+        return self.request(
+            "POST", path, json_body=body if body is not None else {}, lifetime_s=lifetime_s
+        )
 
     def query(self, scope: str, sql: str, epsilon: float | str) -> Response:
         return self.post("/v1/queries", {"scope": scope, "sql": sql, "epsilon": epsilon})
@@ -288,6 +294,88 @@ class Client:
         if request_id is not None:
             body["request_id"] = request_id
         return self.post(f"/v1/verifications/{vp_id}/batch", body)
+
+    # Sandbox model development and model products (DESIGN §11).
+    def synthetic(
+        self,
+        product_id: str,
+        scope: str,
+        epsilon: float | str,
+        columns: Sequence[str],
+        rows: int,
+        *,
+        method: str | None = None,
+        bins: Mapping[str, Sequence[Any]] | None = None,
+        preview: bool = False,
+    ) -> Response:
+        """DP synthetic rows ``{"columns", "rows", "epsilon_spent", "budget", "release",
+        "receipt"}`` (``preview``: cost and accuracy only, nothing spent)."""
+        body: dict[str, Any] = {
+            "scope": scope,
+            "epsilon": epsilon,
+            "columns": list(columns),
+            "rows": rows,
+        }
+        if method is not None:
+            body["method"] = method
+        if bins:
+            body["bins"] = {k: list(v) for k, v in bins.items()}
+        suffix = "/preview" if preview else ""
+        # A fit can take minutes: the call's token lives as long as DESIGN §6 allows,
+        # since the platform refuses a call whose token expired before its commit.
+        return self.post(
+            f"/v1/products/{product_id}/synthetic{suffix}", body, lifetime_s=LONG_CALL_S
+        )
+
+    def train(
+        self,
+        scope: str,
+        product_id: str,
+        epsilon: float | str,
+        spec: Mapping[str, Any],
+        *,
+        preview: bool = False,
+    ) -> Response:
+        """A DP-trained model ``{"model", "metrics", "accuracy", "epsilon_spent",
+        "budget", "release", "receipt"}`` (``preview``: cost and accuracy only)."""
+        body = {"scope": scope, "product": product_id, "epsilon": epsilon, "spec": dict(spec)}
+        path = "/v1/models/train/preview" if preview else "/v1/models/train"
+        return self.post(path, body, lifetime_s=LONG_CALL_S)
+
+    def score(
+        self,
+        model_product: str,
+        scope: str,
+        subject: Mapping[str, Any],
+        consent_ref: str | None = None,
+        request_id: str | None = None,
+    ) -> Response:
+        """``{"band", "model_version", "receipt"}``."""
+        body: dict[str, Any] = {"scope": scope, "subject": dict(subject)}
+        if consent_ref is not None:
+            body["consent_ref"] = consent_ref
+        if request_id is not None:
+            body["request_id"] = request_id
+        return self.post(f"/v1/model-products/{model_product}/score", body)
+
+    def score_batch(self, model_product: str, scope: str, items: list[dict[str, Any]]) -> Response:
+        """``{"results": [{"band"}...], "model_version", "receipt"}``."""
+        return self.post(
+            f"/v1/model-products/{model_product}/score/batch", {"scope": scope, "items": items}
+        )
+
+    def publish_model(self, definition: Mapping[str, Any]) -> Response:
+        """Define a model product (a new definition is a new draft version)."""
+        return self.post("/v1/model-products", dict(definition))
+
+    def file_model(self, model_product: str, version: str, note: str | None = None) -> Response:
+        """File a draft version (regulator)."""
+        body = {"note": note} if note else {}
+        return self.post(f"/v1/model-products/{model_product}/versions/{version}/file", body)
+
+    def withdraw_model(self, model_product: str, version: str, note: str | None = None) -> Response:
+        body = {"note": note} if note else {}
+        return self.post(f"/v1/model-products/{model_product}/versions/{version}/withdraw", body)
 
     def upload(self, product_id: str, path: Path) -> Response:
         ctype = "application/vnd.apache.parquet" if path.suffix == ".parquet" else "text/csv"

@@ -25,6 +25,7 @@ from products import tables as products_tables
 from products.errors import InvalidRequest
 from products.transactions import IMMEDIATE_OPTION, read_then_write
 from sandbox.errors import Unavailable
+from sandbox.models import tables as model_tables
 from sandbox.settings import Settings
 from sandbox.verification import tables as verification_tables
 
@@ -163,11 +164,16 @@ def _console_sessions(conn: Connection) -> None:
     policies_tables.console_sessions.create(conn, checkfirst=True)
 
 
+def _model_products(conn: Connection) -> None:
+    model_tables.metadata.create_all(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "scheduled enumeration reviews", _enumeration_reviews),
     Migration(3, "probe totals dropped", _drop_probe_totals),
     Migration(4, "console sessions", _console_sessions),
+    Migration(5, "model products, versions and filings (DESIGN §11.3)", _model_products),
 )
 
 

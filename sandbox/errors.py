@@ -57,6 +57,12 @@ def error_body(error: DomainError) -> dict[str, Any]:
     return parsed
 
 
+class ModelNotFiled(DomainError):
+    """A model product has no filed version to score with (DESIGN §11.3: 算法备案)."""
+
+    code = "model_not_filed"
+
+
 class InvalidSql(DomainError):
     """The text is not one parsable SQL statement (400 ``invalid_sql``)."""
 

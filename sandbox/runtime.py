@@ -28,6 +28,7 @@ from products.catalogue import Catalogue
 from products.loader import LoadLimits
 from sandbox.db import engine_for, migrate
 from sandbox.engine.isolation import WorkerPool
+from sandbox.models.products import ModelStore
 from sandbox.platform_keys import PlatformKeys, deployment_suite, subject_key_secret
 from sandbox.settings import Settings
 from sandbox.verification.enumeration import EnumerationPolicy
@@ -62,6 +63,7 @@ class Runtime:
     sessions: SessionStore
     console_secret: bytes
     load_limits: LoadLimits = field(default_factory=LoadLimits)
+    model_products: ModelStore | None = None  # set by ``open``
 
     @classmethod
     def open(cls, settings: Settings, *, clock: Clock = utcnow, create: bool = True) -> Runtime:
@@ -119,6 +121,7 @@ class Runtime:
                 temp_disk_limit=settings.load_temp_disk_bytes,
                 temp_dir=settings.load_temp_dir,
             ),
+            model_products=ModelStore(engine),
         )
 
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -168,6 +171,14 @@ class Runtime:
         self.principals.forget()
         self.scopes.forget()
         self.catalogue.forget()
+        self.models.forget()
+
+    @property
+    def models(self) -> ModelStore:
+        """Model products, their versions and filings (DESIGN §11.3)."""
+        if self.model_products is None:
+            self.model_products = ModelStore(self.engine)
+        return self.model_products
 
     def bundle_keys(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Return the JWKs for an audit bundle header: the platform's keys, and the

@@ -81,6 +81,10 @@ class Settings:
     # Stored releases (DESIGN §8): their size, and how long identical requests reuse them.
     max_release_bytes: int = 4_000_000
     release_retention_days: int = 365
+    # Sandbox model development (DESIGN §11): synthetic-data fits and training run in
+    # the same isolated workers, under their own (longer) time limit.
+    model_timeout_s: float = 600.0
+    model_cache_dir: Path | None = None  # JAX compilation cache (None: <data_dir>/cache/jax)
     # Control-plane store (DESIGN §2.9: no process can stall the others for longer).
     store_lock_timeout_s: float = 5.0
     store_idle_transaction_timeout_s: float = 2.0
@@ -145,6 +149,10 @@ class Settings:
     @property
     def products_dir(self) -> Path:
         return self.data_dir / "products"
+
+    @property
+    def jax_cache_dir(self) -> Path:
+        return self.model_cache_dir or self.data_dir / "cache" / "jax"
 
     @property
     def keys_dir(self) -> Path:

@@ -52,6 +52,7 @@ def grant(rt: Runtime, request: ScopeGrant, granted_by: str) -> Pending:
             product_of=lambda pid: _manifest(rt, pid),
             enterprise_exists=lambda pid: _is_enterprise(rt, pid),
             verification_product_of=rt.catalogue.verification_product_owner,
+            model_product_of=rt.models.owner,
         )
 
         def apply(tx: LogTransaction) -> Answer:

@@ -91,7 +91,7 @@ def _granted(rt: Runtime, scope: Scope, vp: VerificationProduct) -> None:
         )
 
 
-def _answered(
+def answered(
     rt: Runtime,
     pending: Pending,
     vp: VerificationProduct,
@@ -157,7 +157,7 @@ def verify(rt: Runtime, caller: Principal, vp_id: str, data: Mapping[str, Any]) 
         _granted(rt, scope, vp)
         item = parse_item(vp, record.manifest, {k: v for k, v in data.items() if k in ITEMS})
         outcomes = _lookup(rt, vp, record, [item])
-        return _answered(rt, pending, vp, [item], outcomes, outcomes[0].answer)
+        return answered(rt, pending, vp, [item], outcomes, outcomes[0].answer)
 
     return pending.attempt(build)
 
@@ -176,9 +176,7 @@ def verify_batch(rt: Runtime, caller: Principal, vp_id: str, data: Mapping[str, 
         _granted(rt, scope, vp)
         items = parse_items(vp, record.manifest, raw, max_items=rt.verifier.limits.max_batch_items)
         outcomes = _lookup(rt, vp, record, items)
-        return _answered(
-            rt, pending, vp, items, outcomes, {"results": [o.answer for o in outcomes]}
-        )
+        return answered(rt, pending, vp, items, outcomes, {"results": [o.answer for o in outcomes]})
 
     return pending.attempt(build)
 

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from flask_smorest import Api
 
-from sandbox.api import audit, meta, principals, products, queries, scopes, verifications
+from sandbox.api import (
+    audit,
+    meta,
+    model_products,
+    models,
+    principals,
+    products,
+    queries,
+    scopes,
+    verifications,
+)
 from sandbox.api.schemas import Error
 
 
@@ -20,3 +30,6 @@ def register_blueprints(api: Api) -> None:
         api.register_blueprint(module.blp)
     api.register_blueprint(verifications.products_blp)
     api.register_blueprint(verifications.calls_blp)
+    api.register_blueprint(models.synthetic_blp)
+    api.register_blueprint(models.train_blp)
+    api.register_blueprint(model_products.blp)

@@ -18,7 +18,9 @@ recorded the call. When the store cannot record a call at all, the answer is 503
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import logging
 import os
@@ -76,6 +78,7 @@ TARGET_OF_ARG = {
     "scope_id": "scope",
     "vp_id": "verification_product",
     "principal_id": "principal",
+    "mp_id": "model_product",
 }
 
 
@@ -258,6 +261,30 @@ def json_body() -> dict[str, Any]:
 def respond(pending: Pending) -> Response:
     """Commit ``pending`` with its audit entry and render its outcome."""
     return render(_commit(pending))
+
+
+def respond_csv(pending: Pending) -> Response:
+    """``respond`` for an answer of ``columns`` and ``rows`` the client asked for as
+    CSV (``Accept: text/csv``): the entry's ``result_hash`` is that of the JSON answer
+    (fetch it as JSON to check it); the receipt travels in ``X-Receipt``."""
+    outcome = _commit(pending)
+    resp = render(outcome)
+    if not outcome.allowed or outcome.body is None:
+        return resp
+    body = json.loads(resp.get_data(as_text=True))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(body.get("columns", []))
+    writer.writerows(["" if v is None else v for v in row] for row in body.get("rows", []))
+    resp.set_data(out.getvalue().encode("utf-8"))
+    resp.mimetype = "text/csv"
+    if "receipt" in body:
+        resp.headers["X-Receipt"] = body["receipt"]
+    if isinstance(body.get("release"), str):
+        resp.headers["X-Release"] = body["release"]
+    if "epsilon_spent" in body:
+        resp.headers["X-Epsilon-Spent"] = str(body["epsilon_spent"])
+    return resp
 
 
 def respond_upload(up: Upload) -> Response:

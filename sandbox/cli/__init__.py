@@ -101,9 +101,9 @@ def main(
 
 
 def _register() -> None:
-    from sandbox.cli import admin, audit, console, demo, keys, remote, serve
+    from sandbox.cli import admin, audit, console, demo, keys, models, remote, serve
 
-    for module in (admin, keys, serve, demo, audit, remote, console):
+    for module in (admin, keys, serve, demo, audit, remote, models, console):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -12,6 +12,7 @@ import csv
 import json
 import shlex
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,20 @@ from policies.scopes import GrantSchema
 from products.errors import NotFound
 from products.manifest import Classification, NewManifestSchema
 from products.verification import VerificationSchema
-from sandbox.actions import principals, products, scopes, verifications
+from sandbox.actions import model_products, models, principals, products, scopes, verifications
 from sandbox.cli.admin import load_with_progress
 from sandbox.cli.common import CliContext
-from sandbox.demo import DemoSizes, manifest_data, verification_data, write_all
+from sandbox.demo import (
+    OPERATING_RISK_ID,
+    OPERATING_RISK_SPEC,
+    DemoSizes,
+    manifest_data,
+    model_product_data,
+    verification_data,
+    write_all,
+)
+from sandbox.models.products import ModelProductSchema
+from sandbox.models.requests import TrainRequest
 from sandbox.platform_keys import key_alg_for
 from sandbox.runtime import Runtime
 
@@ -123,9 +134,111 @@ def _scopes(ctx: CliContext, rt: Runtime) -> None:
             "enterprise": "ent-demo",
             "product": product_id,
             "purpose": purpose,
-            "operations": {"aggregate": {"columns": columns}, "verify": verify},
+            "operations": {
+                "aggregate": {"columns": columns},
+                "verify": verify,
+                "synthetic": True,
+                "train": True,
+            },
             "epsilon": 10,
             "max_epsilon_per_query": 1,
+            "rate_per_minute": 600,
+            "daily_quota": 100_000,
+            "valid_from": (now - timedelta(days=1)).isoformat(),
+            "valid_until": (now + timedelta(days=365)).isoformat(),
+        }
+        request = ctx.parse(GrantSchema, grant, "scope", "scope.grant")
+        ctx.call(scopes.grant(rt, request, "op-demo"))
+
+
+#: Scoring scopes granted once the model products exist (DESIGN §11.3).
+SCORING_SCOPES: dict[str, tuple[str, str, str]] = {
+    "sc-demo-risk-scoring": (
+        "enterprise_registry",
+        OPERATING_RISK_ID,
+        "operating-risk bands of SME borrowers for loan pricing",
+    ),
+    "sc-demo-stability-scoring": (
+        "social_insurance",
+        "social-insurance-stability",
+        "contribution stability of consumer-credit applicants, with their consent",
+    ),
+}
+
+
+def _risk_bands(histogram: dict[str, Any]) -> list[dict[str, Any]]:
+    """Band cut-offs from the DP score histogram (post-processing): the top fifth of
+    the noisy mass is A, the next 40% B, the next 30% C, the bottom tenth D."""
+    edges = histogram["edges"]
+    mass = [max(g, 0) + max(b, 0) for g, b in zip(histogram["good"], histogram["bad"], strict=True)]
+    total = max(sum(mass), 1)
+    cuts: list[float] = []
+    above = 0.0
+    for i in range(len(mass) - 1, -1, -1):
+        above += mass[i]
+        while len(cuts) < 3 and above / total >= (0.2, 0.6, 0.9)[len(cuts)]:
+            cuts.append(float(edges[i]))
+    while len(cuts) < 3:
+        cuts.append(float(edges[0]))
+    labels = ("A 低风险", "B 较低风险", "C 关注", "D 高风险")
+    mins = sorted(set(cuts), reverse=True)[:3]
+    bands = [{"label": labels[i], "min_score": m} for i, m in enumerate(mins)]
+    bands.append({"label": labels[len(bands)], "min_score": float(edges[0]) - 1e6})
+    return bands
+
+
+def _models(ctx: CliContext, rt: Runtime) -> None:
+    """The two demo model products, filed: an operating-risk band trained as a DP
+    scorecard on the registry, and a hand-written social-insurance stability band."""
+    regulator = rt.principals.find("reg-demo")
+    enterprise = rt.principals.find("ent-demo")
+    assert regulator is not None and enterprise is not None
+    definitions: list[dict[str, Any]] = []
+    if rt.models.owner(OPERATING_RISK_ID) is None:
+        req = TrainRequest(
+            "sc-demo-registry", "enterprise_registry", Decimal(1), OPERATING_RISK_SPEC
+        )
+        trained = ctx.call(models.train(rt, enterprise, req)).body
+        assert trained is not None
+        definitions.append(
+            {
+                "id": OPERATING_RISK_ID,
+                "product": "enterprise_registry",
+                "description": "经营风险等级: the risk of being listed for abnormal operation, "
+                "from a DP scorecard trained in the sandbox (release "
+                f"{trained['release']}); bands cut at the DP score histogram's quantiles.",
+                "key": ["uscc"],
+                "key_formats": {"uscc": "uscc"},
+                "from_release": trained["release"],
+                "output": {"bands": _risk_bands(trained["metrics"]["score_histogram"])},
+            }
+        )
+    for mp_id, data in model_product_data().items():
+        if rt.models.owner(mp_id) is None:
+            definitions.append(data)
+    for data in definitions:
+        loaded = ctx.parse(ModelProductSchema, data, "model product", "model_product.define")
+        defined = ctx.call(model_products.define(rt, "op-demo", loaded)).body
+        assert defined is not None
+        ctx.call(
+            model_products.transition(
+                rt, regulator, defined["id"], defined["version"], "file", "demo filing (备案)"
+            )
+        )
+    now = rt.clock()
+    for sid, (product_id, mp_id, purpose) in SCORING_SCOPES.items():
+        try:
+            rt.scopes.get(sid)
+            continue
+        except NotFound:
+            pass
+        grant = {
+            "id": sid,
+            "enterprise": "ent-demo",
+            "product": product_id,
+            "purpose": purpose,
+            "operations": {"score": [mp_id]},
+            "epsilon": 1,
             "rate_per_minute": 600,
             "daily_quota": 100_000,
             "valid_from": (now - timedelta(days=1)).isoformat(),
@@ -151,6 +264,19 @@ def _examples(demo_dir: Path, data_dir: Path) -> dict[str, Path]:
             "scope": "sc-demo-registry",
             "subject": {"uscc": first["uscc"]},
             "request_id": "demo-0001",
+        },
+        "train.json": OPERATING_RISK_SPEC,
+        "synthetic.json": {
+            "scope": "sc-demo-registry",
+            "epsilon": 1,
+            "columns": ["district", "industry", "registered_capital", "status", "abnormal_list"],
+            "rows": 1000,
+            "method": "mst",
+        },
+        "score.json": {
+            "scope": "sc-demo-risk-scoring",
+            "subject": {"uscc": first["uscc"]},
+            "request_id": "demo-score-0001",
         },
     }
     out = {}
@@ -182,6 +308,7 @@ def demo(ctx: CliContext, rows: int, quiet: bool) -> None:
     _principals(ctx, rt, keys_dir)
     _products(ctx, rt, data_dir, sizes, quiet)
     _scopes(ctx, rt)
+    _models(ctx, rt)
     examples = _examples(demo_dir, data_dir)
     size = rt.audit.size()
     ctx.close()
@@ -193,7 +320,10 @@ Demo deployment ready in {ctx.settings.data_dir.resolve()} ({size} audit entries
   principals  op-demo (operator), ent-demo (enterprise), reg-demo (regulator)
   keys        {keys_dir}/<id>.key ({rt.suite.key_type}, PKCS#8) and .pub
   products    enterprise_registry, social_insurance, population (+ 8 verification products)
-  scopes      {", ".join(SCOPES)} (granted to ent-demo, epsilon 10 each)
+  models      {OPERATING_RISK_ID} (a DP scorecard trained here), social-insurance-stability
+              (both filed by reg-demo)
+  scopes      {", ".join(SCOPES)} (granted to ent-demo, epsilon 10 each,
+              synthetic data and training included); {", ".join(SCORING_SCOPES)}
 
 Run the API:   .venv/bin/sandbox --data-dir {base} serve
 Then browse    http://127.0.0.1:8000/v1/docs
@@ -201,8 +331,17 @@ Signed calls, as the enterprise:
   .venv/bin/sandbox call POST /v1/queries --json {examples["query.json"]} --id ent-demo --key {key}
   .venv/bin/sandbox call POST /v1/verifications/enterprise-good-standing \\
       --json {examples["verify.json"]} --id ent-demo --key {key}
+Sandbox model development, as the enterprise (数据沙箱模型开发):
+  .venv/bin/sandbox train --scope sc-demo-registry --product enterprise_registry --epsilon 1 \\
+      --spec {examples["train.json"]} --out model.json --id ent-demo --key {key}
+  .venv/bin/sandbox synth enterprise_registry --scope sc-demo-registry --epsilon 1 \\
+      --columns district,industry,registered_capital,status,abnormal_list --rows 1000 \\
+      --out synthetic.csv --id ent-demo --key {key}
+  .venv/bin/sandbox call POST /v1/model-products/{OPERATING_RISK_ID}/score \\
+      --json {examples["score.json"]} --id ent-demo --key {key}
 As the regulator:
   .venv/bin/sandbox call GET /v1/audit/checkpoint --id reg-demo --key {keys_dir}/reg-demo.key
+  .venv/bin/sandbox models list --id reg-demo --key {keys_dir}/reg-demo.key
 """)
 
 

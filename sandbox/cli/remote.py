@@ -34,7 +34,12 @@ def client_options(f: Any) -> Any:
 
 
 def make_client(
-    ctx: CliContext, url: str | None, principal: str | None, key_file: str | None
+    ctx: CliContext,
+    url: str | None,
+    principal: str | None,
+    key_file: str | None,
+    *,
+    timeout: float = 60.0,
 ) -> Client:
     s = ctx.settings
     pid = principal or s.principal
@@ -42,12 +47,12 @@ def make_client(
     if not pid or key is None:
         raise InvalidRequest("give --id and --key (or $SANDBOX_PRINCIPAL and $SANDBOX_KEY_FILE)")
     try:
-        return Client(url or s.api_url, pid, key.read_bytes(), audience=s.audience)
+        return Client(url or s.api_url, pid, key.read_bytes(), audience=s.audience, timeout=timeout)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
 
 
-def _fail(exc: ApiError) -> None:
+def fail(exc: ApiError) -> None:
     index = f" (audit index {exc.audit_index})" if exc.audit_index is not None else ""
     raise click.ClickException(f"{exc.status} {exc.code}: {exc.message}{index}")
 
@@ -99,7 +104,7 @@ def call(
             ),
             err=True,
         )
-        _fail(exc)
+        fail(exc)
         return
     if table and isinstance(answer.get("rows"), list):
         click.echo(answer_table(answer))
@@ -134,7 +139,7 @@ def apply(
     try:
         current = {s["id"]: s for s in client.get("/v1/scopes")["scopes"]}
     except ApiError as exc:
-        _fail(exc)
+        fail(exc)
         return
     steps = plan(desired, current)
     for step in steps:
@@ -153,7 +158,7 @@ def apply(
                         {"reason": f"policy file {Path(file).name}"},
                     )
             except ApiError as exc:
-                _fail(exc)
+                fail(exc)
         changed = sum(s.action not in ("unchanged", "conflict") for s in steps)
         click.echo(f"applied: {changed} change(s)")
     if conflicts:

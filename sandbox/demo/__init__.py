@@ -6,8 +6,11 @@ return the definitions ``sandbox demo`` registers. See docs/demo-data.md.
 """
 
 from sandbox.demo.definitions import (
+    OPERATING_RISK_ID,
+    OPERATING_RISK_SPEC,
     manifest_data,
     manifests,
+    model_product_data,
     verification_data,
     verification_products,
 )
@@ -23,6 +26,8 @@ from sandbox.demo.generator import (
 
 __all__ = [
     "DEFAULT_SEED",
+    "OPERATING_RISK_ID",
+    "OPERATING_RISK_SPEC",
     "PRODUCTS",
     "DemoSizes",
     "generate",
@@ -30,6 +35,7 @@ __all__ = [
     "iter_rows",
     "manifest_data",
     "manifests",
+    "model_product_data",
     "verification_data",
     "verification_products",
     "write_all",

@@ -1,5 +1,6 @@
-"""The demo's published definitions: product manifests (YAML) and verification
-products (JSON), shipped as package data next to this module.
+"""The demo's published definitions: product manifests (YAML), verification
+products and model products (JSON), shipped as package data next to this module,
+and the training request behind the demo's trained model product.
 
 They are what ``sandbox demo`` registers and what operators copy; tests parse every
 one of them, so they cannot drift from the manifest and verification models.
@@ -57,3 +58,44 @@ def verification_products() -> dict[str, VerificationProduct]:
         vid: parse_verification_product(data, products[data["product"]])
         for vid, data in verification_data().items()
     }
+
+
+def model_product_data() -> dict[str, dict[str, Any]]:
+    """Return each hand-written demo model product (the body of POST
+    /v1/model-products), by id."""
+    out = {}
+    for f in _files("models", ".json"):
+        data = json.loads(f.read_text(encoding="utf-8"))
+        out[data["id"]] = data
+    return out
+
+
+#: The demo's scorecard training request (DESIGN §11.2): the risk of being put on the
+#: abnormal-operation list (经营异常名录) from industry, district, registered-capital
+#: band and age band (founding-date bins), on the scale banks use (600 points at
+#: 20:1, 40 points to double the odds).
+OPERATING_RISK_SPEC: dict[str, Any] = {
+    "kind": "scorecard",
+    "target": "abnormal_list",
+    "features": [
+        "industry",
+        "district",
+        "registered_capital",
+        {
+            "column": "founded_on",
+            "bins": [
+                "1992-01-01",
+                "2006-01-01",
+                "2012-01-01",
+                "2016-01-01",
+                "2019-01-01",
+                "2021-01-01",
+                "2023-01-01",
+                "2026-01-01",
+            ],
+        },
+    ],
+    "scale": {"base_score": 600, "base_odds": 20, "pdo": 40},
+    "score_bins": 20,
+}
+OPERATING_RISK_ID = "enterprise-operating-risk"

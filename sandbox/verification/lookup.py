@@ -357,6 +357,46 @@ class VerificationRunner:
             outcomes.append(Outcome(_answer(vp, row[2:] if found else none), found))
         return outcomes
 
+    def values(
+        self,
+        vp: VerificationProduct,
+        product: DataProduct,
+        data_path: Path,
+        items: Sequence[Item],
+        columns: Sequence[str],
+    ) -> list[tuple[Any, ...] | None]:
+        """Return, per item, its record's ``columns`` (None when the key matches no
+        single record): keyed point lookups as ``run``'s, for the scoring of linear
+        model products (DESIGN §11.3), which needs numbers rather than booleans. The
+        values stay in the service, which turns them into a band; no answer carries
+        them. Raises ``Unavailable`` if the data file cannot be read."""
+        if vp.product != product.id:
+            raise ValueError(f"{vp.id!r} is defined on {vp.product!r}, not {product.id!r}")
+        types = column_types(vp, product)
+        selected = ", ".join(f"t.{quote(c)}" for c in columns)
+        db, cursor = self._acquire(data_path)
+        out: list[tuple[Any, ...] | None] = []
+        try:
+            for item in items:
+                st = Statement()
+                where = " AND ".join(
+                    f"t.{quote(k)} = {st.bind(v, types[k])}"
+                    for k, v in zip(vp.key, item.key, strict=True)
+                )
+                sql = (
+                    f"SELECT {selected} FROM {SCHEMA}.{quote(product.id)} AS t "
+                    f"WHERE {where} LIMIT 2"
+                )
+                rows = cursor.execute(sql, st.params).fetchall()
+                out.append(tuple(rows[0]) if len(rows) == 1 else None)
+        except duckdb.Error as exc:
+            raise Unavailable(
+                "the model could not be evaluated", {"reason": type(exc).__name__}
+            ) from None
+        finally:
+            self._release(db, cursor)
+        return out
+
     # -- answer indexes -------------------------------------------------------
 
     def _index_of(

@@ -88,6 +88,7 @@ class Caller:
         sign_path: str | None = None,
         sign_body: bytes | None = None,
         headers: dict[str, str] | None = None,
+        lifetime_s: int = 60,
     ) -> TestResponse:
         data = (
             body
@@ -105,6 +106,7 @@ class Caller:
                 method=method,
                 path_and_query=sign_path or path,
                 body=data if sign_body is None else sign_body,
+                lifetime_s=lifetime_s,
             )
         hdrs = {"Authorization": f"Bearer {token}", **(headers or {})}
         if content_type:

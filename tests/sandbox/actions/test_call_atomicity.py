@@ -70,8 +70,14 @@ class World:
     files: dict[str, Path]
 
 
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One JAX compilation cache for the module's synthetic-data calls."""
+    return tmp_path_factory.mktemp("jax-cache")
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+def world(request: pytest.FixtureRequest, tmp_path: Path, jax_cache: Path) -> Iterator[World]:
     url = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
     # No background work: its own transactions (checkpoints, reviews) would be counted.
     settings = Settings(
@@ -80,6 +86,7 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
         query_threads=1,
         query_memory_limit="512MB",
         checkpoint_interval_s=0,
+        model_cache_dir=jax_cache,
     )
     rt = Runtime.open(settings)
     app: Flask = create_app(runtime=rt)
@@ -105,15 +112,18 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
     rt.close()
 
 
-def scope(sid: str) -> dict[str, Any]:
+def scope(sid: str, **ops: Any) -> dict[str, Any]:
     return {
         "id": sid,
         "enterprise": "ent-acme",
         "product": "enterprise_registry",
         "purpose": "tests",
         "operations": {
-            "aggregate": {"columns": ["district", "registered_capital"]},
+            "aggregate": {"columns": ["district", "registered_capital", "abnormal_list"]},
             "verify": ["enterprise-good-standing"],
+            "synthetic": True,
+            "train": True,
+            **ops,
         },
         "epsilon": 5,
         "max_epsilon_per_query": 1,
@@ -125,6 +135,44 @@ def scope(sid: str) -> dict[str, Any]:
 
 
 QUERY = "SELECT district, COUNT(*) AS n FROM enterprise_registry GROUP BY district"
+TRAIN = {
+    "scope": "sc-1",
+    "product": "enterprise_registry",
+    "epsilon": 0.5,
+    "spec": {
+        "kind": "scorecard",
+        "target": "abnormal_list",
+        "features": ["district", "registered_capital"],
+    },
+}
+SYNTHETIC = {"scope": "sc-1", "epsilon": 0.5, "columns": ["district", "abnormal_list"], "rows": 20}
+MODEL = {
+    "id": "risk",
+    "product": "enterprise_registry",
+    "key": ["uscc"],
+    "model": {
+        "kind": "scorecard",
+        "base_points": 600,
+        "features": [
+            {
+                "column": "abnormal_list",
+                "bins": [{"value": True, "points": -50}],
+                "missing_points": 0,
+            }
+        ],
+    },
+    "output": {"bands": [{"label": "A", "min_score": 600}, {"label": "B", "min_score": 0}]},
+}
+
+
+def model_version() -> str:
+    from products.manifest import parse_manifest
+    from products.parsing import parse
+    from sandbox.models.products import ModelProductSchema, definition_from
+
+    manifest = parse_manifest(manifest_data()["enterprise_registry"])
+    loaded = parse(ModelProductSchema, MODEL, "model product")
+    return definition_from(loaded, manifest, loaded["model"]).version
 
 
 def calls(w: World) -> list[tuple[str, Caller, str, str, Any, int]]:
@@ -132,6 +180,7 @@ def calls(w: World) -> list[tuple[str, Caller, str, str, Any, int]]:
     allowed and refused."""
     key = generate_keypair()[1].decode()
     verify = {"scope": "sc-1", "subject": {"uscc": w.subject}}
+    v = model_version()
     return [
         ("health is unaudited", w.enterprise, "GET", "/v1/health", None, 200),
         ("product list", w.enterprise, "GET", "/v1/products", None, 200),
@@ -256,6 +305,73 @@ def calls(w: World) -> list[tuple[str, Caller, str, str, Any, int]]:
             200,
         ),
         ("verify 404", w.enterprise, "POST", "/v1/verifications/nope", verify, 404),
+        ("train preview", w.enterprise, "POST", "/v1/models/train/preview", TRAIN, 200),
+        ("train", w.enterprise, "POST", "/v1/models/train", TRAIN, 200),
+        ("train reused", w.enterprise, "POST", "/v1/models/train", TRAIN, 200),
+        (
+            "train 400",
+            w.enterprise,
+            "POST",
+            "/v1/models/train",
+            {**TRAIN, "spec": {**TRAIN["spec"], "target": "district"}},
+            400,
+        ),
+        (
+            "synthetic preview",
+            w.enterprise,
+            "POST",
+            "/v1/products/enterprise_registry/synthetic/preview",
+            SYNTHETIC,
+            200,
+        ),
+        (
+            "synthetic",
+            w.enterprise,
+            "POST",
+            "/v1/products/enterprise_registry/synthetic",
+            SYNTHETIC,
+            200,
+        ),
+        ("model define", w.operator, "POST", "/v1/model-products", MODEL, 201),
+        ("model define again", w.operator, "POST", "/v1/model-products", MODEL, 200),
+        ("model define 400", w.operator, "POST", "/v1/model-products", {"id": "x"}, 400),
+        ("model score 403", w.enterprise, "POST", "/v1/model-products/risk/score", verify, 403),
+        ("model list", w.enterprise, "GET", "/v1/model-products", None, 200),
+        ("model read", w.regulator, "GET", "/v1/model-products/risk", None, 200),
+        ("model file", w.regulator, "POST", f"/v1/model-products/risk/versions/{v}/file", {}, 200),
+        (
+            "model file 409",
+            w.regulator,
+            "POST",
+            f"/v1/model-products/risk/versions/{v}/file",
+            {},
+            409,
+        ),
+        ("scope score", w.operator, "POST", "/v1/scopes", scope("sc-3", score=["risk"]), 201),
+        (
+            "model score",
+            w.enterprise,
+            "POST",
+            "/v1/model-products/risk/score",
+            {**verify, "scope": "sc-3"},
+            200,
+        ),
+        (
+            "model score batch",
+            w.enterprise,
+            "POST",
+            "/v1/model-products/risk/score/batch",
+            {"scope": "sc-3", "items": [{"subject": {"uscc": w.subject}}] * 3},
+            200,
+        ),
+        (
+            "model withdraw",
+            w.operator,
+            "POST",
+            f"/v1/model-products/risk/versions/{v}/withdraw",
+            {"note": "retired"},
+            200,
+        ),
         ("entries", w.regulator, "GET", "/v1/audit/entries?limit=5", None, 200),
         ("checkpoint", w.enterprise, "GET", "/v1/audit/checkpoint", None, 200),
         ("inclusion", w.enterprise, "GET", "/v1/audit/proofs/inclusion?index=1", None, 200),
@@ -273,7 +389,10 @@ def send(caller: Caller, method: str, path: str, body: Any) -> Any:
     if isinstance(body, bytes):
         kind = "text/csv" if path.endswith("/data") else "application/json"
         return caller.call(method, path, body=body, content_type=kind)
-    return caller.call(method, path, json_body=body)
+    # Synthetic data and training can outlast the default 60 s token on a loaded
+    # machine: their tokens get the longest lifetime DESIGN §6 allows.
+    slow = "/synthetic" in path or "/models/train" in path
+    return caller.call(method, path, json_body=body, lifetime_s=300 if slow else 60)
 
 
 def test_every_audited_call_writes_in_exactly_one_transaction(world: World) -> None:
