@@ -42,12 +42,18 @@ from typing import Any, Protocol, TypeVar
 import duckdb
 
 from products.errors import DomainError
+from products.loader import parse_size
 from sandbox.errors import QueryFailed, QueryTimeout, Unavailable
 
 _MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*\Z", re.IGNORECASE)
 Row = tuple[Any, ...]
 _T = TypeVar("_T")
 BUSY_RETRY_AFTER_S = 5  # Retry-After of a refusal because every worker is busy
+MEMORY_CHECK_S = 0.1  # how often a running job's worker memory is read
+# Beyond DuckDB's memory_limit, what a worker may hold: the interpreter, DuckDB's code
+# and the release step's own objects (measured: ~0.3 GB with OpenDP and mbi imported).
+MEMORY_HEADROOM_BYTES = 1 << 30
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 @dataclass(frozen=True)
@@ -393,6 +399,14 @@ class _Worker:
     def alive(self) -> bool:
         return bool(self.process.is_alive())
 
+    def resident_bytes(self) -> int:
+        """The worker's resident memory (Linux /proc; 0 where it cannot be read)."""
+        try:
+            with open(f"/proc/{self.process.pid}/statm", "rb") as f:
+                return int(f.read().split()[1]) * _PAGE_SIZE
+        except (OSError, ValueError, IndexError):
+            return 0
+
     def stop(self, *, kill: bool) -> None:
         try:
             if kill:
@@ -423,12 +437,20 @@ class WorkerPool:
     then shared between the running workers by the OS scheduler).
     """
 
-    def __init__(self, size: int = 2, *, grace_s: float = 5.0, wait_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        size: int = 2,
+        *,
+        grace_s: float = 5.0,
+        wait_s: float = 60.0,
+        memory_headroom: int = MEMORY_HEADROOM_BYTES,
+    ) -> None:
         if size < 1:
             raise ValueError("size must be >= 1")
         self.size = size
         self.grace_s = grace_s
         self.wait_s = wait_s
+        self.memory_headroom = memory_headroom
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         self._tenant_changed = threading.Condition(self._lock)
@@ -549,9 +571,7 @@ class WorkerPool:
         try:
             try:
                 worker.conn.send((str(db_path), sql, limits, finish))
-                if not worker.conn.poll(limits.timeout_s + self.grace_s):
-                    raise timed_out(limits.timeout_s)
-                reply = worker.conn.recv()
+                reply = self._await_reply(worker, limits)
             except (EOFError, OSError, ValueError):
                 raise QueryFailed(
                     "the engine stopped while running the query (it was restarted); "
@@ -571,6 +591,26 @@ class WorkerPool:
         if not isinstance(error, DomainError):  # pragma: no cover - a worker bug
             raise QueryFailed("the engine failed", {"rule": "engine"})
         raise error
+
+    def _await_reply(self, worker: _Worker, limits: EngineLimits) -> Any:
+        """The worker's reply, watching the job's time and the worker's memory: DuckDB
+        keeps to ``memory_limit`` by itself, but a release step's Python objects (noise,
+        a synthetic-data fit) do not, so the whole process is held to the limit plus
+        ``memory_headroom`` and killed beyond it (DESIGN invariant 9)."""
+        deadline = time.monotonic() + limits.timeout_s + self.grace_s
+        cap = parse_size(limits.memory_limit) + self.memory_headroom
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise timed_out(limits.timeout_s)
+            if worker.conn.poll(min(left, MEMORY_CHECK_S)):
+                return worker.conn.recv()
+            if worker.resident_bytes() > cap:
+                raise QueryFailed(
+                    "the query needed more memory than the sandbox allows and was stopped; "
+                    "narrow it (fewer rows, columns, groups or aggregates)",
+                    {"rule": "memory_limit"},
+                )
 
     def worker_pids(self) -> list[int]:
         """Return the process ids of the live workers (for monitoring and tests)."""

@@ -18,7 +18,7 @@ from sandbox.engine import EngineLimits, UnsafeInProcessRunner, WorkerPool, exec
 from sandbox.engine.cost import CostLimits
 from sandbox.engine.isolation import Deadline, Row
 from sandbox.engine.query import release_rows
-from sandbox.errors import QueryTimeout
+from sandbox.errors import QueryFailed, QueryTimeout
 from tests.sandbox.engine.conftest import PUMS_ALLOWED, build_from_select
 from tests.sandbox.engine.test_query import REGISTRY, REGISTRY_ALLOWED
 
@@ -206,5 +206,28 @@ def test_release_runs_in_the_worker_under_one_time_limit(
         )
         answer = execute(q, pums_db, EngineLimits(threads=1), runner=pool)
         assert [r[0] for r in answer.rows] == [0, 1]
+    finally:
+        pool.close()
+
+
+def hold_memory(rows: list[Row], deadline: Deadline) -> int:
+    """A release step that keeps growing its Python heap (as a synthetic-data fit
+    can), well past DuckDB's memory limit, which does not see it."""
+    held = []
+    for _ in range(40):
+        held.append(bytearray(64 << 20))  # touched: resident, not just reserved
+        time.sleep(0.05)
+    return len(held)
+
+
+def test_a_release_step_is_held_to_the_memory_limit_too(pums_db: Path) -> None:
+    pool = WorkerPool(size=1, grace_s=0.5, memory_headroom=400 << 20)
+    try:
+        limits = EngineLimits(timeout_s=60.0, memory_limit="256MB", threads=1)
+        with pytest.raises(QueryFailed) as info:
+            pool.run_and_finish(pums_db, "SELECT 1", limits, hold_memory)
+        assert info.value.code == "too_large" and info.value.details["rule"] == "memory_limit"
+        # The worker was replaced: the next job runs.
+        assert pool.run_and_finish(pums_db, "SELECT 1", limits, count_rows) == (1, 60.0)
     finally:
         pool.close()
