@@ -39,7 +39,6 @@ from sqlalchemy.engine import Connection, Engine
 
 from policies.errors import (
     BudgetExhausted,
-    OperationNotAllowed,
     ScopeExpired,
     ScopeRevoked,
     ScopeSuspended,
@@ -241,16 +240,26 @@ class Scope:
         }
         return hashlib.sha256(json.dumps(terms, sort_keys=True).encode()).hexdigest()
 
-    def check_affordable(self, epsilon: Decimal, delta: Decimal = Decimal(0)) -> None:
-        """Refuse, before any work, a release over the per-query cap or over what is
-        left. Raises ``OperationNotAllowed`` or ``BudgetExhausted``. Only advisory: the
-        binding check is the conditional charge at commit (``BudgetLedger.charge``)."""
+    def check_epsilon(self, epsilon: Decimal) -> None:
+        """Refuse a release asking for more than the scope's per-release cap: 400
+        ``invalid_request`` naming ``epsilon`` (the same rule for queries, synthetic
+        data and training)."""
         if epsilon > self.max_epsilon_per_query:
-            raise OperationNotAllowed(
-                f"epsilon {decimal_str(epsilon)} exceeds this scope's max_epsilon_per_query "
-                f"{decimal_str(self.max_epsilon_per_query)}",
-                {"scope": self.id, "max_epsilon_per_query": float(self.max_epsilon_per_query)},
+            cap = decimal_str(self.max_epsilon_per_query)
+            raise InvalidRequest(
+                f"epsilon {decimal_str(epsilon)} exceeds this scope's max_epsilon_per_query {cap}",
+                {
+                    "fields": {"epsilon": [f"at most {cap} (the scope's max_epsilon_per_query)"]},
+                    "scope": self.id,
+                    "max_epsilon_per_query": float(self.max_epsilon_per_query),
+                },
             )
+
+    def check_affordable(self, epsilon: Decimal, delta: Decimal = Decimal(0)) -> None:
+        """Refuse, before any work, a release over the per-release cap or over what is
+        left. Raises ``InvalidRequest`` or ``BudgetExhausted``. Only advisory: the
+        binding check is the conditional charge at commit (``BudgetLedger.charge``)."""
+        self.check_epsilon(epsilon)
         budget = self.budget
         if budget.spent + epsilon > budget.epsilon:
             raise BudgetExhausted(

@@ -124,12 +124,7 @@ def _prepared(rt: Runtime, scope: Scope, req: QueryRequest) -> tuple[PreparedQue
         raise OperationNotAllowed(
             f"scope {scope.id!r} does not grant aggregate queries", {"scope": scope.id}
         )
-    if req.epsilon > scope.max_epsilon_per_query:
-        raise OperationNotAllowed(
-            f"epsilon {decimal_str(req.epsilon)} exceeds this scope's max_epsilon_per_query "
-            f"{decimal_str(scope.max_epsilon_per_query)}",
-            {"scope": scope.id, "max_epsilon_per_query": float(scope.max_epsilon_per_query)},
-        )
+    scope.check_epsilon(req.epsilon)
     record = rt.catalogue.get(scope.product)
     if record.current is None:
         raise NotFound(f"product {record.id!r} has no data loaded yet", {"product": record.id})

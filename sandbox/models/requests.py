@@ -128,19 +128,6 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def check_epsilon(scope: Scope, epsilon: Decimal) -> None:
-    """Refuse an epsilon over the scope's per-release cap: 400 naming ``epsilon``."""
-    if epsilon > scope.max_epsilon_per_query:
-        cap = decimal_str(scope.max_epsilon_per_query)
-        raise InvalidRequest(
-            f"epsilon {decimal_str(epsilon)} exceeds this scope's max_epsilon_per_query {cap}",
-            {
-                "fields": {"epsilon": [f"at most {cap} (the scope's max_epsilon_per_query)"]},
-                "max_epsilon_per_query": float(scope.max_epsilon_per_query),
-            },
-        )
-
-
 def _column(product: DataProduct, scope: Scope, name: Any, field: str) -> Column:
     if not isinstance(name, str):
         raise _fields({field: ["a column name"]})
@@ -168,7 +155,7 @@ def synthetic_plan(
 ) -> tuple[Encoding, ...]:
     """The encodings of the requested columns. Raises ``InvalidRequest`` /
     ``ColumnNotAllowed`` naming the field."""
-    check_epsilon(scope, req.epsilon)
+    scope.check_epsilon(req.epsilon)
     unknown = sorted(set(req.bins) - set(req.columns))
     if unknown:
         raise _fields({"bins": [f"not a requested column: {', '.join(unknown)}"]})
@@ -185,7 +172,7 @@ def training_plan(
 ) -> tuple[LinearPlan | ScorecardPlan, Target | None]:
     """The plan of a training request. Raises ``InvalidRequest`` / ``ColumnNotAllowed``
     naming the ``spec.*`` field."""
-    check_epsilon(scope, req.epsilon)
+    scope.check_epsilon(req.epsilon)
     spec = req.spec
     kind = spec.get("kind")
     if kind not in KINDS:

@@ -11,10 +11,11 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from policies.budget import BudgetLedger, Release
-from policies.errors import BudgetExhausted, OperationNotAllowed
+from policies.errors import BudgetExhausted
 from policies.principals import Principal, PrincipalStore, Role, generate_keypair, parse_key
 from policies.scopes import ScopeStore, parse_grant
 from products.catalogue import Catalogue
+from products.errors import InvalidRequest
 from products.manifest import parse_manifest
 from products.transactions import read_then_write
 from tests.policies.conftest import FakeClock
@@ -116,7 +117,7 @@ def test_identical_query_reuses_the_answer_without_charge(
 
 def test_per_query_cap_and_early_refusal(scopes: ScopeStore, engine: Engine) -> None:
     grant(scopes, engine, "s", "2", "0.5")
-    with pytest.raises(OperationNotAllowed):
+    with pytest.raises(InvalidRequest, match="max_epsilon_per_query"):
         scopes.get("s").check_affordable(Decimal("0.6"))
     scopes.get("s").check_affordable(Decimal("0.5"))
     charge(engine, "a", "0.5", {})

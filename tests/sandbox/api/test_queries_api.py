@@ -162,7 +162,8 @@ def test_scope_rules(
     scope: str, operator: Caller, enterprise: Caller, app: Any, rt: Runtime
 ) -> None:
     too_much = query(enterprise, COUNT_BY_DISTRICT, epsilon=1.5)
-    assert too_much.status_code == 403 and error_code(too_much) == "operation_not_allowed"
+    assert too_much.status_code == 400 and error_code(too_much) == "invalid_request"
+    assert "epsilon" in too_much.get_json()["error"]["details"]["fields"]
     for bad in (0, -1, "x", None):
         assert query(enterprise, COUNT_BY_DISTRICT, epsilon=bad).status_code == 400
     not_mine = query(enterprise, COUNT_BY_DISTRICT, scope="sc-none")
