@@ -5,11 +5,12 @@ A console page that shows protected data is one audited read of its principal, l
 the API read it mirrors (``audit.read`` for the audit trail, ``audit.proof`` for an
 entry with its proof, ``audit.checkpoint`` for the integrity panel, ``scope.list``,
 ``scope.charges``, ``product.list``, ``principal.list``, ``receipt.read``,
-``report.read``): one entry per page request, whose ``result_hash`` covers the data
-the page was rendered from (the answer body here), and which records the console
-session (``console_session``). Console writes (grant, suspend, resume, revoke, query,
-preview) are the API's own actions (``sandbox/actions/scopes.py``, ``queries.py``)
-committed as calls of the signed-in principal.
+``report.read``, ``model_product.read``): one entry per page request, whose
+``result_hash`` covers the data the page was rendered from (the answer body here), and
+which records the console session (``console_session``). Console writes (grant,
+suspend, resume, revoke, query, preview, synthetic data, filing and withdrawing model
+versions) are the API's own actions (``sandbox/actions/scopes.py``, ``queries.py``,
+``models.py``, ``model_products.py``) committed as calls of the signed-in principal.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from policies.sessions import Challenge, ConsoleSession, SessionStore, claim_cha
 from products.errors import Conflict, NotFound
 from sandbox.actions.call import Answer, Pending
 from sandbox.errors import from_audit
+from sandbox.models.products import version_of
 from sandbox.runtime import Runtime
 
 PAGE = 50
@@ -406,13 +408,21 @@ def usage(rt: Runtime, caller: Principal, since: datetime) -> Pending:
 
 
 def products(rt: Runtime) -> Pending:
-    """``product.list``: every product with its versions, and every verification
-    product (operators and regulators: row counts included)."""
+    """``product.list``: every product with its versions, its verification products and
+    its model products (each version's filing status and call count; operators and
+    regulators: row counts included)."""
+    models: dict[str, list[dict[str, Any]]] = {}
+    for mp_id in rt.models.ids():
+        record = rt.models.get(mp_id)
+        summary = record.to_dict(full=False)
+        summary["versions"] = [{**v.to_dict(full=False), "calls": v.calls} for v in record.versions]
+        models.setdefault(record.product, []).append(summary)
     out = []
-    for record in rt.catalogue.products():
-        item = record.to_dict(include_counts=True)
-        item["versions"] = rt.catalogue.versions(record.id)
-        item["verification_products"] = rt.catalogue.verification_ids(record.id)
+    for product in rt.catalogue.products():
+        item = product.to_dict(include_counts=True)
+        item["versions"] = rt.catalogue.versions(product.id)
+        item["verification_products"] = rt.catalogue.verification_ids(product.id)
+        item["model_products"] = models.get(product.id, [])
         out.append(item)
     return Pending("product.list", fields={"view": "products"}, answer=Answer({"products": out}))
 
@@ -434,6 +444,28 @@ def scope_detail(rt: Runtime, caller: Principal, scope_id: str) -> Pending:
             raise NotFound(f"no scope {scope_id!r}", {"scope": scope_id})
         body = {"scope": scope.to_dict(), "charges": rt.ledger.charges(scope_id)}
         target = {"scope": scope.id, "product": scope.product, "enterprise": scope.enterprise}
+        return dataclasses.replace(pending, target=target, answer=Answer(body))
+
+    return pending.attempt(build)
+
+
+def model_version(rt: Runtime, mp_id: str, version: str) -> Pending:
+    """``model_product.read`` of one version, for review (operators and regulators):
+    the model product with every version in full, ``version`` (its exact definition,
+    training release, filing history and call count) and ``recomputed``, the SHA-256 of
+    the RFC 8785 encoding of the stored definition, which equals the version id (DESIGN
+    §11.3). Refused ``not_found`` for an unknown model product or version."""
+    pending = Pending(
+        "model_product.read", target={"model_product": mp_id}, fields={"model_version": version}
+    )
+
+    def build() -> Pending:
+        record = rt.models.get(mp_id)
+        chosen = record.version(version)
+        body = record.to_dict(full=True)
+        body["version"] = chosen.to_dict(full=True)
+        body["recomputed"] = version_of(chosen.definition)
+        target = {"model_product": mp_id, "product": record.product}
         return dataclasses.replace(pending, target=target, answer=Answer(body))
 
     return pending.attempt(build)

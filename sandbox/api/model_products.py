@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response
-from marshmallow import RAISE, Schema, fields, validate
+from marshmallow import Schema, fields
 
 from sandbox.actions import model_products
 from sandbox.api.blueprint import Blueprint
 from sandbox.api.calls import caller, respond, runtime
-from sandbox.models.products import ModelProductSchema
+from sandbox.models.products import ModelProductSchema, NoteSchema
 from sandbox.verification.request import BatchRequestSchema, VerificationRequestSchema
 
 blp = Blueprint(
@@ -19,13 +19,6 @@ blp = Blueprint(
     url_prefix="/v1/model-products",
     description="Model products and their filing (模型产品, 算法备案)",
 )
-
-
-class NoteSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    note = fields.String(validate=validate.Length(max=2000))
 
 
 class ModelProductAnswer(Schema):

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from sandbox.console import auth, i18n, operations, supervision
+from sandbox.console import auth, i18n, models, operations, supervision
 from sandbox.console.edge import blp
 
-__all__ = ["auth", "install", "operations", "supervision"]
+__all__ = ["auth", "install", "models", "operations", "supervision"]
 
 
 def install(app: Flask) -> None:

@@ -94,6 +94,9 @@ ENDPOINTS: dict[str, tuple[frozenset[Role], str]] = {
     "console.budgets": (ANYONE, "scope.charges"),  # enterprises: their own
     "console.oversight": (REGULATOR, "audit.read"),
     "console.models": (SUPERVISION, "model_product.list"),
+    "console.model_version": (SUPERVISION, "model_product.read"),
+    "console.model_file": (REGULATOR, "model_product.file"),  # as the API's role table
+    "console.model_withdraw": (SUPERVISION, "model_product.withdraw"),
     "console.report": (SUPERVISION, "report.read"),
     "console.usage": (ANYONE, "audit.read"),
     "console.products": (SUPERVISION, "product.list"),
@@ -105,6 +108,8 @@ ENDPOINTS: dict[str, tuple[frozenset[Role], str]] = {
     "console.transition": (OPERATOR, "scope.transition"),
     "console.query_page": (ENTERPRISE, "query.preview"),
     "console.query": (ENTERPRISE, "query.aggregate"),
+    "console.synthetic_page": (ENTERPRISE, "synthetic.preview"),
+    "console.synthetic": (ENTERPRISE, "synthetic"),
 }
 
 # Navigation per role: (endpoint, label key).
@@ -129,6 +134,7 @@ NAV: dict[Role, tuple[tuple[str, str], ...]] = {
     Role.ENTERPRISE: (
         ("console.scopes", "nav.my_scopes"),
         ("console.query_page", "nav.query"),
+        ("console.synthetic_page", "nav.synthetic"),
         ("console.trail", "nav.calls"),
         ("console.budgets", "nav.budget_history"),
         ("console.usage", "nav.usage"),

@@ -1,5 +1,5 @@
 """Pages over the audit log: the trail, an entry with its proof, integrity, budgets,
-refusals and flags, usage, receipts, model filing and the disclosure report."""
+refusals and flags, usage, receipts and the disclosure report."""
 
 from __future__ import annotations
 
@@ -199,15 +199,6 @@ def usage() -> Response:
     days = _int_arg("days") or 30
     since = runtime().clock() - timedelta(days=min(days, 3660))
     return show(actions.usage(runtime(), me(), since), "usage.html", days=days, label=label)
-
-
-@blp.route("/models", methods=["GET"])
-def models() -> Response:
-    """Model filing (DESIGN §11): a separate piece, wired once model products exist."""
-    from sandbox.actions.call import Answer, Pending
-
-    body: dict[str, Any] = {"model_products": []}
-    return show(Pending("model_product.list", answer=Answer(body)), "models.html")
 
 
 @blp.route("/report", methods=["GET"])

@@ -120,6 +120,16 @@ class ModelProductSchema(Schema):
         return data
 
 
+class NoteSchema(Schema):
+    """``{note?}``: the body of a filing or withdrawal (the note is recorded in the
+    version's history and in the audit entry)."""
+
+    class Meta:
+        unknown = RAISE
+
+    note = fields.String(validate=validate.Length(max=2000))
+
+
 @dataclass(frozen=True)
 class Band:
     label: str

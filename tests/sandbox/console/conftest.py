@@ -88,7 +88,12 @@ def sign_in(client: FlaskClient, caller: Caller) -> TestResponse:
 
 def browser(w: World, caller: Caller, lang: str = "en") -> FlaskClient:
     """A test client (its own cookie jar) signed in as ``caller``."""
-    client = w.app.test_client()
+    return browser_session(w.app, caller, lang)
+
+
+def browser_session(app: Flask, caller: Caller, lang: str = "en") -> FlaskClient:
+    """A test client of ``app`` (its own cookie jar) signed in as ``caller``."""
+    client = app.test_client()
     client.environ_base["HTTP_ACCEPT_LANGUAGE"] = lang
     resp = sign_in(client, caller)
     assert resp.status_code == 303, resp.get_data(as_text=True)[:500]
@@ -111,6 +116,51 @@ def grant_body(sid: str, enterprise: str = "ent-acme") -> dict[str, Any]:
     }
 
 
+def dev_grant_body(sid: str = "sc-acme-dev") -> dict[str, Any]:
+    """A scope granting DP synthetic data (DESIGN §11.1) on the registry to ent-acme."""
+    body = grant_body(sid)
+    body["operations"] = {
+        "aggregate": {"columns": ["district", "status", "registered_capital"]},
+        "synthetic": True,
+    }
+    return body
+
+
+# A scorecard over the registry (DESIGN §11.3), published as a draft in the template.
+RISK_MODEL: dict[str, Any] = {
+    "id": "registry-risk",
+    "product": "enterprise_registry",
+    "key": ["uscc"],
+    "model": {
+        "kind": "scorecard",
+        "base_points": 500,
+        "features": [
+            {
+                "column": "district",
+                "bins": [
+                    {"value": "A", "points": 20},
+                    {"value": "B", "points": 0},
+                    {"value": "C", "points": -20},
+                ],
+                "missing_points": 0,
+            },
+            {
+                "column": "registered_capital",
+                "bins": [
+                    {"range": [0, 100000], "points": -30},
+                    {"range": [100000, 500000], "points": 0},
+                    {"range": [500000, 100000000], "points": 30},
+                ],
+                "missing_points": 0,
+            },
+        ],
+    },
+    "output": {"bands": [{"label": "A", "min_score": 520}, {"label": "B", "min_score": 0}]},
+    "natural_person": False,
+    "description": "经营风险等级 (console tests)",
+}
+
+
 ROLES = {
     "op-city": Role.OPERATOR,
     "ent-acme": Role.ENTERPRISE,
@@ -119,18 +169,31 @@ ROLES = {
 }
 
 
-def settings_for(data_dir: Path) -> Settings:
+def settings_for(data_dir: Path, jax_cache: Path) -> Settings:
     return Settings(
-        data_dir=data_dir, query_threads=1, query_memory_limit="512MB", checkpoint_interval_s=0
+        data_dir=data_dir,
+        query_threads=1,
+        query_memory_limit="512MB",
+        checkpoint_interval_s=0,
+        model_cache_dir=jax_cache,
     )
 
 
 @pytest.fixture(scope="session")
-def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, tuple[bytes, str]]]:
-    """A deployment built once per test process (principals, a loaded product, two
-    scopes); each test gets a copy of its files (building it takes a second)."""
+def jax_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One JAX compilation cache per test process: a synthetic-data fit compiles once."""
+    return tmp_path_factory.mktemp("console-jax-cache")
+
+
+@pytest.fixture(scope="session")
+def template(
+    tmp_path_factory: pytest.TempPathFactory, jax_cache: Path
+) -> tuple[Path, dict[str, tuple[bytes, str]]]:
+    """A deployment built once per test process (principals, a loaded product, three
+    scopes, a draft model product); each test gets a copy of its files (building it
+    takes a second)."""
     data = tmp_path_factory.mktemp("console-template") / "var"
-    rt = Runtime.open(settings_for(data))
+    rt = Runtime.open(settings_for(data, jax_cache))
     app = create_app(runtime=rt)
     callers = {pid: make_caller(app, rt, pid, role) for pid, role in ROLES.items()}
     operator = callers["op-city"]
@@ -144,17 +207,22 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     assert up.status_code == 200, up.get_json()
     assert operator.post("/v1/scopes", grant_body("sc-acme")).status_code == 201
     assert operator.post("/v1/scopes", grant_body("sc-other", "ent-other")).status_code == 201
+    assert operator.post("/v1/scopes", dev_grant_body()).status_code == 201
+    defined = operator.post("/v1/model-products", RISK_MODEL)
+    assert defined.status_code == 201, defined.get_json()
     rt.close()
     return data, {pid: (c.private_pem, c.kid) for pid, c in callers.items()}
 
 
 @pytest.fixture
-def world(template: tuple[Path, dict[str, tuple[bytes, str]]], tmp_path: Path) -> Iterator[World]:
+def world(
+    template: tuple[Path, dict[str, tuple[bytes, str]]], tmp_path: Path, jax_cache: Path
+) -> Iterator[World]:
     source, keys = template
     data = tmp_path / "var"
     shutil.copytree(source, data)
     clock = Clock()
-    rt = Runtime.open(settings_for(data), clock=clock)
+    rt = Runtime.open(settings_for(data, jax_cache), clock=clock)
     app = create_app(runtime=rt)
     callers = {
         pid: Caller(pid, ROLES[pid], pem, kid, app.test_client())

@@ -43,12 +43,14 @@ OPERATOR_PAGES = (
     "/console/principals",
     "/console/usage",
     "/console/budgets",
+    "/console/models",
     "/console/report",
 )
 ENTERPRISE_PAGES = (
     "/console/scopes",
     "/console/scopes/sc-acme",
     "/console/query",
+    "/console/synthetic",
     "/console/audit",
     "/console/budgets",
     "/console/usage",
@@ -223,9 +225,11 @@ def test_a_session_cookie_replayed_after_sign_out_is_dead(world: World) -> None:
 
 @pytest.mark.parametrize("lang", ["en", "zh-CN"])
 def test_every_page_renders_for_its_roles_and_is_recorded_once(world: World, lang: str) -> None:
+    version = world.rt.models.get("registry-risk").versions[0].version
+    review = f"/console/models/registry-risk/versions/{version}"
     for caller, pages in (
-        (world.regulator, REGULATOR_PAGES),
-        (world.operator, OPERATOR_PAGES),
+        (world.regulator, (*REGULATOR_PAGES, review)),
+        (world.operator, (*OPERATOR_PAGES, review)),
         (world.enterprise, ENTERPRISE_PAGES),
     ):
         client = browser(world, caller, lang)
@@ -267,6 +271,7 @@ def test_an_enterprise_cannot_reach_another_enterprises_pages(world: World) -> N
         "/console/principals",
         "/console/oversight",
         "/console/report",
+        "/console/models",
         "/console/scopes/new",
     ):
         resp = client.get(path)
@@ -311,7 +316,7 @@ def test_the_trail_filters_and_pages(world: World) -> None:
         for i in filtered(client, actor="op-city")
     )
     grants = filtered(client, action="scope.grant")
-    assert len(grants) == 2
+    assert len(grants) == 3  # sc-acme, sc-other, sc-acme-dev (the template)
     assert filtered(client, role="enterprise")
     assert filtered(client, scope="sc-other") and filtered(client, product="enterprise_registry")
     assert filtered(client, text="invalid_sql") == [

@@ -1,7 +1,8 @@
 """The console in a real browser (Debian's chromium through Playwright, never a
 downloaded browser) against a real server: sign-in per role with the link ``sandbox
 console login`` prints, each role's main pages in both languages, filtering the audit
-trail, an inclusion proof checked by the page's own WebCrypto code, granting and
+trail, an inclusion proof checked by the page's own WebCrypto code, filing a model
+version, granting and
 revoking a scope through the form, CSRF and expired-session refusals, an enterprise
 kept out of another's pages, an integrity alarm after the store is tampered with, and
 accessibility basics (labels, headings, keyboard reachability) on every page seen."""
@@ -24,7 +25,7 @@ from sandbox.client import Client
 from sandbox.runtime import Runtime
 from sandbox.settings import Settings
 from tests.sandbox.conftest import REGISTRY_MANIFEST, REGISTRY_ROWS, make_caller
-from tests.sandbox.console.conftest import grant_body
+from tests.sandbox.console.conftest import RISK_MODEL, grant_body
 from tests.sandbox.servers import Server, running
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -85,6 +86,7 @@ def deployment(tmp_path: Path) -> Iterator[tuple[Server, Path, dict[str, bytes]]
     assert up.status_code == 200
     assert op.post("/v1/scopes", grant_body("sc-acme")).status_code == 201
     assert op.post("/v1/scopes", grant_body("sc-other", "ent-other")).status_code == 201
+    assert op.post("/v1/model-products", RISK_MODEL).status_code == 201  # a draft
     ent = callers["ent-acme"]
     sql = "SELECT district, COUNT(*) AS n FROM enterprise_registry GROUP BY district"
     assert ent.post("/v1/queries", {"scope": "sc-acme", "sql": sql, "epsilon": 0.5}).status_code
@@ -157,7 +159,15 @@ def test_the_console_in_a_browser(
             ):
                 visit(reg, f"{url}{path}?lang=zh_CN", heading=zh)
                 visit(reg, f"{url}{path}?lang=en", heading=en)
-            assert reg.query_selector("#no-models")
+            # Filing the draft model version through the review page's form.
+            reg.click("#mp-registry-risk a[aria-label]")
+            reg.wait_for_selector("#version-status[data-status=draft]")
+            assert reg.get_attribute("#hash-check", "data-ok") == "true"
+            reg.fill("#note", "filed in a browser test")
+            reg.click("#file")
+            reg.wait_for_url("**done=file**")
+            assert reg.get_attribute("#version-status", "data-status") == "filed"
+            assert "filed in a browser test" in reg.inner_text("#history")
             visit(reg, f"{url}/console/budgets")
             assert reg.query_selector("svg.chart")
             assert tab_reaches(reg, "nav.main-nav a >> nth=-1")

@@ -29,8 +29,8 @@ def test_the_report_is_recomputed_from_an_exported_bundle(world: World, tmp_path
     report = json.loads(run(world, "report", "--year", str(year)))
     size = report["checkpoint"]["size"]
     assert size == world.rt.audit.size() - 1  # every entry before the report's own
-    assert report["scopes"]["granted"] == 2
-    assert report["scopes"]["by_purpose"] == {"console tests": 2}
+    assert report["scopes"]["granted"] == 3  # the template grants three scopes
+    assert report["scopes"]["by_purpose"] == {"console tests": 3}
     assert report["scopes"]["suspended_by_operator"] == 1
     assert report["products"]["enterprise_registry"]["versions"][0]["version"] == 1
     calls = report["calls"]["by_product"]["enterprise_registry"]["query.aggregate"]
@@ -62,7 +62,7 @@ def test_the_console_report_names_its_checkpoint(world: World) -> None:
     cp = world.rt.audit.checkpoint_at(report["checkpoint"]["size"])
     assert cp is not None
     assert base64.b64encode(cp.root).decode() == report["checkpoint"]["root"]
-    assert report["scopes"]["granted"] == 2
+    assert report["scopes"]["granted"] == 3  # the template grants three scopes
     page = client.get(f"/console/report?year={year}").get_data(as_text=True)
     latest = world.rt.audit.latest_checkpoint()
     assert latest is not None and base64.b64encode(latest.root).decode() in page
