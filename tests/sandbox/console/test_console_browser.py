@@ -2,10 +2,10 @@
 downloaded browser) against a real server: sign-in per role with the link ``sandbox
 console login`` prints, each role's main pages in both languages, filtering the audit
 trail, an inclusion proof checked by the page's own WebCrypto code, filing a model
-version, granting and
-revoking a scope through the form, CSRF and expired-session refusals, an enterprise
-kept out of another's pages, an integrity alarm after the store is tampered with, and
-accessibility basics (labels, headings, keyboard reachability) on every page seen."""
+version, granting and revoking a scope through the form, CSRF and expired-session
+refusals, an enterprise kept out of another's pages, an integrity alarm after the store
+is tampered with, and accessibility basics (labels, headings, keyboard reachability) on
+every page seen."""
 
 from __future__ import annotations
 
