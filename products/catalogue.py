@@ -34,6 +34,11 @@ from products.verification import VerificationProduct, parse_verification_produc
 
 Clock = Callable[[], datetime]
 
+STAGED_PREFIX = "load-"
+# Older than any commit a finished load can wait for (the audit store's lock timeout
+# is seconds): an unrecorded staged file this old was left by a killed process.
+ORPHAN_AGE_S = 3600.0
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -213,10 +218,49 @@ class Catalogue:
     def staging_path(self, product_id: str) -> Path:
         """Return a fresh path, under the product's directory, for loading a new version
         into (nothing is recorded: a load that fails, or whose call is refused, leaves
-        no version behind; its file is removed by whoever made it)."""
-        path = self.products_dir / product_id / f"load-{uuid.uuid4().hex}.duckdb"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
+        no version behind; its file is removed by whoever made it). Files of loads
+        that finished but never committed (the process was killed in between) are
+        removed first (``remove_orphans``)."""
+        directory = self.products_dir / product_id
+        directory.mkdir(parents=True, exist_ok=True)
+        self.remove_orphans(product_id)
+        return directory / f"{STAGED_PREFIX}{uuid.uuid4().hex}.duckdb"
+
+    def remove_orphans(self, product_id: str, *, older_than_s: float = ORPHAN_AGE_S) -> list[str]:
+        """Remove the product's staged files that no version records and that were
+        last written more than ``older_than_s`` ago; return their names.
+
+        A finished load waits for its call's commit only briefly (the audit store's
+        lock timeout), so a staged file that old and unrecorded belongs to a process
+        that died between its load and its commit. Younger ones may still be
+        committing elsewhere and are left alone.
+        """
+        directory = self.products_dir / product_id
+        staged = sorted(directory.glob(f"{STAGED_PREFIX}*.duckdb"))
+        if not staged:
+            return []
+        with self._engine.connect() as conn:
+            recorded = set(
+                conn.execute(
+                    sa.select(product_versions.c.data_file).where(
+                        product_versions.c.product_id == product_id
+                    )
+                ).scalars()
+            )
+        cutoff = time.time() - older_than_s
+        removed = []
+        for path in staged:
+            name = path.relative_to(self.products_dir).as_posix()
+            lock = path.with_name(path.name + ".lock")
+            try:
+                old = path.stat().st_mtime < cutoff
+            except FileNotFoundError:
+                continue
+            if name in recorded or lock.exists() or not old:
+                continue
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+        return removed
 
     @classmethod
     def add_version(

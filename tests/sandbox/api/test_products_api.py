@@ -230,3 +230,30 @@ def test_row_counts_and_content_hashes_are_shown_to_operators_and_regulators_onl
             body = who.get(path).get_json()
             product = body["products"][0] if "products" in body else body
             assert ("content_hash" in product) is shown and ("row_count" in product) is shown
+
+
+def test_a_load_whose_process_died_before_its_commit_leaves_no_file(
+    rt: Runtime, operator: Caller
+) -> None:
+    """A staged file that no version records (its process was killed between its load
+    and its commit) is removed by the next load once it is older than any commit could
+    wait; a younger one may still be committing elsewhere and is kept."""
+    import os
+    import time
+
+    assert register(operator).status_code == 201
+    assert upload(operator, REGISTRY_ROWS).status_code == 200
+    directory = rt.settings.products_dir / "enterprise_registry"
+    current = {p.name for p in directory.iterdir()}
+    dead = directory / "load-0000dead.duckdb"
+    young = directory / "load-0000young.duckdb"
+    for orphan in (dead, young):
+        orphan.write_bytes(b"a finished load that never committed")
+    hour_ago = time.time() - 3700
+    os.utime(dead, (hour_ago, hour_ago))
+    for recorded in current:  # recorded versions are never touched, however old
+        os.utime(directory / recorded, (hour_ago, hour_ago))
+    assert upload(operator, REGISTRY_ROWS).get_json()["version"] == 2
+    left = {p.name for p in directory.iterdir()}
+    assert not dead.exists() and young.exists() and current <= left
+    assert len(left) == len(current) + 2  # version 2 and the young file
