@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -175,9 +176,11 @@ class PlanSpec:
 
 @dataclass(frozen=True)
 class Plan:
-    """The rewritten SQL and the accounting of every statistic it releases."""
+    """The rewritten SQL and the accounting of every statistic it releases.
 
-    sql: str
+    The SQL is rendered on first use: a preview (accuracy before spending) needs only
+    the accounting, and rendering is most of what planning costs."""
+
     spec: PlanSpec
     outputs: tuple[OutputSpec, ...]
     selector: str | None  # COUNT(*) alias whose threshold selects unknown keys
@@ -186,10 +189,21 @@ class Plan:
     limit: int | None
     offset: int
     key_names: tuple[str, ...] = field(default=())
-    # The same statistics reading the stored fixed-point columns (None when the query
-    # sums nothing), and the columns that SQL needs in the product table.
-    stored_sql: str | None = None
+    # The columns the loader stores (layout 2) that ``stored_sql`` needs.
     stored_columns: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def sql(self) -> str:
+        """The rewritten SQL over the product's raw columns."""
+        return _render(self.spec)
+
+    @functools.cached_property
+    def stored_sql(self) -> str | None:
+        """The same statistics reading the stored fixed-point columns (None when the
+        query sums nothing)."""
+        if not self.stored_columns:
+            return None
+        return _render(dataclasses.replace(self.spec, stored=True))
 
     @property
     def measurements(self) -> tuple[Measurement, ...]:
@@ -410,10 +424,7 @@ def plan(query: ResolvedQuery) -> Plan:
             if m.kind is MeasureKind.COUNT and m.column is not None
             if (fp := fixed_point(m.column)) is not None
         ]
-    stored_sql = _render(dataclasses.replace(spec, stored=True)) if stored else None
     return Plan(
-        sql=_render(spec),
-        stored_sql=stored_sql,
         stored_columns=tuple(dict.fromkeys(stored)),
         spec=spec,
         outputs=tuple(outputs),

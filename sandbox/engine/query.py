@@ -71,13 +71,17 @@ class PreparedQuery:
     product: DataProduct
     sql: str
     normalized_sql: str
-    rewritten_sql: str
     epsilon: Decimal
     delta_spent: float
     plan: Plan
     allocations: tuple[Allocation, ...]
     cost: QueryCost
     max_threshold_groups: int = CostLimits.max_threshold_groups
+
+    @property
+    def rewritten_sql(self) -> str:
+        """The rewritten SQL over the product's raw columns (rendered on first use)."""
+        return self.plan.sql
 
     @property
     def columns(self) -> list[str]:
@@ -219,7 +223,6 @@ def prepare(
         product=product,
         sql=sql,
         normalized_sql=resolved.normalized_sql,
-        rewritten_sql=the_plan.sql,
         epsilon=eps,
         delta_spent=dlt if any(a.threshold is not None for a in allocations) else 0.0,
         plan=the_plan,
