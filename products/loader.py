@@ -3,7 +3,8 @@
 The load is linear in the data and bounded in memory and temporary disk:
 
 1. **Read** (one streaming pass, DuckDB's threads): every row is typed and checked
-   against the manifest (types, missing values, public values), and its bounded
+   against the manifest (types, missing values, public values, the check characters
+   of columns declaring a ``format``: ``products.check_characters``), and its bounded
    numeric values are also stored as clipped fixed-point integers
    (``products.layout``). Values outside a column's bounds are not refused: bounds
    are clipping bounds (DESIGN §8), and the load reports how many values each column
@@ -45,6 +46,7 @@ from typing import Any
 
 import duckdb
 
+from products.check_characters import check_character_rules
 from products.errors import InvalidRequest, StorageUnavailable, TooLarge
 from products.layout import BUCKET, UNIT_RANK, FixedPoint, fixed_point, layout_comment
 from products.manifest import Column, ColumnType, DataProduct
@@ -250,6 +252,8 @@ def _rules(col: Column, raw: str, source_type: str, unit: str) -> list[tuple[str
         if col.type is ColumnType.DATE:
             values = ", ".join(f"DATE {_literal(v)}" for v in col.public_values)
         rules.append((f"({typed}) NOT IN ({values})", "not one of public_values"))
+    if col.format is not None and col.type is ColumnType.STRING:
+        rules.extend(check_character_rules(col.format, f"({typed})"))
     return rules
 
 

@@ -56,6 +56,32 @@ class ColumnType(StrEnum):
         return self in (ColumnType.INTEGER, ColumnType.FLOAT)
 
 
+class KeyFormat(StrEnum):
+    """Formats of identifier strings. A verification product's ``key_formats`` may name
+    any of them (they decide how call values are normalised and validated); a string
+    column of a manifest may declare one that has a check character (``checked``), and
+    the loader then refuses values whose check character is wrong."""
+
+    USCC = "uscc"  # GB 32100-2015 unified social credit code
+    PRC_ID = "prc_id"  # GB 11643-1999 citizen identity number
+    ENTERPRISE_NAME = "enterprise_name"  # registered enterprise name
+    PERSON_NAME = "person_name"  # a natural person's name
+
+    @property
+    def personal(self) -> bool:
+        """True when values of this format identify a natural person."""
+        return self in (KeyFormat.PRC_ID, KeyFormat.PERSON_NAME)
+
+    @property
+    def checked(self) -> bool:
+        """True when values carry a check character the loader verifies
+        (``products.check_characters``)."""
+        return self in (KeyFormat.USCC, KeyFormat.PRC_ID)
+
+
+CHECKED_FORMATS = tuple(f.value for f in KeyFormat if f.checked)
+
+
 class Classification(StrEnum):
     """How sensitive a column is; decides what queries may do with it."""
 
@@ -80,6 +106,7 @@ class Column:
     group_by: bool = False
     aggregate: bool = False
     description: str = ""
+    format: KeyFormat | None = None  # a checked format (string columns only)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the manifest form of this column (only non-default optional fields)."""
@@ -100,6 +127,8 @@ class Column:
         out["aggregate"] = self.aggregate
         if self.description:
             out["description"] = self.description
+        if self.format is not None:
+            out["format"] = self.format.value
         return out
 
 
@@ -177,6 +206,12 @@ class ColumnSchema(Schema):
     group_by = fields.Boolean()
     aggregate = fields.Boolean()
     description = fields.String(validate=validate.Length(max=2000))
+    format = fields.String(
+        validate=validate.OneOf(
+            CHECKED_FORMATS,
+            error="must be one of {choices}: the identifier formats with a check character",
+        )
+    )
 
 
 class ManifestSchema(Schema):
@@ -318,6 +353,8 @@ def _column_problems(col: dict[str, Any]) -> dict[str, list[str]]:
                 ]
     if col.get("group_by") and ctype is ColumnType.FLOAT:
         problems["group_by"] = ["float columns cannot be group keys; declare bins instead"]
+    if col.get("format") is not None and ctype is not ColumnType.STRING:
+        problems["format"] = ["format is only for string columns"]
     return problems
 
 
@@ -355,6 +392,7 @@ def _column(col: dict[str, Any]) -> Column:
         group_by=col.get("group_by", default_group),
         aggregate=col.get("aggregate", not is_id),
         description=col.get("description", ""),
+        format=KeyFormat(col["format"]) if "format" in col else None,
     )
 
 

@@ -35,6 +35,10 @@ from products.manifest import (
     Scalar,
     _typed,
 )
+
+# Defined with the manifest, whose string columns may declare a checked format too;
+# re-exported here, where verification products' ``key_formats`` use it.
+from products.manifest import KeyFormat as KeyFormat
 from products.parsing import parse
 
 VERIFICATION_ID = re.compile(r"^[a-z0-9_-]{1,64}\Z")
@@ -70,20 +74,6 @@ class Op(StrEnum):
 class AnswerShape(StrEnum):
     ALL = "all"  # {"match": bool}: every check holds
     EACH = "each"  # {"match": bool, "checks": {name: bool}}
-
-
-class KeyFormat(StrEnum):
-    """Formats a string key column may declare; they decide normalisation and validation."""
-
-    USCC = "uscc"  # GB 32100-2015 unified social credit code
-    PRC_ID = "prc_id"  # GB 11643-1999 citizen identity number
-    ENTERPRISE_NAME = "enterprise_name"  # registered enterprise name
-    PERSON_NAME = "person_name"  # a natural person's name
-
-    @property
-    def personal(self) -> bool:
-        """True when values of this format identify a natural person."""
-        return self in (KeyFormat.PRC_ID, KeyFormat.PERSON_NAME)
 
 
 KEY_TYPES = (ColumnType.STRING, ColumnType.INTEGER, ColumnType.DATE)

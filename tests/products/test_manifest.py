@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from products.errors import InvalidRequest
-from products.manifest import Classification, ColumnType, parse_manifest
+from products.manifest import Classification, ColumnType, KeyFormat, parse_manifest
 
 
 def manifest(**overrides: Any) -> dict[str, Any]:
@@ -137,6 +137,30 @@ def test_bad_top_level_fields_are_named(override: dict[str, Any], field: str) ->
             },
             "bins",
         ),
+        (
+            {
+                "name": "x",
+                "type": "integer",
+                "classification": "identifier",
+                "aggregate": False,
+                "format": "uscc",
+            },
+            "format",
+        ),
+        (
+            {"name": "x", "type": "string", "classification": "identifier", "format": "iban"},
+            "format",
+        ),
+        (
+            {
+                "name": "x",
+                "type": "string",
+                "classification": "identifier",
+                "format": "person_name",  # a key format of verification products, unchecked
+            },
+            "format",
+        ),
+        ({"name": "x", "type": "string", "classification": "identifier", "format": None}, "format"),
     ],
 )
 def test_bad_columns_are_named_by_index_and_field(column: dict[str, Any], field: str) -> None:
@@ -146,6 +170,35 @@ def test_bad_columns_are_named_by_index_and_field(column: dict[str, Any], field:
         parse_manifest(m)
     errors = fields_of(exc)["columns"]
     assert field in errors[len(m["columns"]) - 1]
+
+
+def test_format_declares_a_checked_identifier_and_round_trips() -> None:
+    m = manifest()
+    m["columns"][0]["format"] = "uscc"
+    m["columns"].append(
+        {"name": "rep_id", "type": "string", "classification": "identifier", "format": "prc_id"}
+    )
+    product = parse_manifest(m)
+    assert product.column("uscc").format is KeyFormat.USCC  # type: ignore[union-attr]
+    assert product.column("rep_id").format is KeyFormat.PRC_ID  # type: ignore[union-attr]
+    assert product.column("district").format is None  # type: ignore[union-attr]
+    assert product.to_dict()["columns"][0]["format"] == "uscc"
+    assert "format" not in product.to_dict()["columns"][1]
+    assert parse_manifest(product.to_dict()) == product
+    assert parse_manifest(product.to_dict(), registering=False) == product
+
+
+def test_format_errors_say_what_is_allowed() -> None:
+    m = manifest()
+    m["columns"][0]["format"] = "enterprise_name"
+    m["columns"][3]["format"] = "uscc"  # employees: integer
+    with pytest.raises(InvalidRequest) as exc:
+        parse_manifest(m)
+    errors = fields_of(exc)["columns"]
+    assert errors[0]["format"] == [
+        "must be one of uscc, prc_id: the identifier formats with a check character"
+    ]
+    assert errors[3]["format"] == ["format is only for string columns"]
 
 
 def test_duplicate_column_and_unknown_unique_key() -> None:
@@ -197,6 +250,7 @@ _keys = st.sampled_from(
         "public_values",
         "bins",
         "group_by",
+        "format",
     ]
 )
 
