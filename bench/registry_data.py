@@ -13,7 +13,8 @@ from pathlib import Path
 
 import duckdb
 
-USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+from products.check_characters import USCC_ALPHABET
+
 DISTRICTS = [
     ("荔湾区", "03"), ("越秀区", "04"), ("海珠区", "05"), ("天河区", "06"), ("白云区", "11"),
     ("黄埔区", "12"), ("番禺区", "13"), ("花都区", "14"), ("南沙区", "15"), ("从化区", "17"),

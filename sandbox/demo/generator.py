@@ -33,6 +33,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from products.check_characters import USCC_ALPHABET
 from products.errors import InvalidRequest
 from sandbox.demo.permutation import Permutation
 from sandbox.demo.reference import (
@@ -50,7 +51,7 @@ from sandbox.demo.reference import (
     District,
     Industry,
 )
-from sandbox.verification.codes import USCC_ALPHABET, make_prc_id, make_uscc
+from sandbox.verification.codes import make_prc_id, make_uscc
 
 Progress = Callable[[str, float], None]
 T = TypeVar("T")

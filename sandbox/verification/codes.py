@@ -29,7 +29,8 @@ import datetime as dt
 
 from stdnum.cn import ric, uscc
 
-USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+from products.check_characters import USCC_ALPHABET
+
 ORG_CODE_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)
 
 _USCC_VALUE = {c: i for i, c in enumerate(USCC_ALPHABET)}
