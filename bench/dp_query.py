@@ -50,24 +50,19 @@ after a warm-up of each (two HTTP calls: one per query worker):
            parse and plan, rate counter, audit entry; no engine, charge or receipt).
 
 It reports medians and the ratios HTTP / raw and engine / raw; the last line is JSON.
+The deployment, the server and the signed calls are ``bench/http_deployment.py``
+(shared with ``bench/scale.py --http``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import secrets
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import timedelta
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -77,6 +72,16 @@ import duckdb
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.http_deployment import (  # noqa: E402
+    ENGINE_MEMORY,
+    ENGINE_TIMEOUT_S,
+    ENTERPRISE,
+    QUERY_WORKERS,
+    SERVER_THREADS,
+    SignedQueries,
+    deploy,
+    serving,
+)
 from products.manifest import DataProduct, parse_manifest  # noqa: E402
 from sandbox.engine import EngineLimits, WorkerPool, execute, prepare  # noqa: E402
 
@@ -257,175 +262,7 @@ def person_level(args: argparse.Namespace, rows: int) -> None:
 
 
 # --- --http: the same queries through the signed HTTP call of a real deployment -------
-
-HTTP_OPERATOR = "op-bench"
-HTTP_ENTERPRISE = "ent-bench"
-HTTP_SERVER_THREADS = 4  # gunicorn gthread threads of the one worker
-HTTP_QUERY_WORKERS = 2  # the server's isolated query workers (Settings default)
-ENGINE_MEMORY = "8GB"  # DuckDB memory limit of a query, here and in the server
-ENGINE_TIMEOUT_S = 600.0
-
-
-def http_settings(data_dir: Path, threads: int) -> Any:
-    """The deployment's settings; the server gets the same through ``http_env``."""
-    from sandbox.settings import Settings
-
-    return Settings(
-        data_dir=data_dir,
-        suite="ed25519-sha256",
-        query_threads=threads,
-        query_memory_limit=ENGINE_MEMORY,
-        query_timeout_s=ENGINE_TIMEOUT_S,
-        query_workers=HTTP_QUERY_WORKERS,
-    )
-
-
-def http_env(data_dir: Path, threads: int) -> dict[str, str]:
-    return {
-        "SANDBOX_DATA_DIR": str(data_dir),
-        "SANDBOX_SUITE": "ed25519-sha256",
-        "SANDBOX_QUERY_THREADS": str(threads),
-        "SANDBOX_QUERY_MEMORY_LIMIT": ENGINE_MEMORY,
-        "SANDBOX_QUERY_TIMEOUT_S": str(ENGINE_TIMEOUT_S),
-        "SANDBOX_QUERY_WORKERS": str(HTTP_QUERY_WORKERS),
-    }
-
-
-def deploy(data_dir: Path, src: Path, threads: int) -> tuple[Path, str, bytes, float]:
-    """Set up (idempotently) a deployment serving the person-level product, through the
-    project's actions as ``sandbox init``, ``principals add``, ``products register
-    --data`` and ``scopes grant`` do, each call audited; grant a fresh scope.
-
-    Returns the product's current data file, the scope id, the enterprise's private key
-    and the load time (0 when the product was already loaded).
-    """
-    from policies.principals import PrincipalSchema, Role, generate_keypair
-    from policies.scopes import GrantSchema
-    from products.errors import NotFound
-    from products.loader import DataFormat
-    from products.manifest import NewManifestSchema
-    from products.parsing import parse
-    from sandbox.actions import principals, products, scopes
-    from sandbox.actions.call import Caller, Outcome, Pending, commit
-    from sandbox.runtime import Runtime
-
-    rt = Runtime.open(http_settings(data_dir, threads), create=True)
-    try:
-        caller = Caller.local("bench/dp_query.py --http", rt.suite.digest)
-
-        def call(pending: Pending) -> Outcome:
-            outcome = commit(rt, caller, pending)
-            if outcome.error is not None:
-                raise outcome.error
-            return outcome
-
-        keys: dict[str, bytes] = {}
-        for pid, role in ((HTTP_OPERATOR, Role.OPERATOR), (HTTP_ENTERPRISE, Role.ENTERPRISE)):
-            key_file = data_dir / "bench-keys" / f"{pid}.key"
-            if not key_file.exists():
-                private, public = generate_keypair("ed25519")
-                key_file.parent.mkdir(parents=True, exist_ok=True)
-                (data_dir / "bench-keys" / f"{pid}.pub").write_bytes(public)
-                key_file.write_bytes(private)
-                key_file.chmod(0o600)
-            keys[pid] = key_file.read_bytes()
-            if rt.principals.find(pid) is None:
-                public_pem = (data_dir / "bench-keys" / f"{pid}.pub").read_text()
-                data = {
-                    "id": pid,
-                    "role": role.value,
-                    "name": pid,
-                    "keys": [{"public_key": public_pem}],
-                }
-                request = parse(PrincipalSchema, data, "principal")
-                call(principals.register(rt, request, None, roles=tuple(Role)))
-        pid = str(PERSON_MANIFEST["id"])
-        try:
-            record = rt.catalogue.get(pid)
-        except NotFound:
-            manifest = parse(NewManifestSchema, PERSON_MANIFEST, "product manifest")
-            call(products.register(rt, manifest, HTTP_OPERATOR))
-            record = rt.catalogue.get(pid)
-        t_load = 0.0
-        if record.current is None:
-            started = time.perf_counter()
-            up = products.upload(rt, HTTP_OPERATOR, pid, src, DataFormat.PARQUET)
-            try:
-                call(up.pending)
-            except BaseException:
-                up.discard()
-                raise
-            t_load = time.perf_counter() - started
-            record = rt.catalogue.get(pid)
-        now = rt.clock()
-        columns = [c["name"] for c in PERSON_MANIFEST["columns"] if c["name"] != "person_id"]
-        grant = {
-            "id": f"sc-dpq-{secrets.token_hex(4)}",
-            "enterprise": HTTP_ENTERPRISE,
-            "product": pid,
-            "purpose": "DP query benchmark (bench/dp_query.py --http)",
-            "operations": {"aggregate": {"columns": columns}},
-            "epsilon": 10_000,
-            "max_epsilon_per_query": 1,
-            "rate_per_minute": 1_000_000,
-            "daily_quota": 1_000_000_000,
-            "valid_from": (now - timedelta(days=1)).isoformat(),
-            "valid_until": (now + timedelta(days=1)).isoformat(),
-        }
-        outcome = call(scopes.grant(rt, parse(GrantSchema, grant, "scope"), HTTP_OPERATOR))
-        assert outcome.body is not None
-        return (
-            rt.catalogue.data_path(record),
-            str(outcome.body["id"]),
-            keys[HTTP_ENTERPRISE],
-            t_load,
-        )
-    finally:
-        rt.close()
-
-
-@contextmanager
-def serving(data_dir: Path, threads: int) -> Iterator[str]:
-    """Run ``gunicorn -w 1 -k gthread`` on the app factory; yield its base URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    env = {**os.environ, **http_env(data_dir, threads)}
-    log = data_dir / "gunicorn-dp-query.log"
-    command = [
-        sys.executable, "-m", "gunicorn", "-w", "1", "-k", "gthread",
-        "--threads", str(HTTP_SERVER_THREADS), "--timeout", str(int(ENGINE_TIMEOUT_S) + 60),
-        "--keep-alive", "600", "--log-level", "warning", "-b", f"127.0.0.1:{port}",
-        "sandbox.app:create_app()",
-    ]  # fmt: skip
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited: {log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/v1/health", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("gunicorn did not become healthy") from None
-                time.sleep(0.2)
-        yield url
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
+# The deployment, its server and the signed calls: bench/http_deployment.py.
 
 
 def person_http(args: argparse.Namespace, rows: int) -> None:
@@ -436,13 +273,19 @@ def person_http(args: argparse.Namespace, rows: int) -> None:
     src = person_source(args.dir, rows, args.threads)
     raw_file, t_ctas = person_raw(args.dir, src, rows, args.threads)
     data_dir = args.dir / f"http_{rows}"
-    product_file, scope, key, t_load = deploy(data_dir, src, args.threads)
+    columns = [c["name"] for c in PERSON_MANIFEST["columns"] if c["name"] != "person_id"]
+    product_file, scope, key, t_load = deploy(
+        data_dir, PERSON_MANIFEST, src, args.threads, columns,
+        caller="bench/dp_query.py --http",
+        purpose="DP query benchmark (bench/dp_query.py --http)",
+        scope_prefix="sc-dpq-",
+    )  # fmt: skip
     product = parse_manifest(PERSON_MANIFEST)
     print(
         f"\n{rows:,} person-level rows through the signed HTTP call (deployment load "
         f"{t_load:.1f} s, CTAS {t_ctas:.1f} s; 0 = cached)\n"
-        f"  server: gunicorn -w 1 -k gthread --threads {HTTP_SERVER_THREADS}, "
-        f"{HTTP_QUERY_WORKERS} query workers, engine threads {args.threads}; scope {scope}",
+        f"  server: gunicorn -w 1 -k gthread --threads {SERVER_THREADS}, "
+        f"{QUERY_WORKERS} query workers, engine threads {args.threads}; scope {scope}",
         flush=True,
     )
     raw_con = duckdb.connect(str(raw_file), read_only=True, config={"threads": args.threads})
@@ -454,22 +297,15 @@ def person_http(args: argparse.Namespace, rows: int) -> None:
     calls = 0
     records: list[dict[str, Any]] = []
     try:
-        with serving(data_dir, args.threads) as url, Client(url, HTTP_ENTERPRISE, key) as client:
+        with (
+            serving(data_dir, args.threads, log_name="gunicorn-dp-query.log") as url,
+            Client(url, ENTERPRISE, key) as client,
+        ):
             client.jwks()  # the platform's keys, fetched once as a client would cache them
+            signed = SignedQueries(client, scope)
 
             def http(sql: str) -> object:
-                nonlocal calls
-                # A distinct epsilon per call: an identical request would be answered
-                # from its stored release without running the engine (DESIGN §8).
-                epsilon = Decimal("0.5") + calls * Decimal("0.000001")
-                calls += 1
-                answer = client.query(scope, sql, str(epsilon))
-                claims = client.verify_receipt(answer)
-                if Decimal(str(answer["epsilon_spent"])) != epsilon:
-                    raise RuntimeError(f"answer reused or not charged: {answer['epsilon_spent']}")
-                if len(answer["rows"]) != GROUPS or claims["audit_index"] != answer.audit_index:
-                    raise RuntimeError("unexpected answer or receipt")
-                return answer
+                return signed(sql, GROUPS)
 
             def preview(sql: str) -> object:
                 return client.preview(scope, sql, "0.5")
@@ -487,7 +323,7 @@ def person_http(args: argparse.Namespace, rows: int) -> None:
 
                 raw()
                 engine()
-                for _ in range(HTTP_QUERY_WORKERS):  # each server worker opens the file once
+                for _ in range(QUERY_WORKERS):  # each server worker opens the file once
                     http(sql)
                 preview(sql)
                 samples: dict[str, list[float]] = {
@@ -519,6 +355,7 @@ def person_http(args: argparse.Namespace, rows: int) -> None:
                         "raw_samples_ms": [round(t * 1000, 1) for t in samples["raw"]],
                     }
                 )
+            calls = signed.calls
     finally:
         raw_con.close()
         pool.close()

@@ -2,7 +2,7 @@
 
     python bench/scale.py [--rows 10000000 100000000] [--with-300m] [--threads 2]
                           [--memory-limit 2GB] [--dir /work/scale-bench] [--runs 5]
-                          [--keep] [--skip-ctas-above N]
+                          [--keep] [--skip-ctas-above N] [--http]
 
 For each size, in one run:
 
@@ -25,7 +25,21 @@ For each size, in one run:
    raw runs on the plain CTAS table (and, when the CTAS was skipped, on the
    loader's file, the same table without its hidden columns). Medians of --runs
    interleaved runs after one warm-up.
-4. fairness: with two sizes, the smallest product's GROUP BY latency alone and while
+4. with ``--http``, after the queries of each size, the same two queries end to end
+   through the signed HTTP call (DESIGN §10): a deployment in ``DIR/http_ROWS`` set up
+   through the project's actions (``bench/http_deployment.py``: SQLite control plane,
+   an operator and an enterprise with Ed25519 keys, the demo manifest registered and
+   its rows loaded from the same Parquet by the upload action, with the same threads
+   and memory limit; a scope granting ``aggregate`` on the non-identifier columns),
+   served by ``gunicorn -w 1 -k gthread --threads 4`` (2 query workers, engine threads
+   and memory limit as above). Each query is a signed ``POST /v1/queries``
+   (``sandbox.client.Client``: sign, post, read, verify the receipt; a distinct
+   epsilon per call, so none is answered from a stored release; every answer checked
+   charged and receipted), interleaved with raw DuckDB on the CTAS file as in 3;
+   medians of --runs after a warm-up (one raw call, one HTTP call per query worker),
+   and HTTP / raw. The deployment is removed afterwards unless --keep (with --keep an
+   existing one is reused, its product not reloaded).
+5. fairness: with two sizes, the smallest product's GROUP BY latency alone and while
    the largest product's GROUP BY runs in a loop on the same pool (two workers).
 
 Results are printed as JSON lines and a table. Figures go to BENCHMARKS.md.
@@ -198,6 +212,89 @@ def query_bench(
     return out
 
 
+def http_bench(rows: int, src: Path, raw_file: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The two queries as signed HTTP calls to a deployment of the registry product
+    loaded from ``src``, interleaved with raw DuckDB on ``raw_file``."""
+    import duckdb
+
+    from bench.http_deployment import (
+        ENTERPRISE,
+        QUERY_WORKERS,
+        SERVER_THREADS,
+        SignedQueries,
+        deploy,
+        serving,
+    )
+    from products.yamlfile import load_yaml
+    from sandbox.client import Client
+
+    manifest = load_yaml(MANIFEST.read_text(encoding="utf-8"))
+    columns = [c["name"] for c in manifest["columns"] if c["classification"] != "identifier"]
+    keys = {c["name"]: len(c.get("public_values", [])) for c in manifest["columns"]}
+    expected_rows = {"group_by": keys["district"], "where": keys["district"] * keys["industry"]}
+    data_dir = args.dir / f"http_{rows}"
+    if not args.keep:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    deployed = deploy(
+        data_dir, manifest, src, args.threads, columns,
+        memory_limit=args.memory_limit,
+        caller="bench/scale.py --http",
+        purpose="national-scale benchmark of the signed HTTP call (bench/scale.py --http)",
+        scope_prefix="sc-scale-",
+    )  # fmt: skip
+    out: dict[str, Any] = {
+        "deploy_load_s": round(deployed.load_s, 1),
+        "server": f"gunicorn -w 1 -k gthread --threads {SERVER_THREADS}, "
+        f"{QUERY_WORKERS} query workers",
+        "scope": deployed.scope,
+    }
+    raw = duckdb.connect(
+        str(raw_file), read_only=True,
+        config={"threads": args.threads, "memory_limit": args.memory_limit},
+    )  # fmt: skip
+    raw.execute("SET enable_progress_bar_print = false")
+    try:
+        with (
+            serving(
+                data_dir, args.threads, memory_limit=args.memory_limit, log_name="gunicorn.log"
+            ) as url,
+            Client(url, ENTERPRISE, deployed.key) as client,
+        ):
+            client.jwks()  # the platform's keys, fetched once as a client would cache them
+            signed = SignedQueries(client, deployed.scope)
+            for name, sql in QUERIES.items():
+
+                def http(sql: str = sql, n: int = expected_rows[name]) -> None:
+                    signed(sql, n)
+
+                def rawq(sql: str = sql) -> None:
+                    raw.execute(sql).fetchall()
+
+                rawq()
+                for _ in range(QUERY_WORKERS):  # each server worker opens the file once
+                    http()
+                t_http: list[float] = []
+                t_raw: list[float] = []
+                for _ in range(args.runs):
+                    for fn, acc in ((rawq, t_raw), (http, t_http)):
+                        t = time.perf_counter()
+                        fn()
+                        acc.append(time.perf_counter() - t)
+                out[name] = {
+                    "raw_ms": median_ms(t_raw),
+                    "http_ms": median_ms(t_http),
+                    "ratio": round(statistics.median(t_http) / statistics.median(t_raw), 2),
+                    "http_samples_ms": [round(t * 1000, 1) for t in t_http],
+                    "raw_samples_ms": [round(t * 1000, 1) for t in t_raw],
+                }
+            out["released"] = signed.calls
+    finally:
+        raw.close()
+    if not args.keep:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return out
+
+
 def fairness(small: Path, big: Path, threads: int, memory: str, runs: int) -> dict[str, Any]:
     from products.manifest import parse_manifest
     from products.yamlfile import load_yaml
@@ -259,6 +356,10 @@ def main() -> None:
         "--skip-ctas-above", type=int, default=10**12,
         help="above this many rows, no CTAS copy (raw queries run on the loader's file)",
     )  # fmt: skip
+    ap.add_argument(
+        "--http", action="store_true",
+        help="also time the two queries through the signed HTTP call of a real deployment",
+    )  # fmt: skip
     args = ap.parse_args()
     from bench.registry_data import write_copies, write_parquet
 
@@ -300,6 +401,9 @@ def main() -> None:
             args.memory_limit, args.runs,
         )  # fmt: skip
         print(json.dumps({"rows": rows, "queries": r["queries"]}), flush=True)
+        if args.http:
+            r["http"] = http_bench(rows, src, raw_file if raw_file.exists() else product, args)
+            print(json.dumps({"rows": rows, "http": r["http"]}), flush=True)
         if raw_file.exists() and not args.keep:
             raw_file.unlink()
         results[rows] = r
@@ -317,21 +421,29 @@ def main() -> None:
             json.dumps({"load_growth": {f"{hi}/{lo}": round(growth, 2), "cpu": round(cpu, 2)}}),
             flush=True,
         )
+    http_head = " group by HTTP/raw | where HTTP/raw |" if args.http else ""
     print(
         "\n| rows | CTAS s | loader s | ratio | loader peak RSS | peak temp / product | "
-        "group by DP/raw | where DP/raw |"
+        "group by DP/raw | where DP/raw |" + http_head
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |" + " --- |" * (2 * args.http))
     for rows, r in results.items():
         q = r["queries"]
         ctas = f"{r['ctas']['seconds']:.1f}" if "ctas" in r else "-"
-        print(
+        line = (
             f"| {rows:,} | {ctas} | {r['loader']['seconds']:.1f} | "
             f"{r.get('load_over_ctas', '-')} | "
             f"{r['loader']['peak_rss_bytes'] / 2**20:,.0f} MiB | {r['temp_over_product']} | "
             f"{q['group_by']['dp_ms']} / {q['group_by']['raw_ms']} ms = {q['group_by']['ratio']} | "
             f"{q['where']['dp_ms']} / {q['where']['raw_ms']} ms = {q['where']['ratio']} |"
         )
+        if "http" in r:
+            h = r["http"]
+            line += "".join(
+                f" {h[k]['http_ms']} / {h[k]['raw_ms']} ms = {h[k]['ratio']} |"
+                for k in ("group_by", "where")
+            )
+        print(line)
     if not args.keep:
         for rows in sizes:
             shutil.rmtree(args.dir / f"product_{rows}", ignore_errors=True)
