@@ -163,6 +163,8 @@ def test_the_console_in_a_browser(
             reg.click("#mp-registry-risk a[aria-label]")
             reg.wait_for_selector("#version-status[data-status=draft]")
             assert reg.get_attribute("#hash-check", "data-ok") == "true"
+            assert reg.evaluate(A11Y) == []
+            assert tab_reaches(reg, "#file", limit=120)
             reg.fill("#note", "filed in a browser test")
             reg.click("#file")
             reg.wait_for_url("**done=file**")
@@ -194,6 +196,8 @@ def test_the_console_in_a_browser(
             visit(ent, f"{url}/console/scopes?lang=zh_CN", heading="我的授权范围")
             visit(ent, f"{url}/console/audit?lang=en", heading="My calls")
             assert ent.query_selector("a[download]")  # receipts of its own calls
+            visit(ent, f"{url}/console/synthetic?lang=zh_CN")
+            visit(ent, f"{url}/console/synthetic?lang=en", heading="Synthetic data")
             visit(ent, f"{url}/console/query", heading="differential privacy")
             ent.fill(
                 "#q-sql",
