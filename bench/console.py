@@ -59,6 +59,7 @@ DEMO_PAGES = {
         "/console/budgets",
         "/console/oversight",
         "/console/models",
+        "/console/models/{model_version}",
         "/console/report",
         "/console/usage",
     ],
@@ -68,6 +69,7 @@ DEMO_PAGES = {
         "/console/scopes/new",
         "/console/products",
         "/console/principals",
+        "/console/models",
         "/console/usage",
     ],
     "ent-demo": [
@@ -75,6 +77,7 @@ DEMO_PAGES = {
         "/console/scopes/sc-demo-registry",
         "/console/audit",
         "/console/query",
+        "/console/synthetic",
         "/console/budgets",
     ],
 }
@@ -127,10 +130,14 @@ def demo_pages(runs: int) -> None:
             app = create_app(runtime=rt)
             print(f"## demo deployment ({rt.audit.size()} entries)\n")
             print("| role | page | median ms | p95 ms |\n| --- | --- | ---: | ---: |")
+            # The review page of the demo's filed operating-risk scorecard.
+            mp = rt.models.get("enterprise-operating-risk")
+            model_version = f"{mp.id}/versions/{mp.versions[-1].version}"
             for pid, pages in DEMO_PAGES.items():
                 key = (data / "demo" / "keys" / f"{pid}.key").read_bytes()
                 client = signed_in(app, pid, key, rt.settings.audience)
-                for path in pages:
+                for page in pages:
+                    path = page.format(model_version=model_version)
                     med, p95 = timed(client, path, runs)
                     print(f"| {pid} | `{path}` | {med:.1f} | {p95:.1f} |")
         finally:
