@@ -225,8 +225,12 @@ def before() -> Response | None:
         raise Forbidden(
             f"role {principal.role.value!r} may not open this page", {"role": principal.role.value}
         )
-    if not all_utf8(dict(request.args.lists())):
-        raise InvalidRequest("the query holds a lone surrogate or a NUL; it must be Unicode text")
+    # Path and query values reach the stores as parameters, as on the API (a NUL would
+    # fail PostgreSQL).
+    if not all_utf8(request.view_args or {}) or not all_utf8(dict(request.args.lists())):
+        raise InvalidRequest(
+            "the path or query holds a lone surrogate or a NUL; it must be Unicode text"
+        )
     if request.method == "POST":
         if not csrf_ok(rt.console_secret, session.id, request.form.get("csrf_token")):
             # Not the signed-in page's form: a forgery is not the principal's call.
