@@ -33,7 +33,7 @@ from policies.errors import OperationNotAllowed
 from policies.principals import Principal
 from policies.scopes import Scope, decimal_str
 from products.catalogue import ProductRecord
-from products.errors import NotFound
+from products.errors import Conflict, NotFound
 from sandbox.actions.call import Answer, Apply, Pending
 from sandbox.actions.queries import owned_scope, under_scope
 from sandbox.engine.isolation import EngineLimits
@@ -136,10 +136,21 @@ def synthetic_preview(
 SYNTHETIC_ANSWER = ("columns", "rows", "method", "accuracy")
 
 
-def synthetic(rt: Runtime, caller: Principal, product_id: str, req: SyntheticRequest) -> Pending:
+def synthetic(
+    rt: Runtime,
+    caller: Principal,
+    product_id: str,
+    req: SyntheticRequest,
+    *,
+    stored_only: bool = False,
+) -> Pending:
     """``synthetic``: DP synthetic rows ``{"columns", "rows", "epsilon_spent", "budget",
     "release", "accuracy"}`` (the edge adds the receipt). Raises ``NotFound`` for a
-    scope that is not the caller's; every other refusal is the returned call's."""
+    scope that is not the caller's; every other refusal is the returned call's.
+
+    ``stored_only``: answer only from the stored release of this request, refusing
+    ``conflict`` when there is none (the data changed or the release expired) instead of
+    fitting and charging again (the console's download of rows it has shown)."""
     scope = owned_scope(rt, caller, req.scope)
     pending = dataclasses.replace(under_scope("synthetic", scope), receipt=True)
 
@@ -150,6 +161,12 @@ def synthetic(rt: Runtime, caller: Principal, product_id: str, req: SyntheticReq
         version = record.current.version
         key = req.key(product_id, version)
         stored = rt.ledger.reused(scope.id, key)
+        if stored is None and stored_only:
+            raise Conflict(
+                "no stored release answers this request any more (the data changed or "
+                "the release expired); generate the rows again",
+                {"release": key},
+            )
         if stored is None:
             scope.check_affordable(req.epsilon)
             k = record.manifest.max_rows_per_unit

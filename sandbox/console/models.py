@@ -137,6 +137,7 @@ def _synthetic_page(
         methods=METHODS,
         max_rows=MAX_SYNTHETIC_ROWS,
         shown_rows=SHOWN_ROWS,
+        label=label,
         **_developing(all_scopes, values.get("scope")),
         **context,
     )
@@ -163,21 +164,24 @@ def synthetic_page() -> Response:
 def synthetic() -> Response:
     """Preview (``synthetic.preview``: the accuracy, nothing spent), generate
     (``synthetic``: rows drawn from a model of noisy marginals, budget charged) or
-    download the same release as CSV (``synthetic`` again: reused, no charge)."""
+    download the same release as CSV (``synthetic`` from the stored release only: no
+    fit, no charge; ``conflict`` when it is gone)."""
     rt = runtime()
     form = request.form
     values: dict[str, Any] = {k: form.get(k, "") for k in ("scope", "epsilon", "rows", "method")}
     values["columns"] = form.getlist("columns")
     do = form.get("do", "preview")
     run = do in ("run", "csv")
-    own = [s.to_dict() for s in rt.scopes.list(enterprise=me().id)]
     try:
         req = parse(SyntheticRequestSchema, synthetic_data(form), "synthetic data request")
         # The product is the scope's own; a scope that is not the caller's is refused
         # ``not_found`` by the action before the product matters.
-        product = next((s["product"] for s in own if s["id"] == req.scope), "")
+        scope = next((s for s in rt.scopes.list(enterprise=me().id) if s.id == req.scope), None)
+        product = scope.product if scope is not None else ""
         pending = (
-            development.synthetic(rt, me(), product, req)
+            # The CSV is the release just shown: served from storage, never fitted and
+            # charged again.
+            development.synthetic(rt, me(), product, req, stored_only=do == "csv")
             if run
             else development.synthetic_preview(rt, me(), product, req)
         )
@@ -186,6 +190,8 @@ def synthetic() -> Response:
     outcome = commit_call(pending)
     if do == "csv" and outcome.error is None and outcome.body is not None:
         return _csv(outcome.body)
+    # The scopes as they are after this call (a release charges its scope).
+    own = [s.to_dict() for s in rt.scopes.list(enterprise=me().id)]
     error = outcome.error
     fields = error.details.get("fields") if error is not None else None
     return _synthetic_page(

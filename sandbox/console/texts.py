@@ -42,6 +42,9 @@ def label(key: str) -> str:
         "event.define": _("defined"),
         "event.file": _("filed"),
         "event.withdraw": _("withdrawn"),
+        "encoding.categorical": _("public values"),
+        "encoding.boolean": _("true or false"),
+        "encoding.bins": _("bins"),
         "decision.allow": _("allowed"),
         "decision.deny": _("refused"),
     }

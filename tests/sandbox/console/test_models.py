@@ -15,6 +15,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from sandbox.models.products import version_of
+from tests.sandbox.conftest import REGISTRY_ROWS
 from tests.sandbox.console.conftest import RISK_MODEL, World, browser, csrf_of
 from tests.sandbox.console.test_console import last_entry, text
 
@@ -263,6 +264,9 @@ def test_an_enterprise_previews_then_generates_synthetic_rows(world: World) -> N
     rows = re.search(r'<table class="data" id="rows">.*?</table>', body, re.S)
     assert rows is not None and rows.group(0).count("<tr>") == 51  # the header and 50 rows
     assert spent(w) == "0.5"
+    # The form's scope line shows the budget after this release, as the result does.
+    remaining = w.rt.scopes.get("sc-acme-dev").to_dict()["budget"]["remaining"]
+    assert f"remaining {remaining}," in body
     e = last_entry(w.rt)
     assert (e["action"], e["epsilon"], e["actor"], e["decision"]) == (
         "synthetic",
@@ -282,6 +286,20 @@ def test_an_enterprise_previews_then_generates_synthetic_rows(world: World) -> N
     assert spent(w) == "0.5"
     e = last_entry(w.rt)
     assert (e["action"], e["epsilon"], e.get("reused")) == ("synthetic", "0", True)
+    # Once a new data version is loaded, the stored release no longer answers this
+    # request: the download is refused instead of fitting new rows and charging again.
+    reload = w.operator.call(
+        "PUT",
+        "/v1/products/enterprise_registry/data",
+        body=REGISTRY_ROWS.encode(),
+        content_type="text/csv",
+    )
+    assert reload.status_code == 200, reload.get_json()
+    gone = client.post("/console/synthetic", data=synthetic_form(csrf, do="csv"))
+    assert gone.status_code == 409 and 'role="alert"' in text(gone)
+    assert spent(w) == "0.5"
+    e = last_entry(w.rt)
+    assert (e["action"], e["decision"], e["epsilon"]) == ("synthetic", "deny", "0")
 
 
 @pytest.mark.parametrize(
