@@ -570,8 +570,12 @@ class WorkerPool:
         healthy = False
         try:
             try:
+                # The job is held to what it adds: a worker keeps the connections (and
+                # DuckDB buffer pools) of files it read for earlier jobs, which are not
+                # this job's to pay for.
+                before = worker.resident_bytes()
                 worker.conn.send((str(db_path), sql, limits, finish))
-                reply = self._await_reply(worker, limits)
+                reply = self._await_reply(worker, limits, before)
             except (EOFError, OSError, ValueError):
                 raise QueryFailed(
                     "the engine stopped while running the query (it was restarted); "
@@ -592,13 +596,14 @@ class WorkerPool:
             raise QueryFailed("the engine failed", {"rule": "engine"})
         raise error
 
-    def _await_reply(self, worker: _Worker, limits: EngineLimits) -> Any:
+    def _await_reply(self, worker: _Worker, limits: EngineLimits, before: int) -> Any:
         """The worker's reply, watching the job's time and the worker's memory: DuckDB
         keeps to ``memory_limit`` by itself, but a release step's Python objects (noise,
-        a synthetic-data fit) do not, so the whole process is held to the limit plus
-        ``memory_headroom`` and killed beyond it (DESIGN invariant 9)."""
+        a synthetic-data fit) do not, so the job may grow the process by at most the
+        limit plus ``memory_headroom`` over its resident memory ``before`` the job, and
+        is killed beyond it (DESIGN invariant 9)."""
         deadline = time.monotonic() + limits.timeout_s + self.grace_s
-        cap = parse_size(limits.memory_limit) + self.memory_headroom
+        cap = before + parse_size(limits.memory_limit) + self.memory_headroom
         while True:
             left = deadline - time.monotonic()
             if left <= 0:

@@ -220,6 +220,38 @@ def hold_memory(rows: list[Row], deadline: Deadline) -> int:
     return len(held)
 
 
+# What earlier jobs leave resident in a worker (as the DuckDB buffer pools of the
+# product files it keeps open do).
+_LEFT_BEHIND: list[bytearray] = []
+
+
+def leave_memory_behind(rows: list[Row], deadline: Deadline) -> int:
+    _LEFT_BEHIND.append(bytearray(400 << 20))  # touched: resident
+    return len(_LEFT_BEHIND)
+
+
+def count_rows_slowly(rows: list[Row], deadline: Deadline) -> int:
+    time.sleep(0.4)  # long enough for the pool to look at the worker's memory
+    return len(rows)
+
+
+def test_a_job_is_not_charged_for_memory_earlier_jobs_left_in_its_worker(
+    pums_db: Path,
+) -> None:
+    pool = WorkerPool(size=1, grace_s=0.5, memory_headroom=400 << 20)
+    try:
+        limits = EngineLimits(timeout_s=60.0, memory_limit="256MB", threads=1)
+        # Each job stays within limit + headroom; together they leave ~1.2 GiB behind.
+        assert [pool.run_and_finish(pums_db, "SELECT 1", limits, leave_memory_behind)
+                for _ in range(3)] == [1, 2, 3]  # fmt: skip
+        pid = pool.worker_pids()
+        # The next job grows the worker by nothing: it runs, in the same worker.
+        assert pool.run_and_finish(pums_db, "SELECT 1", limits, count_rows_slowly) == 1
+        assert pool.worker_pids() == pid
+    finally:
+        pool.close()
+
+
 def test_a_release_step_is_held_to_the_memory_limit_too(pums_db: Path) -> None:
     pool = WorkerPool(size=1, grace_s=0.5, memory_headroom=400 << 20)
     try:
