@@ -219,6 +219,14 @@ def definition_from(
         bands=bands,
         score_range=score_range,
     )
+    try:
+        definition.version  # noqa: B018 - the version is the hash of the canonical form
+    except rfc8785.CanonicalizationError:
+        # Fields the checks above leave free (a scorecard's target, scale, WoE, ...)
+        # may hold NaN, infinities or integers beyond 2^53, which RFC 8785 cannot encode.
+        raise _bad(
+            "model", "numbers must be finite, and integers within ±2^53 (RFC 8785)"
+        ) from None
     scorer(definition, product)  # the key, formats and bins as a verification product
     return definition
 

@@ -410,6 +410,10 @@ def test_linear_model_product_and_one_from_a_training_release(
         ({"key": ["sex"]}, "key"),
         ({"product": "nope"}, "product"),
         ({"model": {"kind": "tree"}}, "model.kind"),
+        # Numbers RFC 8785 cannot encode, in fields the checks leave free: the version
+        # hash cannot be taken, so the definition is refused (was a 500).
+        ({"model": {**CARD, "target": float("nan")}}, "model"),
+        ({"model": {**CARD, "target": 10**30}}, "model"),
     ],
 )
 def test_bad_definitions_are_refused_with_the_field(
