@@ -53,11 +53,27 @@ def _training(rt: Runtime, release: str, product: str) -> tuple[dict[str, Any], 
     """The model of a training release and what a regulator sees of it. Raises
     ``InvalidRequest`` naming ``from_release``."""
     with rt.engine.connect() as conn:
-        row = conn.execute(
-            sa.select(released_answers.c.scope_id, released_answers.c.answer).where(
-                released_answers.c.query_key == release
-            )
-        ).first()
+        rows = conn.execute(
+            sa.select(released_answers.c.scope_id, released_answers.c.answer)
+            .where(released_answers.c.query_key == release)
+            .order_by(released_answers.c.scope_id)
+            .limit(2)
+        ).all()
+    if len(rows) > 1:
+        # A release id is the request's key; the same training request under two
+        # scopes made two releases with one id, each with its own noise.
+        raise InvalidRequest(
+            "invalid model product",
+            {
+                "fields": {
+                    "from_release": [
+                        f"release {release!r} was made under several scopes; publish the "
+                        "model itself (its JSON, from the training answer) instead"
+                    ]
+                }
+            },
+        )
+    row = rows[0] if rows else None
     stored = json.loads(row.answer) if row is not None else None
     if row is None or stored is None or "model" not in stored or stored.get("product") != product:
         raise InvalidRequest(

@@ -335,37 +335,41 @@ def test_linear_model_product_and_one_from_a_training_release(
 
     assert [x["band"] for x in got["results"]] == [expect(r) for r in rows]
     # from a training release: the regulator sees the release behind the version
-    trained = enterprise.post(
-        "/v1/models/train",
-        {
-            "scope": pums,
-            "product": "pums",
-            "epsilon": 2,
-            "spec": {
-                "kind": "scorecard",
-                "target": {"column": "married", "equals": 1},
-                "features": ["age", "sex"],
-            },
+    trained_request = {
+        "scope": pums,
+        "product": "pums",
+        "epsilon": 2,
+        "spec": {
+            "kind": "scorecard",
+            "target": {"column": "married", "equals": 1},
+            "features": ["age", "sex"],
         },
-    )
+    }
+    trained = enterprise.post("/v1/models/train", trained_request)
     assert trained.status_code == 200, trained.get_json()
     release = trained.get_json()["release"]
     lo = trained.get_json()["model"]["score_range"][0]
-    made = operator.post(
-        "/v1/model-products",
-        {
-            "id": "pums-trained",
-            "product": "pums",
-            "key": ["pid"],
-            "from_release": release,
-            "output": {"bands": [{"label": "ok", "min_score": lo}]},
-        },
-    )
+    published = {
+        "id": "pums-trained",
+        "product": "pums",
+        "key": ["pid"],
+        "from_release": release,
+        "output": {"bands": [{"label": "ok", "min_score": lo}]},
+    }
+    made = operator.post("/v1/model-products", published)
     assert made.status_code == 201, made.get_json()
     view = regulator.get("/v1/model-products/pums-trained").get_json()
     training = view["versions"][0]["training"]
     assert training["release"] == release and training["epsilon"] == "2"
     assert training["product_version"] == 1 and "auc" in training["metrics"]
+    # The same training request under a second scope is a second release with the same
+    # id (and its own noise): an id that names two models is refused, never guessed.
+    grant(operator, "sc-pums-2")
+    again = enterprise.post("/v1/models/train", {**trained_request, "scope": "sc-pums-2"})
+    assert again.status_code == 200 and again.get_json()["release"] == release
+    ambiguous = operator.post("/v1/model-products", {**published, "id": "pums-trained-2"})
+    assert ambiguous.status_code == 400, ambiguous.get_json()
+    assert "from_release" in ambiguous.get_json()["error"]["details"]["fields"]
 
 
 @pytest.mark.parametrize(
