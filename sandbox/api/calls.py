@@ -28,7 +28,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from flask import Flask, Response, current_app, g, request
 from sqlalchemy.exc import SQLAlchemyError
@@ -57,6 +56,7 @@ from sandbox.errors import (
     status_of,
 )
 from sandbox.runtime import Runtime
+from sandbox.wsgi import request_target
 
 _log = logging.getLogger(__name__)
 
@@ -117,16 +117,6 @@ def caller() -> Principal:
 def upload_path() -> Path | None:
     """The streamed body of a data upload, if any."""
     return _request().upload
-
-
-def request_target(environ: dict[str, Any]) -> str:
-    """Return the path and query exactly as the client sent them (the signed ``htu``)."""
-    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-    if isinstance(raw, str) and raw.startswith("/"):
-        return raw
-    path = quote(environ.get("PATH_INFO", "/"), safe="/:@!$&'()*+,;=-._~%")
-    query = environ.get("QUERY_STRING", "")
-    return f"{path}?{query}" if query else path
 
 
 def _read_body(req: Request, rt: Runtime) -> None:

@@ -50,6 +50,7 @@ from sandbox.console import i18n
 from sandbox.console.texts import error_title, label
 from sandbox.errors import Internal, Unavailable, error_body, from_audit, status_of
 from sandbox.runtime import Runtime
+from sandbox.wsgi import request_target
 
 _log = logging.getLogger(__name__)
 
@@ -173,11 +174,6 @@ def me() -> Principal:
     return p
 
 
-def _target() -> str:
-    query = request.query_string.decode("latin-1")
-    return f"{request.path}?{query}" if query else request.path
-
-
 def number(value: Any) -> Any:
     """A released float shown to a sensible precision (the ± beside it says how much
     of it is noise); anything else as it is."""
@@ -195,12 +191,15 @@ def _labels() -> dict[str, Any]:
 def before() -> Response | None:
     rt = runtime()
     request.max_content_length = MAX_BODY
-    target = _target()
+    # The path and query as sent, hashed in the deployment's suite: as the API's edge.
+    target = request_target(request.environ)
     client = request.remote_addr or ""
-    rh = request_hash(request.method, target, b"")  # until the body is read
+    digest = rt.suite.digest
+    rh = request_hash(request.method, target, b"", digest=digest)  # until the body is read
     g.console = v = Visit(request.method, target, client, rh, Caller.anonymous(rh, client, None))
     if request.method == "POST":
-        v.request_hash = rh = request_hash(request.method, target, request.get_data(cache=True))
+        body = request.get_data(cache=True)
+        v.request_hash = rh = request_hash(request.method, target, body, digest=digest)
         v.caller = Caller.anonymous(rh, client, None)
     if request.endpoint in PUBLIC:
         return None

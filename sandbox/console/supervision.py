@@ -11,15 +11,29 @@ from flask import Response, make_response, request
 
 from audit.receipts import receipt_claims
 from policies.principals import Role
-from products.errors import InvalidRequest
+from products.errors import InvalidRequest, NotFound
 from sandbox import disclosure
 from sandbox.actions import console as actions
+from sandbox.actions.call import Pending
 from sandbox.console import charts
 from sandbox.console.edge import blp, commit_call, error_page, me, page, runtime, show
 from sandbox.console.texts import label
 
 ROLES = ("regulator", "operator", "enterprise", "platform", "unauthenticated")
 DECISIONS = ("allow", "deny")
+
+# Entry indexes a page names: JSON-safe integers (an entry records the index it showed);
+# beyond them, as beyond the log, there is no such entry.
+MAX_INDEX = 2**53 - 1
+
+
+def _no_entry(action: str, index: int) -> Response | None:
+    """The refusal page of an index no log can reach (recorded without the index)."""
+    if index <= MAX_INDEX:
+        return None
+    outcome = commit_call(Pending(action, refusal=NotFound("no such audit entry", {})))
+    assert outcome.error is not None
+    return error_page(outcome.error)
 
 
 def _time_arg(name: str, *, end: bool = False) -> datetime | None:
@@ -32,6 +46,11 @@ def _time_arg(name: str, *, end: bool = False) -> datetime | None:
             t = datetime.strptime(raw, fmt).replace(tzinfo=UTC)
         except ValueError:
             continue
+        if not 1970 <= t.year <= 9998:  # as the API's time filters; and no overflow
+            raise InvalidRequest(
+                f"{name} must lie between 1970 and 9998",
+                {"fields": {name: ["a year from 1970 to 9998"]}},
+            )
         return t + timedelta(days=1) if end and fmt == "%Y-%m-%d" else t
     raise InvalidRequest(
         f"{name} must be a date (YYYY-MM-DD) or date and time",
@@ -88,6 +107,8 @@ def trail() -> Response:
 
 @blp.route("/audit/<int:index>", methods=["GET"])
 def entry(index: int) -> Response:
+    if (refused := _no_entry("audit.proof", index)) is not None:
+        return refused
     rt = runtime()
     outcome = commit_call(actions.entry(rt, me(), index))
     if outcome.error is not None:
@@ -119,6 +140,8 @@ def entry(index: int) -> Response:
 def receipt(index: int) -> Response:
     """A receipt for one's own entry, signed now by the platform over the entry's
     leaf, request and result hashes (DESIGN §5 receipt claims), as a JSON download."""
+    if (refused := _no_entry("receipt.read", index)) is not None:
+        return refused
     rt = runtime()
     pending, facts = actions.receipt(rt, me(), index)
     outcome = commit_call(pending)

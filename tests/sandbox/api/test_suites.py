@@ -309,3 +309,18 @@ def test_a_dp_query_is_charged_receipted_and_verifiable_in_the_suite(
     assert again["rows"] == answer["rows"]
     budget = enterprise.get("/v1/scopes/sc-stats").get_json()
     assert budget["budget"]["spent"] == 0.5
+
+
+def test_console_entries_hash_their_request_in_the_suite(
+    app: Any, rt: Runtime, regulator: Caller
+) -> None:
+    """A console page's entry records the request's hash in the deployment's suite, over
+    the path as sent (percent-encoded), like the API's entries."""
+    from tests.sandbox.console.conftest import browser_session
+
+    client = browser_session(app, regulator)
+    path = "/console/audit?text=%E6%B5%8B"
+    assert client.get(path).status_code == 200
+    entry = rt.audit.entries(cursor=rt.audit.size() - 1, limit=1).entries[0].entry
+    assert entry["action"] == "audit.read"
+    assert entry["request_hash"] == request_hash("GET", path, b"", digest=rt.suite.digest)

@@ -585,3 +585,18 @@ def test_a_token_pasted_from_sandbox_console_sign(world: World, tmp_path: Any) -
     }
     assert client.post("/console/sign-in", data=form).status_code == 303
     assert client.get("/console/integrity").status_code == 200
+
+
+def test_out_of_range_indexes_and_dates_are_clear_refusals(world: World) -> None:
+    """Numbers beyond what the log or a date can hold are 4xx pages, never a 500."""
+    client = browser(world, world.regulator)
+    for path, code in (
+        ("/console/audit/99999999999999999999", 404),
+        ("/console/audit/99999999999999999999/receipt", 404),
+        (f"/console/audit/{2**53 - 1}", 404),
+        ("/console/audit?to=9999-12-31", 400),
+        ("/console/audit?from=0001-01-01", 400),
+        ("/console/audit?cursor=999999999999999999", 200),
+    ):
+        resp = client.get(path)
+        assert resp.status_code == code, (path, resp.get_data(as_text=True)[:300])
