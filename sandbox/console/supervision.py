@@ -130,6 +130,7 @@ def entry(index: int) -> Response:
         "root_hash": body["checkpoint"]["root_hash"],
         "note": body["checkpoint"]["note"],
         "keys": keys,
+        "suite": rt.suite.name,  # the page's script checks ed25519-sha256 only
     }
     pretty = json.dumps(body["entry"], ensure_ascii=False, indent=2, sort_keys=True)
     own = body["entry"].get("actor") == me().id

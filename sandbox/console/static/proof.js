@@ -28,6 +28,9 @@
     status.textContent = ok ? M.all_ok : M.all_bad;
     status.dataset.ok = String(ok);
   };
+  // WebCrypto has SHA-256 and Ed25519 only: an sm2-sm3 deployment is left to the
+  // offline verifier, said so plainly (never a false alarm).
+  if (data.suite !== "ed25519-sha256") { status.className = "notice"; status.textContent = M.other_suite; status.dataset.ok = "unavailable"; return; }
   if (!window.crypto || !crypto.subtle) { status.textContent = M.no_crypto; status.dataset.ok = "false"; return; }
   const sha = async (bytes) => new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
 

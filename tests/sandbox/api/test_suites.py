@@ -324,3 +324,23 @@ def test_console_entries_hash_their_request_in_the_suite(
     entry = rt.audit.entries(cursor=rt.audit.size() - 1, limit=1).entries[0].entry
     assert entry["action"] == "audit.read"
     assert entry["request_hash"] == request_hash("GET", path, b"", digest=rt.suite.digest)
+
+
+def test_the_console_entry_page_names_its_suite_for_the_browser_check(
+    app: Any, rt: Runtime, regulator: Caller
+) -> None:
+    """The page's script checks SHA-256 and Ed25519 (WebCrypto's); it is told the suite,
+    so an sm2-sm3 entry is left to the offline verifier instead of raising an alarm."""
+    import html
+    import json
+    import re
+
+    from tests.sandbox.console.conftest import browser_session
+
+    client = browser_session(app, regulator)
+    page = client.get("/console/audit/0")
+    assert page.status_code == 200
+    found = re.search(r'id="proof-data">(.*?)</script>', page.get_data(as_text=True), re.S)
+    assert found is not None
+    data = json.loads(html.unescape(found.group(1)))
+    assert data["suite"] == rt.suite.name and data["messages"]["other_suite"]
