@@ -89,8 +89,9 @@ def products() -> None:
     """Data products: register manifests and load rows."""
 
 
-def read_manifest(path: Path) -> Any:
-    """Return the manifest data of a YAML or JSON file. Raises ``InvalidRequest``."""
+def read_document(path: Path) -> Any:
+    """Return the data of a YAML (1.2, as manifests are read) or JSON file: a manifest,
+    a training spec, a model definition. Raises ``InvalidRequest``."""
     try:
         text = path.read_text(encoding="utf-8")
         if path.suffix == ".json":
@@ -125,7 +126,7 @@ def products_register(
     # What can be checked before anything is written is checked first: the manifest's
     # syntax and the data file's format (a load that fails later leaves the product
     # registered without data; load it with PUT /v1/products/{id}/data).
-    data = read_manifest(Path(manifest))
+    data = read_document(Path(manifest))
     if data_file:
         DataFormat.from_name(Path(data_file).name)
     rt = ctx.runtime(create=True)

@@ -6,23 +6,13 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
 
 import click
-import yaml
 
-from products.errors import InvalidRequest
+from sandbox.cli.admin import read_document
 from sandbox.cli.common import CliContext
 from sandbox.cli.remote import client_options, fail, make_client
 from sandbox.client import LONG_CALL_S, ApiError, Response
-
-
-def _read(path: str) -> Any:
-    text = Path(path).read_text(encoding="utf-8")
-    try:
-        return json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise InvalidRequest(f"{path} is not JSON or YAML: {exc}") from None
 
 
 def _note(answer: Response) -> None:
@@ -106,7 +96,9 @@ def train(
     client = make_client(ctx, url, principal, key_file, timeout=LONG_CALL_S + 30)
     ctx.on_close(client.close)
     try:
-        answer = client.train(scope, product, epsilon, _read(spec_file), preview=preview)
+        answer = client.train(
+            scope, product, epsilon, read_document(Path(spec_file)), preview=preview
+        )
     except ApiError as exc:
         fail(exc)
         return
@@ -138,7 +130,7 @@ def publish(
     client = make_client(ctx, url, principal, key_file)
     ctx.on_close(client.close)
     try:
-        answer = client.publish_model(_read(file))
+        answer = client.publish_model(read_document(Path(file)))
     except ApiError as exc:
         fail(exc)
         return

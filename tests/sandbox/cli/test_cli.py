@@ -280,3 +280,13 @@ def test_a_dp_answer_prints_as_a_table_with_its_intervals() -> None:
     assert lines[0] == "district=A  n=120 ± 6  avg_capital=5,012,346 ± 310,000"
     assert lines[1].endswith("avg_capital=4,100,000 ± 450,000")
     assert "95% half-width" in lines[-1]
+
+
+def test_specs_and_model_files_are_read_as_yaml_1_2_like_manifests(tmp_path: Path) -> None:
+    """``sandbox train --spec`` and ``sandbox models publish`` read files as manifests
+    are read: ``1e-3`` is a number (YAML 1.1 made it a string, refused by the server)."""
+    from sandbox.cli.admin import read_document
+
+    spec = tmp_path / "model.yaml"
+    spec.write_text("features:\n  - coefficient: 1e-3\n    min_score: 7.0e2\n", encoding="utf-8")
+    assert read_document(spec) == {"features": [{"coefficient": 0.001, "min_score": 700.0}]}
